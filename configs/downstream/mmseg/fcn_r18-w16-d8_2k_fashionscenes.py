@@ -1,0 +1,10 @@
+# FCN on the scenes, backbone initialised from the dense Fashion-MNIST classifier.
+# Another checkpoint: --cfg-options model.backbone.init_cfg.checkpoint=PATH
+_base_ = [
+    '../../_base_/models/fcn_r18-w16-d8.py',
+    '../../_base_/datasets/fashion_scenes_segmentation.py',
+    '../../_base_/schedules/scenes_seg_2k.py', '../../_base_/seg_runtime.py'
+]
+pretrained = 'work_dirs/resnet18-w16_1xb128-10e_fashionmnist/epoch_10.pth'
+model = dict(backbone=dict(
+    init_cfg=dict(type='Pretrained', prefix='backbone.', checkpoint=pretrained)))

@@ -1,0 +1,188 @@
+"""Unstructured weight masks: which weights are prunable, and how masks are enforced.
+
+A mask set is a ``dict[str, torch.BoolTensor]`` keyed by parameter name, each mask with the
+shape of its weight; ``True`` keeps a weight, ``False`` prunes it. Parameters are passed around
+as ``dict[str, Tensor]`` in the same key order (what :func:`prunable_parameters` returns).
+
+Plain PyTorch: nothing here knows about runners, hooks or optimizer wrappers.
+"""
+from fnmatch import fnmatchcase
+
+import torch
+from torch import nn
+
+#: Default exclusion: the stem of an MMDetection / MMSegmentation ResNet (``conv1`` for the plain
+#: stem, ``stem`` for ``deep_stem=True``), wherever the backbone sits (see :func:`name_matches`).
+DEFAULT_EXCLUDE = ('conv1.*', 'stem.*')
+
+_PACK_BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
+
+
+def name_matches(name, patterns, anchor='backbone'):
+    """Whether a dotted parameter name matches any of ``patterns``.
+
+    The rule used for every include / exclude pattern in this package: a pattern (``fnmatch``
+    syntax, case-sensitive, ``*`` also matches dots) matches a name if it matches
+
+    * the full name, e.g. ``backbone.conv1.*`` matches ``backbone.conv1.weight``; or
+    * the name relative to any ``anchor`` component on its path, e.g. ``conv1.*`` matches both
+      ``conv1.weight`` (a bare ResNet) and ``backbone.conv1.weight`` /
+      ``model.backbone.conv1.weight`` (a backbone inside a classifier or detector).
+
+    Patterns are anchored at the start: ``conv1.*`` does not match ``layer1.0.conv1.weight``.
+
+    Args:
+        name (str): Dotted parameter name as given by ``named_parameters()``.
+        patterns (Sequence[str]): ``fnmatch`` patterns.
+        anchor (str | None): Module name that patterns may also be written relative to.
+            Defaults to ``'backbone'``, the OpenMMLab attribute name. ``None`` matches full
+            names only.
+    """
+    candidates = [name]
+    if anchor:
+        parts = name.split('.')
+        candidates += ['.'.join(parts[i + 1:]) for i, part in enumerate(parts[:-1])
+                       if part == anchor]
+    return any(fnmatchcase(c, p) for p in patterns for c in candidates)
+
+
+def prunable_parameters(model, include=('*',), exclude=DEFAULT_EXCLUDE,
+                        module_types=(nn.Conv2d,)):
+    """Select the weights that unstructured pruning may touch.
+
+    Only the ``weight`` of modules that are instances of ``module_types`` is considered, so
+    biases, fully-connected and normalisation layers are never selected with the default
+    ``module_types``. Among those, a weight is selected if its name matches a pattern of
+    ``include`` and none of ``exclude`` (matching rule: :func:`name_matches`).
+
+    With the defaults, a bare ResNet gives all convs except the stem. For a classifier whose
+    backbone lives under ``backbone.`` the default exclusion still removes the stem
+    (``conv1.*`` also matches ``backbone.conv1.weight``), but ``include='*'`` would also select
+    the convs of a decoder or any other head: restrict it with ``include=('backbone.*',)``.
+    Full-name patterns such as ``backbone.conv1.*`` or ``backbone.layer4.*`` work as well.
+
+    Args:
+        model (nn.Module): The model.
+        include (Sequence[str]): Patterns of weights to select. Defaults to ``('*',)``.
+        exclude (Sequence[str]): Patterns of weights to leave out, applied after ``include``.
+            Defaults to :data:`DEFAULT_EXCLUDE` (``('conv1.*', 'stem.*')``, the ResNet stem).
+        module_types (tuple[type]): Module classes whose ``weight`` may be pruned (subclasses
+            included). Defaults to ``(nn.Conv2d,)``.
+
+    Returns:
+        dict[str, nn.Parameter]: Selected weights by parameter name, in module order.
+    """
+    if isinstance(include, str):
+        include = (include,)
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    params = {}
+    for module_name, module in model.named_modules():
+        if not isinstance(module, module_types):
+            continue
+        weight = getattr(module, 'weight', None)
+        if not isinstance(weight, nn.Parameter):
+            continue
+        name = f'{module_name}.weight' if module_name else 'weight'
+        if name_matches(name, include) and not name_matches(name, exclude):
+            params[name] = weight
+    return params
+
+
+def init_masks(params):
+    """All-``True`` masks, one per parameter, on the parameter's device."""
+    return {name: torch.ones_like(p, dtype=torch.bool) for name, p in params.items()}
+
+
+def check_masks(params, masks):
+    """Raise ``ValueError`` unless ``masks`` has exactly the keys and shapes of ``params``."""
+    if set(params) != set(masks):
+        missing = sorted(set(params) - set(masks))
+        unknown = sorted(set(masks) - set(params))
+        raise ValueError(f'masks do not match the parameters: missing masks for {missing[:5]}'
+                         f'{" ..." if len(missing) > 5 else ""}, masks for unknown parameters '
+                         f'{unknown[:5]}{" ..." if len(unknown) > 5 else ""}')
+    for name, p in params.items():
+        mask = masks[name]
+        if mask.dtype != torch.bool:
+            raise ValueError(f'mask of {name!r} has dtype {mask.dtype}, expected torch.bool')
+        if mask.shape != p.shape:
+            raise ValueError(f'mask of {name!r} has shape {tuple(mask.shape)}, but the '
+                             f'parameter has shape {tuple(p.shape)}')
+
+
+@torch.no_grad()
+def apply_masks(tensors, masks):
+    """Zero, in place, the entries of each tensor where its mask is ``False``.
+
+    The one function that enforces masks. ``tensors`` is usually the pruned weights, but any
+    tensors of the same shapes work (gradients, optimizer momentum buffers). Entries are set to
+    exactly ``0`` (also where they held ``nan`` / ``inf``). Tensors whose name has no mask are
+    left unchanged; a mask whose name is missing from ``tensors`` is an error.
+
+    Args:
+        tensors (dict[str, Tensor]): Tensors to mask, modified in place.
+        masks (dict[str, BoolTensor]): Masks by name.
+    """
+    for name, mask in masks.items():
+        if name not in tensors:
+            raise ValueError(f'mask {name!r} has no tensor to apply to')
+        tensor = tensors[name]
+        if mask.shape != tensor.shape:
+            raise ValueError(f'mask of {name!r} has shape {tuple(mask.shape)}, but the tensor '
+                             f'has shape {tuple(tensor.shape)}')
+        tensor.masked_fill_(~mask.to(tensor.device, non_blocking=True), 0)
+
+
+@torch.no_grad()
+def rewind(params, reference, masks):
+    """Copy ``reference`` values into the surviving weights; pruned weights stay zero.
+
+    Args:
+        params (dict[str, Tensor]): Weights to rewind, modified in place.
+        reference (dict[str, Tensor]): Values to rewind to (e.g. the pretrained weights), with
+            an entry of the same shape for every name in ``params``.
+        masks (dict[str, BoolTensor]): Masks by name, keys and shapes of ``params``.
+    """
+    check_masks(params, masks)
+    for name, p in params.items():
+        if name not in reference:
+            raise ValueError(f'no reference value for {name!r} to rewind to')
+        ref = reference[name]
+        if ref.shape != p.shape:
+            raise ValueError(f'reference for {name!r} has shape {tuple(ref.shape)}, but the '
+                             f'parameter has shape {tuple(p.shape)}')
+        p.copy_(ref)
+    apply_masks(params, masks)
+
+
+def pack_mask(mask):
+    """Pack a boolean mask into bits: a flat ``uint8`` tensor of ``ceil(numel / 8)`` bytes.
+
+    Bits follow ``numpy.packbits`` (big-endian within a byte, row-major over the mask), so
+    ``pack_mask(m).numpy()`` equals ``np.packbits(m.numpy())``. The shape is not stored: pass it
+    to :func:`unpack_mask`.
+    """
+    if mask.dtype != torch.bool:
+        raise ValueError(f'pack_mask expects a torch.bool mask, got {mask.dtype}')
+    flat = mask.reshape(-1)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    weights = torch.tensor(_PACK_BIT_WEIGHTS, dtype=torch.uint8, device=mask.device)
+    return (flat.view(-1, 8).to(torch.uint8) * weights).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_mask(packed, shape):
+    """Inverse of :func:`pack_mask`: a boolean tensor of ``shape`` on ``packed``'s device."""
+    shape = torch.Size(shape)
+    if packed.dtype != torch.uint8 or packed.dim() != 1:
+        raise ValueError(f'unpack_mask expects a flat torch.uint8 tensor, got dtype '
+                         f'{packed.dtype} with shape {tuple(packed.shape)}')
+    numel = shape.numel()
+    if packed.numel() != (numel + 7) // 8:
+        raise ValueError(f'packed mask has {packed.numel()} bytes, but shape {tuple(shape)} '
+                         f'needs {(numel + 7) // 8}')
+    weights = torch.tensor(_PACK_BIT_WEIGHTS, dtype=torch.uint8, device=packed.device)
+    bits = (packed.unsqueeze(1) & weights) != 0
+    return bits.reshape(-1)[:numel].reshape(shape)
