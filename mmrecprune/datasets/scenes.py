@@ -13,7 +13,8 @@ Layout written by :func:`generate_scenes`::
       annotations/instances_{split}.json
                                   COCO instances: bbox [x, y, w, h] (tight around the visible mask,
                                   pixel ``c`` covers ``[c, c + 1)``), area = visible mask pixels,
-                                  segmentation = compressed RLE (``counts`` is a str), category_id 1..10
+                                  segmentation = compressed RLE (``counts`` is a str),
+                                  category_id 1..10
 
 How a scene is made (all randomness from one generator per scene, seeded by
 ``(seed, split, scene index)``, so scene ``i`` does not depend on ``num_scenes``):
@@ -22,8 +23,8 @@ How a scene is made (all randomness from one generator per scene, seeded by
    random grid, bilinearly upsampled; amplitude ``texture_std``).
 2. Items, back to front: a random item of the split, bilinearly resized to an edge drawn from
    ``[min_scale, max_scale]``, placed fully inside the canvas, tinted by a random RGB factor in
-   ``tint_range`` (colour carries no class information). Its mask is ``resized pixel > mask_threshold``;
-   it is pasted with that mask, occluding the items before it.
+   ``tint_range`` (colour carries no class information). Its mask is
+   ``resized pixel > mask_threshold``; it is pasted with that mask, occluding the items before it.
 3. Occlusion: an item may hide parts of earlier items, but every earlier item must keep at least
    ``min_visible`` of its own mask. A placement that would hide more is re-drawn (up to
    ``max_tries`` times); if none fits, the new item is left out. This is how "almost fully occluded"
@@ -43,13 +44,15 @@ import zlib
 
 import numpy as np
 
-from .fashion_mnist_io import FASHION_MNIST_CLASSES, load_fashion_mnist
+from .fashion_mnist_io import (FASHION_MNIST_CLASSES, fashion_mnist_root,  # noqa: F401
+                               load_fashion_mnist)
 
 SPLITS = ('train', 'test')
 _SPLIT_CODE = {'train': 0, 'test': 1}
 _FILE_RE = re.compile(r'^\d{6}\.png$')
 
-#: The defaults of :func:`generate_scenes` (also what ``make_fashion_scenes.py`` records in meta.json).
+#: Rendering defaults of :func:`generate_scenes` (``make_fashion_scenes.py`` records them in
+#: meta.json).
 DEFAULT_SCENE_CFG = dict(
     canvas_size=128,
     min_items=1,
@@ -197,24 +200,20 @@ def mask_to_bbox(mask):
 # ------------------------------------------------------------------------------------------------
 # Rendering
 # ------------------------------------------------------------------------------------------------
-def _resize_matrix(src, dst):
-    """``[dst, src]`` bilinear interpolation weights (half-pixel centres, like cv2 / PIL)."""
-    centres = (np.arange(dst) + 0.5) * (src / dst) - 0.5
-    centres = np.clip(centres, 0, src - 1)
+def _resize_taps(src, dst):
+    """Bilinear taps (half-pixel centres, like cv2): ``lo, hi`` indices and the weight of ``hi``."""
+    centres = np.clip((np.arange(dst) + 0.5) * (src / dst) - 0.5, 0, src - 1)
     lo = np.floor(centres).astype(np.int64)
-    hi = np.minimum(lo + 1, src - 1)
-    frac = centres - lo
-    mat = np.zeros((dst, src))
-    mat[np.arange(dst), lo] += 1 - frac
-    mat[np.arange(dst), hi] += frac
-    return mat
+    return lo, np.minimum(lo + 1, src - 1), centres - lo
 
 
 def resize_bilinear(image, out_h, out_w):
-    """Bilinear resize of a 2-D float array."""
-    ry = _resize_matrix(image.shape[0], out_h)
-    rx = _resize_matrix(image.shape[1], out_w)
-    return ry @ image @ rx.T
+    """Bilinear resize of a 2-D float array (plain element-wise arithmetic, no BLAS, so the
+    result is bit-identical across machines)."""
+    lo, hi, f = _resize_taps(image.shape[0], out_h)
+    rows = image[lo] * (1 - f)[:, None] + image[hi] * f[:, None]
+    lo, hi, f = _resize_taps(image.shape[1], out_w)
+    return rows[:, lo] * (1 - f)[None, :] + rows[:, hi] * f[None, :]
 
 
 def _background(rng, size, cfg):
@@ -299,20 +298,30 @@ def _clear_pngs(folder):
             os.remove(osp.join(folder, name))
 
 
+def default_scales(canvas_size):
+    """Default item edge range for a canvas: ``3/16`` to ``1/2`` of it (24..64 px at 128)."""
+    return max(1, round(canvas_size * 3 / 16)), max(1, round(canvas_size / 2))
+
+
 def generate_scenes(out_dir, split='train', num_scenes=2000, canvas_size=128, min_items=1,
-                    max_items=4, min_scale=24, max_scale=64, seed=0, fashion_root=None,
+                    max_items=4, min_scale=None, max_scale=None, seed=0, fashion_root=None,
                     **render_cfg):
     """Write ``num_scenes`` scenes of ``split`` under ``out_dir`` (see the module docstring).
 
     Train scenes use Fashion-MNIST train items only and test scenes test items only. The output is
-    byte-identical for the same arguments. Existing ``XXXXXX.png`` files of the split are removed
-    first, so a smaller regeneration leaves no stale files. Further keyword arguments override
+    byte-identical for the same arguments. ``min_scale`` / ``max_scale`` (item edge in pixels)
+    default to :func:`default_scales` of the canvas, i.e. 24..64 for 128. Existing
+    ``XXXXXX.png`` files of the split are removed first, so a smaller regeneration leaves no stale
+    files. Further keyword arguments override
     :data:`DEFAULT_SCENE_CFG` (``min_visible``, ``noise_std``, ...).
 
     Returns ``dict(split, num_images, num_instances, ann_file, img_dir, label_dir)``.
     """
     if split not in _SPLIT_CODE:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    dmin, dmax = default_scales(canvas_size)
+    min_scale = dmin if min_scale is None else min_scale
+    max_scale = dmax if max_scale is None else max_scale
     unknown = set(render_cfg) - set(DEFAULT_SCENE_CFG)
     if unknown:
         raise TypeError(f'unknown scene options: {sorted(unknown)}')

@@ -3,18 +3,24 @@
 Every function prunes a fraction ``ratio`` of the weights that *currently survive* (iterative
 magnitude pruning: 20 % of the remaining weights per round gives sparsity ``1 - 0.8 ** k`` after
 ``k`` rounds). The number pruned is ``round(ratio * n_surviving)``, as in
-``torch.nn.utils.prune``. Selection is vectorised: one concatenation of the magnitudes and one
-``torch.kthvalue``; ties at the threshold are broken deterministically by position (the
-parameter order of ``params``, then row-major order inside a weight: earlier entries are
-pruned first).
+``torch.nn.utils.prune``. Selection is vectorised: the magnitudes are written once into one
+flat vector, and the threshold is an exact ``k``-th smallest value found with
+``torch.kthvalue`` on a narrow value band that a strided sample brackets (a full ``kthvalue``
+if the band misses). Ties at the threshold are broken deterministically by position (the order
+of ``params``, then row-major order inside a weight: earlier entries are pruned first).
 
 Plain PyTorch: no runner, no MMEngine.
 """
+import math
 from numbers import Real
 
 import torch
 
 from .masks import check_masks
+
+# Below this many entries a plain ``torch.kthvalue`` is as fast as the sampled selection.
+_SAMPLED_SELECTION_MIN_NUMEL = 1 << 20
+_SELECTION_SAMPLE_SIZE = 1 << 16
 
 
 def _check_ratio(ratio, what='ratio'):
@@ -33,12 +39,34 @@ def _check_inputs(params, masks, ratio):
 
 
 @torch.no_grad()
-def _flat_magnitudes_and_keep(params, masks):
-    """Concatenated ``|w|`` and keep-mask over all params, on the first param's device."""
-    device = next(iter(params.values())).device
-    mags = torch.cat([p.detach().reshape(-1).abs().to(device) for p in params.values()])
-    keep = torch.cat([masks[name].reshape(-1).to(device) for name in params])
-    return mags, keep
+def _flat_magnitudes(params, masks):
+    """``|w|`` of all ``params`` in one new vector, pruned entries set to ``-1``.
+
+    Returns the vector (float32, or float64 if a weight is float64; on the first weight's
+    device) and the number of pruned entries. Marking pruned entries with ``-1`` instead of
+    compacting the survivors keeps positions, so the ``k``-th smallest surviving magnitude is
+    the ``(k + n_pruned)``-th smallest entry and the new keep-mask is ``mags > threshold``.
+    """
+    first = next(iter(params.values()))
+    dtype = torch.float64 if any(p.dtype == torch.float64 for p in params.values()) \
+        else torch.float32
+    mags = torch.empty(sum(p.numel() for p in params.values()), dtype=dtype,
+                       device=first.device)
+    n_pruned, start = 0, 0
+    for name, p in params.items():
+        segment = mags[start:start + p.numel()]
+        start += p.numel()
+        weight = p.detach().reshape(-1)
+        if weight.dtype == dtype and weight.device == segment.device:
+            torch.abs(weight, out=segment)
+        else:
+            segment.copy_(weight).abs_()
+        keep = masks[name].reshape(-1).to(segment.device)
+        n_layer_pruned = keep.numel() - int(torch.count_nonzero(keep))
+        if n_layer_pruned:
+            segment.masked_fill_(~keep, -1.0)
+            n_pruned += n_layer_pruned
+    return mags, n_pruned
 
 
 def _num_to_prune(n_surviving, ratio):
@@ -46,24 +74,54 @@ def _num_to_prune(n_surviving, ratio):
     return int(round(ratio * n_surviving))
 
 
-def _surviving(mags, keep):
-    return mags if bool(keep.all()) else mags[keep]
+@torch.no_grad()
+def _kth_smallest(values, k):
+    """The ``k``-th smallest entry (1-based) of a flat tensor, and how many entries are ``<=`` it.
+
+    Equals ``torch.kthvalue(values, k).values``, faster for large tensors: a sorted strided
+    sample brackets the answer in a narrow value band, and only the band goes to
+    ``torch.kthvalue``. Deterministic (no random sampling) and exact: if the band misses the
+    ``k``-th value (an unrepresentative sample), it falls back to a full ``kthvalue``.
+    """
+    n = values.numel()
+    if n >= _SAMPLED_SELECTION_MIN_NUMEL:
+        sample = values[::max(1, n // _SELECTION_SAMPLE_SIZE)].sort().values
+        m = sample.numel()
+        q = k / n
+        margin = 6.0 * math.sqrt(m * q * (1.0 - q)) + 8.0
+        i_lo, i_hi = int(q * m - margin), int(math.ceil(q * m + margin))
+        if i_lo >= 0 or i_hi < m:
+            if i_lo >= 0:
+                in_band = values >= sample[i_lo]
+                below = n - int(torch.count_nonzero(in_band))
+                if i_hi < m:
+                    in_band &= values <= sample[i_hi]
+            else:
+                in_band, below = values <= sample[i_hi], 0
+            band = values[in_band]
+            if below < k <= below + band.numel():
+                value = torch.kthvalue(band, k - below).values
+                return value, below + int(torch.count_nonzero(band <= value))
+    value = torch.kthvalue(values, k).values
+    return value, int(torch.count_nonzero(values <= value))
 
 
 @torch.no_grad()
-def _prune_smallest(mags, keep, ratio):
-    """New flat keep-mask with the ``round(ratio * n)`` smallest surviving entries removed."""
-    surviving = _surviving(mags, keep)
-    k = _num_to_prune(surviving.numel(), ratio)
+def _prune_smallest(mags, n_pruned, ratio):
+    """New flat keep-mask: ``round(ratio * n_surviving)`` more entries of ``mags`` pruned.
+
+    ``mags`` comes from :func:`_flat_magnitudes` (pruned entries are ``-1``).
+    """
+    k = _num_to_prune(mags.numel() - n_pruned, ratio)
     if k == 0:
-        return keep.clone()
-    threshold = torch.kthvalue(surviving, k).values
-    prune = keep & (mags < threshold)
-    missing = k - int(prune.sum())
-    if missing > 0:  # ties at the threshold: prune the first ``missing`` of them
-        tied = (keep & (mags == threshold)).nonzero().squeeze(1)
-        prune[tied[:missing]] = True
-    return keep & ~prune
+        return mags >= 0
+    threshold, n_at_most = _kth_smallest(mags, n_pruned + k)
+    keep = mags > threshold
+    excess = n_at_most - (n_pruned + k)
+    if excess > 0:  # ties at the threshold: prune the first ones, keep the last ``excess``
+        tied = (mags == threshold).nonzero().squeeze(1)
+        keep[tied[-excess:]] = True
+    return keep
 
 
 def _split_like(flat, params):
@@ -92,11 +150,11 @@ def global_magnitude_threshold(params, masks, ratio):
         float: The threshold magnitude.
     """
     ratio = _check_inputs(params, masks, ratio)
-    surviving = _surviving(*_flat_magnitudes_and_keep(params, masks))
-    k = _num_to_prune(surviving.numel(), ratio)
+    mags, n_pruned = _flat_magnitudes(params, masks)
+    k = _num_to_prune(mags.numel() - n_pruned, ratio)
     if k == 0:
         return 0.0
-    return float(torch.kthvalue(surviving, k).values)
+    return float(_kth_smallest(mags, n_pruned + k)[0])
 
 
 def global_magnitude_masks(params, masks, ratio):
@@ -115,8 +173,8 @@ def global_magnitude_masks(params, masks, ratio):
         dict[str, BoolTensor]: New masks, one new tensor per name, on each weight's device.
     """
     ratio = _check_inputs(params, masks, ratio)
-    mags, keep = _flat_magnitudes_and_keep(params, masks)
-    return _split_like(_prune_smallest(mags, keep, ratio), params)
+    keep = _prune_smallest(*_flat_magnitudes(params, masks), ratio)
+    return _split_like(keep, params)
 
 
 def layerwise_magnitude_masks(params, masks, ratios):
@@ -143,9 +201,8 @@ def layerwise_magnitude_masks(params, masks, ratios):
         ratio = _check_inputs(params, masks, ratios)
         ratios = dict.fromkeys(params, ratio)
     new_masks = {}
-    with torch.no_grad():
-        for name, p in params.items():
-            mask = masks[name].to(p.device)
-            keep = _prune_smallest(p.detach().reshape(-1).abs(), mask.reshape(-1), ratios[name])
-            new_masks[name] = keep.reshape(p.shape)
+    for name, p in params.items():
+        keep = _prune_smallest(*_flat_magnitudes({name: p}, {name: masks[name]}),
+                               ratios[name])
+        new_masks[name] = keep.reshape(p.shape)
     return new_masks

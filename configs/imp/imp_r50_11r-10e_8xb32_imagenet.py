@@ -1,0 +1,15 @@
+# The IMP baseline on ImageNet ResNet-50 (the RecPrune loop without the decoder).
+_base_ = [
+    '../_base_/models/resnet50_cls.py', '../_base_/datasets/imagenet_bs64.py',
+    '../_base_/schedules/lottery_sgd_constant.py', '../_base_/default_runtime.py'
+]
+rounds, epochs_per_round = 11, 10
+model = dict(data_preprocessor={{_base_.data_preprocessor}})
+load_from = 'work_dirs/resnet50_8xb32-90e_imagenet/epoch_90.pth'
+train_dataloader = dict(batch_size=32)
+custom_hooks = [
+    dict(type='LotteryTicketHook', rounds=rounds, epochs_per_round=epochs_per_round,
+         prune_ratio=0.2, rewind_to='pretrained', method='imp')
+]
+train_cfg = dict(by_epoch=True, max_epochs=rounds * epochs_per_round,
+                 val_interval=epochs_per_round)

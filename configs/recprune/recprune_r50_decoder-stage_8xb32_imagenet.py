@@ -1,0 +1,19 @@
+# RecPrune stage 1 on ImageNet ResNet-50: decoder on the frozen pretrained encoder.
+_base_ = [
+    '../_base_/models/resnet50_cls.py', '../_base_/datasets/imagenet_bs64.py',
+    '../_base_/default_runtime.py'
+]
+model = dict(
+    type='ReconstructionClassifier',
+    data_preprocessor={{_base_.data_preprocessor}},
+    backbone=dict(out_indices=(0, 1, 2, 3)),
+    stage='decoder',
+    decoder=dict(type='InverseResNetDecoder', in_channels=(256, 512, 1024, 2048),
+                 hint_stages=(3, 4), hint_weight=0.1))
+load_from = 'work_dirs/resnet50_8xb32-90e_imagenet/epoch_90.pth'
+train_dataloader = dict(batch_size=32)
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-3))
+param_scheduler = [dict(type='CosineAnnealingLR', T_max=10, by_epoch=True, begin=0, end=10)]
+train_cfg = dict(by_epoch=True, max_epochs=10, val_interval=10)
+val_cfg = dict()
+test_cfg = dict()

@@ -1,0 +1,3 @@
+from .lottery_ticket_hook import LotteryTicketHook
+
+__all__ = ['LotteryTicketHook']

@@ -1,0 +1,3 @@
+from .lottery import LotteryTicketPruner
+
+__all__ = ['LotteryTicketPruner']

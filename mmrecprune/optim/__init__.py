@@ -1,0 +1,2 @@
+"""OptimWrapper subclasses: masked updates, protective gradient supervision, penalties."""
+from .masked_optim_wrapper import AmpMaskedOptimWrapper, MaskedOptimWrapper, MaskedUpdateMixin

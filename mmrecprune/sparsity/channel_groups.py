@@ -1,0 +1,406 @@
+"""Channel dependency groups: which layers share one channel axis and must be pruned together.
+
+The groups are found by tracing one real forward pass, not by module names, so any backbone built
+from ``Conv*d`` / ``*BatchNorm*`` / ``Linear`` layers works (MMDetection / MMSegmentation ResNets with
+or without ``deep_stem`` / ``avg_down``, MobileNetV2, plain ``nn.Sequential`` models):
+
+* forward hooks on conv, BN and linear layers record which tensor each one consumes and produces;
+* a ``TorchFunctionMode`` sees every other tensor operation. Operations that keep the channel axis
+  (activations, pooling, interpolation, ``x + identity``, ``x * gate``) tie the channel axes of their
+  inputs and outputs; operations that mix or reorder channels (``cat`` on dim 1, ``view`` that
+  splits channels, softmax over channels, LayerNorm, GroupNorm, transposed convs, grouped convs)
+  make the axes they touch unprunable.
+
+A channel axis ("space") becomes a :class:`ChannelGroup` when at least one conv or linear layer
+produces it and nothing unprunable touches it. Its ``kind`` says where it sits:
+
+* ``'internal'``: inside one block, e.g. a Bottleneck's conv1 / conv2 outputs, a BasicBlock's conv1
+  output, the expansion channels of an inverted residual (with its depthwise conv). Precisely:
+  not tied by an addition, not a model output, and not the input or output of any module whose
+  forward contains a residual addition. Pruning these leaves every block's output width unchanged.
+* ``'residual'``: tied by element-wise additions or products, e.g. all block outputs of a ResNet
+  stage together with the downsample conv, and the next convs' inputs.
+* ``'boundary'``: other axes between blocks, e.g. the stem output of ResNet-50 that feeds both
+  ``layer1.0.conv1`` and its downsample conv.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from .flops import inference_forward
+
+# Which (parameter or buffer, dim) of a member module lies on the group's channel axis. The single
+# table that importance, masking and slimming all read.
+CHANNEL_PARAMS: dict[str, tuple[tuple[str, int], ...]] = {
+    'conv_out': (('weight', 0), ('bias', 0)),
+    'conv_in': (('weight', 1), ),
+    'dwconv': (('weight', 0), ('bias', 0)),
+    'bn': (('weight', 0), ('bias', 0), ('running_mean', 0), ('running_var', 0)),
+    'linear_out': (('weight', 0), ('bias', 0)),
+    'linear_in': (('weight', 1), ),
+}
+# Members whose weights compute the channel (a "filter"); the others only read it.
+FILTER_KINDS = ('conv_out', 'dwconv', 'linear_out')
+PRODUCER_KINDS = ('conv_out', 'linear_out')
+_KIND_ORDER = {k: i for i, k in enumerate(CHANNEL_PARAMS)}
+
+
+@dataclass
+class ChannelGroup:
+    """Layers that share one channel axis and so are pruned together.
+
+    Args:
+        name (str): Unique name: the first producing layer in module order.
+        members (list[tuple[str, str]]): ``(module_name, kind)`` pairs, ``kind`` one of
+            ``'conv_out'``, ``'conv_in'``, ``'dwconv'`` (depthwise conv: in and out), ``'bn'``,
+            ``'linear_out'``, ``'linear_in'`` (see ``CHANNEL_PARAMS``).
+        num_channels (int): Width of the channel axis.
+        kind (str): ``'internal'``, ``'residual'`` or ``'boundary'`` (see the module docstring).
+        outputs (tuple[int, ...]): Indices of the model outputs (flattened in order) that carry this
+            axis, e.g. the stage indices of a backbone's ``out_indices``.
+    """
+    name: str
+    members: list[tuple[str, str]]
+    num_channels: int
+    kind: str = 'internal'
+    outputs: tuple[int, ...] = ()
+
+    def modules_of(self, kinds: tuple[str, ...]) -> list[str]:
+        """Names of the members whose kind is in ``kinds``."""
+        return [n for n, k in self.members if k in kinds]
+
+
+@dataclass
+class _Space:
+    size: int
+    members: list = field(default_factory=list)
+    blocked: bool = False     # touched by something we cannot slice
+    merged: bool = False      # tied to another axis by an element-wise op (residual add, gate)
+    boundary: bool = False    # input/output of a module whose forward contains a merge
+    outputs: set = field(default_factory=set)
+
+    def absorb(self, other: '_Space') -> None:
+        self.blocked |= other.blocked or other.size != self.size
+        self.merged |= other.merged
+        self.boundary |= other.boundary
+        self.members += other.members
+        self.outputs |= other.outputs
+
+
+# Functions that mix or reorder channels: their channel inputs become unprunable.
+_MIXING = {
+    'conv1d', 'conv2d', 'conv3d', 'conv_transpose1d', 'conv_transpose2d', 'conv_transpose3d',
+    'linear', 'bilinear', 'matmul', '__matmul__', 'mm', 'bmm', 'baddbmm', 'addmm', 'einsum',
+    'tensordot', 'layer_norm', 'group_norm', 'batch_norm', 'instance_norm', 'normalize',
+    'local_response_norm', 'pixel_shuffle', 'pixel_unshuffle', 'channel_shuffle',
+    'native_channel_shuffle', 'gather', 'index_select', 'scatter', 'embedding', 'unfold', 'fold',
+    'movedim', 'moveaxis', 't', 'adjoint',
+}
+# Functions whose ``dim`` argument decides whether channels are mixed.
+_DIM_OPS = {
+    'sum', 'mean', 'amax', 'amin', 'max', 'min', 'prod', 'std', 'var', 'norm', 'logsumexp',
+    'argmax', 'argmin', 'any', 'all', 'median', 'nansum', 'nanmean', 'count_nonzero', 'softmax',
+    'log_softmax', 'softmin', 'cumsum', 'cumprod', 'flip', 'roll', 'sort', 'argsort', 'topk',
+}
+_REDUCTIONS = _DIM_OPS - {'softmax', 'log_softmax', 'softmin', 'cumsum', 'cumprod', 'flip', 'roll',
+                          'sort', 'argsort', 'topk'}
+_SWAPS = {'transpose', 'transpose_', 'swapaxes', 'swapdims'}
+
+
+def _as_dims(value: Any) -> list[int] | None:
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value):
+        return list(value)
+    return None
+
+
+def _touches_channel_axis(name: str, args: tuple, kwargs: dict, ndim: int) -> bool:
+    """Whether a dim-taking op (reduction, softmax, transpose, permute) works across dim 1."""
+    base = name.strip('_')
+    if base in _SWAPS or name in _SWAPS:
+        dims = _as_dims(list(args[1:3]))
+        dims = [d % ndim for d in dims] if dims else None
+        return dims is None or (dims[0] != dims[1] and bool({0, 1} & set(dims)))
+    if base == 'permute':
+        dims = _as_dims(args[1] if len(args) == 2 else list(args[1:])) or _as_dims(kwargs.get('dims'))
+        return dims is None or [d % ndim for d in dims[:2]] != [0, 1]
+    # reductions and friends: dim as keyword or second positional argument
+    dims = kwargs.get('dim', kwargs.get('dims', args[1] if len(args) > 1 else None))
+    dims = _as_dims(dims)
+    if dims is None:
+        return base not in _REDUCTIONS  # a full reduction leaves no channel axis behind
+    return 1 in {d % ndim for d in dims}
+
+
+def _keeps_channels(t: torch.Tensor, o: torch.Tensor, reduction: bool) -> bool:
+    """Whether dim 1 of output ``o`` is dim 1 of input ``t`` (same channels, same order)."""
+    if o.ndim < 2 or t.shape[1] != o.shape[1]:
+        return False
+    if t.ndim == o.ndim:
+        return True
+    # reshapes such as [N, C, 1, 1] -> [N, C] or [N, C, H, W] -> [N, C, H*W], and spatial means
+    return t.shape[0] == o.shape[0] and (reduction or
+                                         math.prod(t.shape[2:]) == math.prod(o.shape[2:]))
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+
+class _ChannelTracer(TorchFunctionMode):
+    """Union-find over channel axes, fed by module hooks and a torch-function mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parent: list[int] = []
+        self.spaces: list[_Space] = []
+        self.space_of_tensor: dict[int, int] = {}
+        self.alive: list[torch.Tensor] = []  # keep traced tensors alive so their ids stay unique
+        self.leaf_depth = 0
+        self.merges = 0
+        self.module_spaces: dict[tuple[str, str], int] = {}
+
+    # ---- union-find -------------------------------------------------------------------------
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> int:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[b] = a
+            self.spaces[a].absorb(self.spaces[b])
+        return a
+
+    def new_space(self, size: int, blocked: bool = False) -> int:
+        self.parent.append(len(self.parent))
+        self.spaces.append(_Space(size, blocked=blocked))
+        return len(self.parent) - 1
+
+    def space(self, t: torch.Tensor, create: bool = True) -> int | None:
+        """Root space of ``t``'s channel axis; untracked tensors (e.g. the image) get a new one."""
+        if id(t) in self.space_of_tensor:
+            return self.find(self.space_of_tensor[id(t)])
+        if not create:
+            return None
+        return self.assign(t, self.new_space(t.shape[1]))
+
+    def assign(self, t: torch.Tensor, s: int) -> int:
+        self.space_of_tensor[id(t)] = s
+        self.alive.append(t)
+        return s
+
+    def info(self, s: int) -> _Space:
+        return self.spaces[self.find(s)]
+
+    # ---- every tensor op outside conv / BN / linear layers ------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.leaf_depth == 0:
+            self.record_op(getattr(func, '__name__', ''), args, kwargs, out)
+        return out
+
+    def record_op(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+        all_outs = _tensors(out)
+        if not all_outs:  # x.size(), x.dim(), x.shape: nothing flows on
+            return
+        outs = [o for o in all_outs if o.ndim >= 2]
+        ins = _tensors((args, kwargs))
+        tracked = [t for t in ins if id(t) in self.space_of_tensor]
+        base = name.strip('_')
+        first = ins[0] if ins else None
+        mixing = base in _MIXING or (
+            (base in _DIM_OPS or base in _SWAPS or base == 'permute') and first is not None and
+            first.ndim >= 2 and _touches_channel_axis(name, args, kwargs, first.ndim))
+        linked_inputs = set()
+        for o in outs:
+            roots = []
+            for t in tracked:
+                if not mixing and _keeps_channels(t, o, base in _REDUCTIONS):
+                    roots.append(self.space(t))
+                    linked_inputs.add(id(t))
+            if roots:
+                if len(set(roots)) > 1:  # e.g. out + identity: a residual tie
+                    self.merges += 1
+                s = roots[0]
+                for r in roots[1:]:
+                    s = self.union(s, r)
+                if len(set(roots)) > 1:
+                    self.info(s).merged = True
+                if id(o) in self.space_of_tensor:  # in-place op on a tracked tensor
+                    s = self.union(s, self.space_of_tensor[id(o)])
+                self.assign(o, s)
+            else:
+                # channels that come from nowhere we can slice (a constant, a mixing op)
+                self.assign(o, self.new_space(o.shape[1], blocked=True))
+            # a parameter or constant broadcast along the channels cannot be sliced either
+            for t in ins:
+                if id(t) in self.space_of_tensor or t.ndim == 0:
+                    continue
+                axis = t.ndim - o.ndim + 1
+                if 0 <= axis < t.ndim and t.shape[axis] == o.shape[1] > 1:
+                    self.info(self.space(o)).blocked = True
+        for t in tracked:
+            if id(t) not in linked_inputs:
+                self.info(self.space(t)).blocked = True
+
+    # ---- conv / BN / linear layers ------------------------------------------------------------
+    def record_module(self, name: str, module: nn.Module, x: torch.Tensor, y: Any) -> None:
+        if not isinstance(y, torch.Tensor) or x.ndim < 2 or y.ndim < 2:
+            if isinstance(x, torch.Tensor) and x.ndim >= 2:
+                self.info(self.space(x)).blocked = True
+            return
+        sx = self.space(x)
+        if isinstance(module, _BatchNorm):
+            self.tie(name, 'bn', sx)
+            self.assign(y, self.find(sx))
+        elif isinstance(module, _ConvNd) and not module.transposed:
+            sy = self.new_space(y.shape[1])
+            if module.groups == 1:
+                self.tie(name, 'conv_in', sx)
+                self.tie(name, 'conv_out', sy)
+            elif module.groups == module.in_channels == module.out_channels:
+                sy = self.tie(name, 'dwconv', self.union(sx, sy))
+            else:  # grouped conv: channels are tied in a pattern we do not slice
+                self.info(sx).blocked = self.info(sy).blocked = True
+            self.assign(y, self.find(sy))
+        elif isinstance(module, nn.Linear) and x.ndim == 2:
+            self.tie(name, 'linear_in', sx)
+            self.assign(y, self.tie(name, 'linear_out', self.new_space(y.shape[1])))
+        else:  # transposed conv, linear over a token axis, ...
+            self.info(sx).blocked = True
+            self.assign(y, self.new_space(y.shape[1], blocked=True))
+
+    def tie(self, name: str, kind: str, s: int) -> int:
+        """Add member ``(name, kind)`` to space ``s``; a shared module called twice ties spaces."""
+        key = (name, kind)
+        if key in self.module_spaces:
+            before = self.find(self.module_spaces[key])
+            if before != self.find(s):
+                s = self.union(before, s)
+                self.info(s).merged = True
+        else:
+            self.module_spaces[key] = s
+            self.info(s).members.append(key)
+        return self.find(s)
+
+
+def _is_leaf(module: nn.Module) -> bool:
+    return isinstance(module, (_ConvNd, _BatchNorm, nn.Linear))
+
+
+def find_channel_groups(model: nn.Module,
+                        example_input: torch.Tensor,
+                        prune_residual: bool = False) -> list[ChannelGroup]:
+    """Find the prunable channel groups of ``model`` by tracing ``model(example_input)``.
+
+    The model runs once in eval mode under ``no_grad`` (training flags and BN statistics are left
+    untouched). Only code paths taken in that pass are seen.
+
+    Args:
+        model (nn.Module): The model, called as ``model(example_input)``; trace the whole network
+            that will be slimmed (e.g. backbone plus classifier head), since consumers outside the
+            traced model cannot be adjusted.
+        example_input (torch.Tensor): A small input, e.g. ``torch.randn(1, 3, 64, 64)``.
+        prune_residual (bool): If False (default) return only ``'internal'`` groups, so block output
+            widths (and a neck's ``in_channels``) stay unchanged. If True also return
+            ``'residual'`` and ``'boundary'`` groups; see :func:`out_channels_after_pruning` for
+            the resulting output widths. Axes that are model outputs produced by a linear layer
+            (logits) are never returned.
+
+    Returns:
+        list[ChannelGroup]: Groups in module order of their first producer.
+    """
+    tracer = _ChannelTracer()
+    names = {m: n for n, m in model.named_modules()}
+    order = {n: i for i, n in enumerate(names.values())}
+    boundary_stack: list[int] = []
+
+    def pre_hook(module, args, kwargs):
+        if _is_leaf(module):
+            tracer.leaf_depth += 1
+        else:
+            boundary_stack.append(tracer.merges)
+
+    def post_hook(module, args, kwargs, output):
+        if _is_leaf(module):
+            tracer.leaf_depth -= 1
+            if tracer.leaf_depth == 0 and args and isinstance(args[0], torch.Tensor):
+                tracer.record_module(names[module], module, args[0], output)
+            return
+        if boundary_stack.pop() != tracer.merges:
+            # this module contains a residual tie, so what enters or leaves it is not "inside"
+            for t in _tensors((args, kwargs, output)):
+                s = tracer.space(t, create=False)
+                if s is not None:
+                    tracer.info(s).boundary = True
+
+    handles = []
+    for m in model.modules():
+        handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
+    try:
+        with tracer:
+            output = inference_forward(model, example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    for i, t in enumerate(_tensors(output)):
+        s = tracer.space(t, create=False)
+        if s is not None:
+            tracer.info(s).outputs.add(i)
+
+    groups = []
+    for s in {tracer.find(i) for i in range(len(tracer.parent))}:
+        space = tracer.spaces[s]
+        kinds = {k for _, k in space.members}
+        if space.blocked or not kinds & set(PRODUCER_KINDS):
+            continue
+        if space.outputs and 'linear_out' in kinds:
+            continue
+        if not (space.merged or space.boundary or space.outputs):
+            kind = 'internal'
+        else:
+            kind = 'residual' if space.merged else 'boundary'
+        if kind != 'internal' and not prune_residual:
+            continue
+        members = sorted(set(space.members), key=lambda m: (order[m[0]], _KIND_ORDER[m[1]]))
+        name = next(n for n, k in members if k in PRODUCER_KINDS)
+        groups.append(ChannelGroup(name, members, space.size, kind, tuple(sorted(space.outputs))))
+    groups.sort(key=lambda g: order[g.name])
+    return groups
+
+
+def out_channels_after_pruning(groups: list[ChannelGroup],
+                               masks: Mapping[str, torch.Tensor]) -> dict[int, int]:
+    """New widths of the model outputs whose channels a set of masks would remove.
+
+    For a backbone returning one feature map per ``out_indices`` entry, output ``i`` is the i-th
+    returned stage, so this is the ``out_channels`` / neck ``in_channels`` to write in a config.
+
+    Args:
+        groups (list[ChannelGroup]): Groups from :func:`find_channel_groups`.
+        masks (Mapping[str, Tensor]): Bool keep-mask per group name; missing groups keep all.
+
+    Returns:
+        dict[int, int]: ``{output_index: kept_channels}`` for outputs that are in some group.
+    """
+    widths = {}
+    for g in groups:
+        kept = int(masks[g.name].sum()) if g.name in masks else g.num_channels
+        for i in g.outputs:
+            widths[i] = kept
+    return dict(sorted(widths.items()))

@@ -1,0 +1,148 @@
+"""Filter importance criteria, all behind one interface.
+
+Every criterion is a callable ``imp(model_or_modules, group) -> Tensor[group.num_channels]`` that
+scores the channels of one :class:`ChannelGroup`. Channels that are coupled (the same channel in
+every member of the group) are scored together by summing over the members, so a residual
+channel's score covers all the convs that write it. By default the members that *compute* the
+channel count (conv out-filters, depthwise filters, linear rows); ``include_inputs=True`` also adds
+the consumers' input slices. Scores are float32 on the weights' device; each member costs one
+vectorised reduction.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Union
+
+import torch
+from torch import nn
+
+from .channel_groups import CHANNEL_PARAMS, FILTER_KINDS, ChannelGroup
+
+ModulesLike = Union[nn.Module, Mapping[str, nn.Module]]
+
+
+def _modules(model_or_modules: ModulesLike) -> Mapping[str, nn.Module]:
+    if isinstance(model_or_modules, nn.Module):
+        return dict(model_or_modules.named_modules())
+    return model_or_modules
+
+
+def _per_channel(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """View ``t`` as ``[channels, rest]`` with the channel axis first."""
+    return t.transpose(0, dim).reshape(t.shape[dim], -1)
+
+
+class _WeightImportance:
+    """Base class: ``reduce`` each member's channel-axis weight slices and sum over members.
+
+    Args:
+        include_inputs (bool): Also score the consumers' input slices (``conv_in`` /
+            ``linear_in`` members), as Torch-Pruning does. Defaults to False (filters only, as in
+            Li et al. 2017).
+    """
+    kinds: tuple[str, ...] = FILTER_KINDS
+
+    def __init__(self, include_inputs: bool = False) -> None:
+        self.include_inputs = include_inputs
+
+    def member_kinds(self) -> tuple[str, ...]:
+        return self.kinds + (('conv_in', 'linear_in') if self.include_inputs else ())
+
+    def reduce(self, module: nn.Module, weight: torch.Tensor, dim: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def finish(self, score: torch.Tensor) -> torch.Tensor:
+        return score
+
+    def __call__(self, model_or_modules: ModulesLike, group: ChannelGroup) -> torch.Tensor:
+        modules = _modules(model_or_modules)
+        score = None
+        kinds = self.member_kinds()
+        for name, kind in group.members:
+            if kind not in kinds:
+                continue
+            module = modules[name]
+            attr, dim = CHANNEL_PARAMS[kind][0]  # the weight; biases and stats are not scored
+            weight = getattr(module, attr, None)
+            if weight is None:
+                continue
+            part = self.reduce(module, weight, dim).float()
+            score = part if score is None else score + part
+        if score is None:
+            raise ValueError(f'{type(self).__name__}: group {group.name!r} has no member of kind '
+                             f'{kinds} with a weight to score')
+        return self.finish(score)
+
+
+class L1Importance(_WeightImportance):
+    """Sum of absolute weights of each channel's filters (Li et al. 2017, "L1-norm")."""
+
+    def reduce(self, module, weight, dim):
+        return _per_channel(weight.detach(), dim).abs().sum(1)
+
+
+class L2Importance(_WeightImportance):
+    """Euclidean norm of each channel's filters, all coupled members taken as one vector."""
+
+    def reduce(self, module, weight, dim):
+        return _per_channel(weight.detach(), dim).float().pow(2).sum(1)
+
+    def finish(self, score):
+        return score.sqrt()
+
+
+class BNScaleImportance(_WeightImportance):
+    """Absolute BatchNorm scale ``|gamma|`` (Network Slimming), summed over the group's BNs.
+
+    ``include_inputs`` is ignored: only affine BN members are scored.
+    """
+    kinds = ('bn', )
+
+    def member_kinds(self):
+        return self.kinds
+
+    def reduce(self, module, weight, dim):
+        return weight.detach().abs()
+
+
+class TaylorImportance(_WeightImportance):
+    """First-order Taylor score ``sum |w * dL/dw|`` over each channel's filters (Molchanov et al.).
+
+    Needs gradients: call it after ``loss.backward()`` (and before ``zero_grad``).
+    """
+
+    def reduce(self, module, weight, dim):
+        if weight.grad is None:
+            raise RuntimeError('TaylorImportance needs gradients, but a weight of '
+                               f'{type(module).__name__} has .grad None; run backward() first')
+        return _per_channel((weight.detach() * weight.grad).abs(), dim).sum(1)
+
+
+IMPORTANCES = {
+    'l1': L1Importance,
+    'l2': L2Importance,
+    'bn_scale': BNScaleImportance,
+    'taylor': TaylorImportance,
+}
+
+
+def build_importance(name: str, **kwargs) -> _WeightImportance:
+    """Build a criterion from its config name (``'l1'``, ``'l2'``, ``'bn_scale'``, ``'taylor'``)."""
+    if name not in IMPORTANCES:
+        raise ValueError(f'unknown importance {name!r}; choose one of {sorted(IMPORTANCES)}')
+    return IMPORTANCES[name](**kwargs)
+
+
+def group_importances(model: nn.Module, groups: list[ChannelGroup],
+                      criterion) -> dict[str, torch.Tensor]:
+    """Score every group with one criterion.
+
+    Args:
+        model (nn.Module): The model the groups were found on.
+        groups (list[ChannelGroup]): The groups to score.
+        criterion (callable): An importance object, e.g. ``L1Importance()``.
+
+    Returns:
+        dict[str, Tensor]: ``{group.name: scores}``.
+    """
+    modules = dict(model.named_modules())  # once, not once per group
+    return {g.name: criterion(modules, g) for g in groups}

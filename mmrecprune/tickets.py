@@ -1,0 +1,148 @@
+"""The ticket file: one weights-only checkpoint that fully describes a pruned backbone.
+
+Layout (only dicts, lists, str, int, float, bool, None and tensors, so it loads with
+``torch.load(weights_only=True)`` and loading never unpickles arbitrary objects)::
+
+    {'meta': {'format': 'mmrecprune-ticket', 'version': 1,
+              'kind': 'unstructured' | 'structured' | 'dense',
+              'backbone': <backbone config dict>, 'method': str, 'round': int,
+              'sparsity': float, 'flops': int, 'params': int, 'source': str, ...},
+     'state_dict': {name: tensor},                # backbone weights (slim if structured)
+     'masks': {name: {'bits': uint8, 'shape': [...]}},   # unstructured: packed masks
+     'channel_structure': {module: {'in': c, 'out': c}}} # structured: the slim widths
+"""
+import os
+import os.path as osp
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+
+from mmrecprune.sparsity import pack_mask, unpack_mask
+
+TICKET_FORMAT = 'mmrecprune-ticket'
+TICKET_VERSION = 1
+TICKET_KINDS = ('unstructured', 'structured', 'dense')
+
+
+class TicketError(ValueError):
+    """A file that is not a usable ticket (wrong format, corrupted, mismatched)."""
+
+
+@dataclass
+class Ticket:
+    """A loaded ticket. ``masks`` are unpacked bool tensors keyed like ``state_dict``."""
+    meta: dict
+    state_dict: dict
+    masks: dict = field(default_factory=dict)
+    channel_structure: dict = field(default_factory=dict)
+
+    @property
+    def kind(self):
+        return self.meta['kind']
+
+    @property
+    def backbone_cfg(self):
+        return dict(self.meta['backbone'])
+
+
+def _plain(obj):
+    """Turn a (Config)dict / tuple tree into plain dicts / lists / scalars for weights_only."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    raise TicketError(f'cannot store {type(obj).__name__} value {obj!r} in a ticket; '
+                      'backbone configs must hold plain values')
+
+
+def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=None, **meta):
+    """Write a ticket atomically (a failed write never leaves a half-written ``path``).
+
+    Args:
+        path (str): output file.
+        backbone_cfg (dict): config that builds the dense backbone (e.g. ``mmdet.ResNet``).
+        state_dict (dict): backbone weights, keys relative to the backbone.
+        masks (dict, optional): unstructured masks (bool tensors) for some weights.
+        channel_structure (dict, optional): slim widths from
+            :func:`mmrecprune.sparsity.slim_model`.
+        **meta: provenance (method, round, sparsity, flops, params, source, ...).
+    """
+    if masks and channel_structure:
+        raise TicketError('a ticket is either unstructured (masks) or structured '
+                          '(channel_structure), not both')
+    kind = 'unstructured' if masks else 'structured' if channel_structure else 'dense'
+    state_dict = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+    packed = {}
+    for name, mask in (masks or {}).items():
+        if name not in state_dict or state_dict[name].shape != mask.shape:
+            raise TicketError(f'mask {name!r} does not match any weight of the same shape')
+        packed[name] = dict(bits=pack_mask(mask.cpu()), shape=list(mask.shape))
+    payload = dict(
+        meta=_plain(dict(meta, format=TICKET_FORMAT, version=TICKET_VERSION, kind=kind,
+                         backbone=backbone_cfg)),
+        state_dict=state_dict, masks=packed, channel_structure=_plain(channel_structure or {}))
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_ticket(path):
+    """Load and validate a ticket with ``weights_only=True``; raise :class:`TicketError`."""
+    if not osp.isfile(path):
+        raise TicketError(f'ticket file {path!r} does not exist; export one with a pruning '
+                          'run (see configs/recprune/README.md) or fix the `ticket` path')
+    try:
+        payload = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise TicketError(
+            f'{path!r} is not a ticket: it holds objects that a weights-only load refuses '
+            f'(refused, nothing was executed): {str(err).splitlines()[0]}') from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise TicketError(f'{path!r} is not a readable ticket (truncated or corrupted file?): '
+                          f'{str(err).splitlines()[0]}') from None
+    return validate_ticket(payload, path)
+
+
+def validate_ticket(payload, path='<ticket>'):
+    if not isinstance(payload, dict) or not isinstance(payload.get('meta'), dict) or \
+            payload['meta'].get('format') != TICKET_FORMAT:
+        raise TicketError(f'{path!r} is not an mmrecprune ticket (no "{TICKET_FORMAT}" header); '
+                          'a training checkpoint goes into `init_cfg=dict(type="Pretrained")`, '
+                          'a ticket into `type="mmrecprune.PrunedBackbone"`')
+    meta = payload['meta']
+    if meta.get('version', 0) > TICKET_VERSION:
+        raise TicketError(f'{path!r} has ticket format version {meta.get("version")}, this '
+                          f'mmrecprune reads up to {TICKET_VERSION}; upgrade mmrecprune')
+    if meta.get('kind') not in TICKET_KINDS or not isinstance(meta.get('backbone'), dict):
+        raise TicketError(f'{path!r}: ticket header lacks a valid kind / backbone config')
+    state_dict = payload.get('state_dict')
+    if not isinstance(state_dict, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise TicketError(f'{path!r}: ticket has no tensor state_dict')
+    masks = {}
+    for name, entry in (payload.get('masks') or {}).items():
+        weight = state_dict.get(name)
+        shape = list(entry.get('shape', [])) if isinstance(entry, dict) else None
+        if weight is None or shape != list(weight.shape):
+            raise TicketError(f'{path!r}: mask {name!r} (shape {shape}) does not match the '
+                              'ticket weights; the file is corrupted or was edited')
+        try:
+            masks[name] = unpack_mask(entry['bits'], shape)
+        except ValueError as err:
+            raise TicketError(f'{path!r}: mask {name!r} is corrupted: {err}') from None
+        if weight[~masks[name]].any():
+            raise TicketError(f'{path!r}: weight {name!r} is non-zero where its mask prunes it')
+    return Ticket(meta=meta, state_dict=state_dict, masks=masks,
+                  channel_structure=payload.get('channel_structure') or {})

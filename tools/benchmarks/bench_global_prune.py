@@ -1,0 +1,129 @@
+"""Time one global magnitude pruning step: mmrecprune's engine vs ``torch.nn.utils.prune``.
+
+Builds MMDetection's ``ResNet`` (depth 50 by default), takes every conv weight except the stem
+(about 23.5M values), and prunes ``--ratio`` of them globally by magnitude with
+
+* ours: ``init_masks`` + ``global_magnitude_masks`` + ``apply_masks``;
+* torch: ``prune.global_unstructured(..., pruning_method=prune.L1Unstructured, amount=ratio)``
+  (which also builds its masks and applies them through ``weight_orig * weight_mask``).
+
+Each side runs ``--repeats`` times on the same weights (restored between runs, untimed); the
+median is reported. The two masks must agree except at entries whose magnitude equals the
+threshold (ties, which either side may break differently).
+
+Example::
+
+    python tools/benchmarks/bench_global_prune.py --depth 50 --repeats 5
+"""
+import argparse
+import statistics
+import time
+
+import torch
+from mmdet.models.backbones import ResNet
+from torch.nn.utils import prune
+
+from mmrecprune.sparsity import (apply_masks, global_magnitude_masks, global_magnitude_threshold,
+                                 init_masks, prunable_parameters)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--depth', type=int, default=50, help='ResNet depth (default 50)')
+    parser.add_argument('--ratio', type=float, default=0.2,
+                        help='fraction of the weights to prune (default 0.2)')
+    parser.add_argument('--repeats', type=int, default=5, help='timed runs per side (default 5)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads for both sides (default: torch default)')
+    parser.add_argument('--device', default='cpu', help='device of the weights (default cpu)')
+    parser.add_argument('--seed', type=int, default=0)
+    return parser.parse_args()
+
+
+def _sync(device):
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def _timed(fn, restore, repeats, device):
+    times, out = [], None
+    for _ in range(repeats):
+        restore()
+        _sync(device)
+        start = time.perf_counter()
+        out = fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times, out
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = ResNet(depth=args.depth).to(args.device)
+    model.init_weights()
+    params = prunable_parameters(model)  # all convs but the stem (conv1)
+    modules = dict(model.named_modules())
+    targets = [(modules[name.rsplit('.', 1)[0]], 'weight') for name in params]
+    original = {name: p.detach().clone() for name, p in params.items()}
+    numel = sum(p.numel() for p in params.values())
+    print(f'ResNet-{args.depth}: {len(params)} prunable conv weights (stem excluded), '
+          f'{numel:,} prunable values; pruning {args.ratio:.0%} globally; '
+          f'{torch.get_num_threads()} CPU threads; device {args.device}')
+
+    @torch.no_grad()
+    def restore():
+        for name, p in params.items():
+            if hasattr(p, '_pruning_hooks_removed'):
+                pass
+            p.copy_(original[name])
+
+    def ours():
+        masks = global_magnitude_masks(params, init_masks(params), args.ratio)
+        apply_masks(params, masks)
+        return masks
+
+    def theirs():
+        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured,
+                                  amount=args.ratio)
+        masks = {name: module.weight_mask.bool()
+                 for name, (module, _) in zip(params, targets)}
+        for module, _ in targets:  # back to a plain Parameter (untimed cleanup below)
+            prune.remove(module, 'weight')
+        return masks
+
+    ours()  # warm-up (allocator, kernels)
+    t_ours, times_ours, masks_ours = _timed(ours, restore, args.repeats, args.device)
+    t_torch, times_torch, masks_torch = _timed(theirs, restore, args.repeats, args.device)
+    restore()
+
+    threshold = global_magnitude_threshold(params, init_masks(params), args.ratio)
+    n_diff = n_tied = 0
+    diff_off_threshold = 0
+    for name, p in params.items():
+        mags = p.detach().abs()
+        diff = masks_ours[name] != masks_torch[name]
+        n_diff += int(diff.sum())
+        n_tied += int((mags == threshold).sum())
+        diff_off_threshold += int((diff & (mags != threshold)).sum())
+    pruned_ours = sum(int((~m).sum()) for m in masks_ours.values())
+    pruned_torch = sum(int((~m).sum()) for m in masks_torch.values())
+
+    print(f'ours : median {1e3 * t_ours:8.1f} ms  '
+          f'(runs: {", ".join(f"{1e3 * t:.1f}" for t in times_ours)})')
+    print(f'torch: median {1e3 * t_torch:8.1f} ms  '
+          f'(runs: {", ".join(f"{1e3 * t:.1f}" for t in times_torch)})')
+    print(f'speed-up: {t_torch / t_ours:.1f}x  (target >= 10x: '
+          f'{"met" if t_torch / t_ours >= 10 else "NOT met"})')
+    print(f'pruned: ours {pruned_ours:,}, torch {pruned_torch:,}; threshold |w| = '
+          f'{threshold:.6g} ({n_tied} weights at exactly this magnitude)')
+    print(f'masks differ at {n_diff} entries, {diff_off_threshold} of them off the threshold '
+          f'magnitude -> {"agree up to ties" if diff_off_threshold == 0 else "DISAGREE"}')
+    if diff_off_threshold or pruned_ours != pruned_torch:
+        raise SystemExit(1)
+
+
+if __name__ == '__main__':
+    main()
