@@ -1,14 +1,23 @@
-"""Let ``torch.load(weights_only=True)`` read MMEngine's own checkpoints.
+"""Let MMEngine read its own checkpoints with ``torch.load(weights_only=True)``.
 
 PyTorch >= 2.6 loads with ``weights_only=True`` by default and MMEngine 0.10.7 calls
 ``torch.load`` without overriding it, so ``resume=True`` / ``load_from`` fail on the
-message-hub's ``HistoryBuffer`` and the numpy arrays and scalars inside it. Rather than turning
-the check off, allow-list exactly the classes and functions MMEngine writes; anything else in a
-checkpoint (for example a pickle that would run code) is still refused by PyTorch.
+message hub's ``HistoryBuffer`` (which also pickles its bound statistics methods through
+``getattr``) and the numpy arrays and scalars inside it. Instead of turning the check off, the
+local-file loader of MMEngine's ``CheckpointLoader`` is replaced by one that allow-lists exactly
+those globals, and only while it loads. ``torch.load`` elsewhere keeps PyTorch's defaults, and
+anything else in a checkpoint (a pickle that would run code, say) is still refused.
+
+Allowing ``getattr`` is safe under the weights-only unpickler: it only ever *calls* allow-listed
+callables, so an attribute fetched by ``getattr`` can be stored but never invoked.
 """
+import builtins
+import os.path as osp
+
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
 
 
 def _numpy_globals():
@@ -22,11 +31,21 @@ def _numpy_globals():
 
 def mmengine_checkpoint_globals():
     """The non-tensor globals that MMEngine 0.10.x checkpoints contain."""
-    return [HistoryBuffer, *_numpy_globals()]
+    return [HistoryBuffer, builtins.getattr, *_numpy_globals()]
+
+
+def load_mmengine_checkpoint(filename, map_location=None):
+    """MMEngine's local-file checkpoint loader, weights-only with the allow-list above."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+        return torch.load(filename, map_location=map_location, weights_only=True)
 
 
 def allow_mmengine_checkpoints():
-    """Allow-list :func:`mmengine_checkpoint_globals` for ``torch.load(weights_only=True)``."""
-    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is not None:  # older PyTorch loads full pickles anyway
-        add_safe_globals(mmengine_checkpoint_globals())
+    """Route MMEngine's local checkpoint loading (runner resume / load_from, ``Pretrained``
+    init) through :func:`load_mmengine_checkpoint`."""
+    if hasattr(torch.serialization, 'safe_globals'):  # older PyTorch loads full pickles anyway
+        CheckpointLoader.register_scheme(prefixes='', loader=load_mmengine_checkpoint,
+                                         force=True)

@@ -2,7 +2,7 @@
 import os.path as osp
 
 import torch
-from mmengine.dist import broadcast, is_main_process
+from mmengine.dist import all_gather, broadcast, get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
@@ -113,6 +113,7 @@ class LotteryTicketHook(Hook):
             as_int = mask.to(torch.uint8)
             broadcast(as_int, src=0)
             mask.copy_(as_int.bool())
+        self._check_ranks_agree(runner, masks)
         runner.optim_wrapper.set_masks(self.pruner.params, masks)
         self._reset_optimizer(runner)
         report = sparsity_report(masks)
@@ -121,6 +122,17 @@ class LotteryTicketHook(Hook):
         runner.message_hub.update_scalar('train/sparsity', report['sparsity'])
         if is_main_process():
             self._export(runner, report)
+
+    @staticmethod
+    def _check_ranks_agree(runner, masks):
+        if get_world_size() == 1:
+            return
+        flat = torch.cat([m.flatten() for m in masks.values()]).double()
+        digest = torch.stack([flat.sum(), (flat * torch.arange(len(flat)).double()).sum()])
+        digests = all_gather(digest)
+        if any(not torch.equal(d, digests[0]) for d in digests):
+            raise RuntimeError('pruning masks differ between ranks after broadcast')
+        runner.logger.info(f'LotteryTicketHook: masks identical on {len(digests)} ranks')
 
     def _reset_optimizer(self, runner):
         optimizer = runner.optim_wrapper.optimizer

@@ -4,6 +4,7 @@ from .classifier import ImageClassifier
 from .decoder import InverseResNetDecoder
 from .pruned_backbone import build_backbone_from_ticket
 from .reconstruction_classifier import ReconstructionClassifier
+from .strict_pretrained import StrictPretrained
 
 __all__ = ["ImageClassifier", "InverseResNetDecoder", "ReconstructionClassifier",
-           "build_backbone_from_ticket"]
+           "StrictPretrained", "build_backbone_from_ticket"]

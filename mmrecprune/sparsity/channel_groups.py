@@ -16,8 +16,10 @@ produces it and nothing unprunable touches it. Its ``kind`` says where it sits:
 
 * ``'internal'``: inside one block, e.g. a Bottleneck's conv1 / conv2 outputs, a BasicBlock's conv1
   output, the expansion channels of an inverted residual (with its depthwise conv). Precisely:
-  not tied by an addition, not a model output, and not the input or output of any module whose
-  forward contains a residual addition. Pruning these leaves every block's output width unchanged.
+  not tied by an addition, not a model output, and not the input or output of a *block*, where a
+  block is any module whose class contains a residual tie in at least one of its instances (so a
+  stride-2 InvertedResidual without shortcut is a block too). Pruning these leaves every block's
+  output width unchanged.
 * ``'residual'``: tied by element-wise additions or products, e.g. all block outputs of a ResNet
   stage together with the downsample conv, and the next convs' inputs.
 * ``'boundary'``: other axes between blocks, e.g. the stem output of ResNet-50 that feeds both
@@ -85,7 +87,7 @@ class _Space:
     members: list = field(default_factory=list)
     blocked: bool = False     # touched by something we cannot slice
     merged: bool = False      # tied to another axis by an element-wise op (residual add, gate)
-    boundary: bool = False    # input/output of a module whose forward contains a merge
+    boundary: bool = False    # enters or leaves a block (see the module docstring)
     outputs: set = field(default_factory=set)
 
     def absorb(self, other: '_Space') -> None:
@@ -327,13 +329,15 @@ def find_channel_groups(model: nn.Module,
     tracer = _ChannelTracer()
     names = {m: n for n, m in model.named_modules()}
     order = {n: i for i, n in enumerate(names.values())}
-    boundary_stack: list[int] = []
+    merge_stack: list[int] = []
+    calls: list[tuple[type, list[int]]] = []  # (module class, spaces entering or leaving)
+    merge_classes: set[type] = set()
 
     def pre_hook(module, args, kwargs):
         if _is_leaf(module):
             tracer.leaf_depth += 1
         else:
-            boundary_stack.append(tracer.merges)
+            merge_stack.append(tracer.merges)
 
     def post_hook(module, args, kwargs, output):
         if _is_leaf(module):
@@ -341,12 +345,10 @@ def find_channel_groups(model: nn.Module,
             if tracer.leaf_depth == 0 and args and isinstance(args[0], torch.Tensor):
                 tracer.record_module(names[module], module, args[0], output)
             return
-        if boundary_stack.pop() != tracer.merges:
-            # this module contains a residual tie, so what enters or leaves it is not "inside"
-            for t in _tensors((args, kwargs, output)):
-                s = tracer.space(t, create=False)
-                if s is not None:
-                    tracer.info(s).boundary = True
+        if merge_stack.pop() != tracer.merges:
+            merge_classes.add(type(module))
+        spaces = [tracer.space(t, create=False) for t in _tensors((args, kwargs, output))]
+        calls.append((type(module), [s for s in spaces if s is not None]))
 
     handles = []
     for m in model.modules():
@@ -358,6 +360,12 @@ def find_channel_groups(model: nn.Module,
     finally:
         for h in handles:
             h.remove()
+    # What enters or leaves a block is not "inside" it. A block is an instance of a class that
+    # contains a residual tie somewhere (so a MobileNetV2 InvertedResidual without shortcut counts)
+    for cls, spaces in calls:
+        if cls in merge_classes:
+            for s in spaces:
+                tracer.info(s).boundary = True
     for i, t in enumerate(_tensors(output)):
         s = tracer.space(t, create=False)
         if s is not None:

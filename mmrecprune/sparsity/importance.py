@@ -26,9 +26,12 @@ def _modules(model_or_modules: ModulesLike) -> Mapping[str, nn.Module]:
     return model_or_modules
 
 
-def _per_channel(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """View ``t`` as ``[channels, rest]`` with the channel axis first."""
-    return t.transpose(0, dim).reshape(t.shape[dim], -1)
+def _channel_norm(t: torch.Tensor, dim: int, p: float) -> torch.Tensor:
+    """``p``-norm of every slice of ``t`` along ``dim`` (one fused kernel, no copies)."""
+    others = [d for d in range(t.ndim) if d != dim]
+    if not others:  # 1-D, e.g. a BN scale
+        return t.abs()
+    return torch.linalg.vector_norm(t, ord=p, dim=others)
 
 
 class _WeightImportance:
@@ -77,14 +80,14 @@ class L1Importance(_WeightImportance):
     """Sum of absolute weights of each channel's filters (Li et al. 2017, "L1-norm")."""
 
     def reduce(self, module, weight, dim):
-        return _per_channel(weight.detach(), dim).abs().sum(1)
+        return _channel_norm(weight.detach(), dim, 1)
 
 
 class L2Importance(_WeightImportance):
     """Euclidean norm of each channel's filters, all coupled members taken as one vector."""
 
     def reduce(self, module, weight, dim):
-        return _per_channel(weight.detach(), dim).float().pow(2).sum(1)
+        return _channel_norm(weight.detach().float(), dim, 2).pow(2)
 
     def finish(self, score):
         return score.sqrt()
@@ -114,7 +117,7 @@ class TaylorImportance(_WeightImportance):
         if weight.grad is None:
             raise RuntimeError('TaylorImportance needs gradients, but a weight of '
                                f'{type(module).__name__} has .grad None; run backward() first')
-        return _per_channel((weight.detach() * weight.grad).abs(), dim).sum(1)
+        return _channel_norm(weight.detach() * weight.grad, dim, 1)
 
 
 IMPORTANCES = {

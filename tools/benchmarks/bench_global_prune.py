@@ -63,7 +63,6 @@ def main():
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = ResNet(depth=args.depth).to(args.device)
-    model.init_weights()
     params = prunable_parameters(model)  # all convs but the stem (conv1)
     modules = dict(model.named_modules())
     targets = [(modules[name.rsplit('.', 1)[0]], 'weight') for name in params]
@@ -75,9 +74,10 @@ def main():
 
     @torch.no_grad()
     def restore():
+        for module, _ in targets:
+            if prune.is_pruned(module):  # undo torch's re-parametrisation (untimed)
+                prune.remove(module, 'weight')
         for name, p in params.items():
-            if hasattr(p, '_pruning_hooks_removed'):
-                pass
             p.copy_(original[name])
 
     def ours():
@@ -88,15 +88,12 @@ def main():
     def theirs():
         prune.global_unstructured(targets, pruning_method=prune.L1Unstructured,
                                   amount=args.ratio)
-        masks = {name: module.weight_mask.bool()
-                 for name, (module, _) in zip(params, targets)}
-        for module, _ in targets:  # back to a plain Parameter (untimed cleanup below)
-            prune.remove(module, 'weight')
-        return masks
+        return {name: module.weight_mask for name, (module, _) in zip(params, targets)}
 
     ours()  # warm-up (allocator, kernels)
     t_ours, times_ours, masks_ours = _timed(ours, restore, args.repeats, args.device)
     t_torch, times_torch, masks_torch = _timed(theirs, restore, args.repeats, args.device)
+    masks_torch = {name: mask.bool() for name, mask in masks_torch.items()}
     restore()
 
     threshold = global_magnitude_threshold(params, init_masks(params), args.ratio)

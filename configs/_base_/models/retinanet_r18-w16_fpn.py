@@ -7,7 +7,7 @@ model = dict(
     backbone=dict(
         type='ResNet', depth=18, base_channels=16, num_stages=4, out_indices=(0, 1, 2, 3),
         frozen_stages=-1, norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False,
-        style='pytorch', init_cfg=None),
+        style='pytorch'),
     neck=dict(
         type='FPN', in_channels=[16, 32, 64, 128], out_channels=64, start_level=1,
         add_extra_convs='on_input', num_outs=4),

@@ -6,8 +6,7 @@ model = dict(
         bgr_to_rgb=True, pad_size_divisor=32),
     backbone=dict(
         type='ResNet', depth=50, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
-        norm_cfg=dict(type='BN', requires_grad=True), norm_eval=True, style='pytorch',
-        init_cfg=None),
+        norm_cfg=dict(type='BN', requires_grad=True), norm_eval=True, style='pytorch'),
     neck=dict(type='FPN', in_channels=[256, 512, 1024, 2048], out_channels=256, start_level=1,
               add_extra_convs='on_input', num_outs=5),
     bbox_head=dict(

@@ -5,5 +5,5 @@ _base_ = [
 ]
 pretrained = 'work_dirs/resnet50_8xb32-90e_imagenet/epoch_90.pth'
 model = dict(backbone=dict(
-    init_cfg=dict(type='Pretrained', prefix='backbone.', checkpoint=pretrained)))
+    init_cfg=dict(type='mmrecprune.StrictPretrained', prefix='backbone.', checkpoint=pretrained)))
 optim_wrapper = dict(optimizer=dict(lr=0.01))

@@ -7,4 +7,4 @@ _base_ = [
 ]
 pretrained = 'work_dirs/resnet18-w16_1xb128-10e_fashionmnist/epoch_10.pth'
 model = dict(backbone=dict(
-    init_cfg=dict(type='Pretrained', prefix='backbone.', checkpoint=pretrained)))
+    init_cfg=dict(type='mmrecprune.StrictPretrained', prefix='backbone.', checkpoint=pretrained)))

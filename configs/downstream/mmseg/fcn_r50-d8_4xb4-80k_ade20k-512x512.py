@@ -5,4 +5,4 @@ _base_ = [
 ]
 pretrained = 'work_dirs/resnet50_8xb32-90e_imagenet/epoch_90.pth'
 model = dict(backbone=dict(
-    init_cfg=dict(type='Pretrained', prefix='backbone.', checkpoint=pretrained)))
+    init_cfg=dict(type='mmrecprune.StrictPretrained', prefix='backbone.', checkpoint=pretrained)))

@@ -1,0 +1,49 @@
+"""``init_cfg=dict(type='mmrecprune.StrictPretrained', ...)``: ``Pretrained`` that refuses a
+checkpoint that does not fit instead of logging a warning and training from random weights."""
+from mmengine.model.weight_init import PretrainedInit
+from mmengine.runner.checkpoint import _load_checkpoint
+
+from mmrecprune.registry import WEIGHT_INITIALIZERS
+
+
+@WEIGHT_INITIALIZERS.register_module()
+class StrictPretrained(PretrainedInit):
+    """Load ``checkpoint`` (keys under ``prefix``) and require an exact fit.
+
+    Args:
+        checkpoint (str): checkpoint path, e.g. a classifier trained by ``tools/train.py``.
+        prefix (str, optional): key prefix to take and strip, e.g. ``'backbone.'``.
+        map_location (str): device to load to. Defaults to ``'cpu'``.
+    """
+
+    def __init__(self, checkpoint, prefix=None, map_location='cpu'):
+        super().__init__(checkpoint, prefix=prefix, map_location=map_location)
+
+    def __call__(self, module):
+        ckpt = _load_checkpoint(self.checkpoint, map_location=self.map_location)
+        state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+        if not isinstance(state, dict):
+            raise ValueError(f'{self.checkpoint!r} holds no state_dict')
+        if self.prefix:
+            state = {k[len(self.prefix):]: v for k, v in state.items()
+                     if k.startswith(self.prefix)}
+            if not state:
+                raise ValueError(f'{self.checkpoint!r} has no weights under prefix '
+                                 f'{self.prefix!r}; check `prefix` in init_cfg')
+        own = module.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        mismatched = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model '
+                            f'{tuple(own[k].shape)}' for k in set(own) & set(state)
+                            if state[k].shape != own[k].shape)
+        if missing or unexpected or mismatched:
+            raise ValueError(
+                f'checkpoint {self.checkpoint!r} does not fit {type(module).__name__}: '
+                f'{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys '
+                f'{unexpected[:3]}, {len(mismatched)} shape mismatches {mismatched[:3]}. Was it '
+                'trained with the same depth / base_channels? A pruned ticket goes into '
+                'type="mmrecprune.PrunedBackbone" instead.')
+        module.load_state_dict(state, strict=True)
+
+    def _get_init_info(self):
+        return f'{self.__class__.__name__}: load from {self.checkpoint}'

@@ -1,0 +1,174 @@
+"""Channel (filter) masks: choose channels to keep, and soft-prune them in a dense model.
+
+A channel mask is a bool tensor per :class:`ChannelGroup` (``True`` = keep), held in a dict keyed
+by group name. Soft pruning zeroes the pruned channels' filters but keeps the layer shapes, so they
+can still receive gradients and be restored; :func:`~.slimming.slim_model` later removes them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Union
+
+import torch
+from torch import nn
+
+from .channel_groups import CHANNEL_PARAMS, ChannelGroup
+
+_IN_KINDS = ('conv_in', 'linear_in')
+
+
+def _check_ratio(ratio: float) -> None:
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f'pruning ratio must be in [0, 1), got {ratio}')
+
+
+def _round_up(n_keep: int, n: int, round_to: int) -> int:
+    if round_to < 1:
+        raise ValueError(f'round_to must be >= 1, got {round_to}')
+    return min(n, math.ceil(n_keep / round_to) * round_to)
+
+
+def _top_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the ``k`` highest scores; ties go to the lower index (deterministic)."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    mask[order[:k]] = True
+    return mask
+
+
+def keep_mask_from_ratio(importance: torch.Tensor, ratio: float, round_to: int = 1,
+                         min_keep: int = 1) -> torch.Tensor:
+    """Keep-mask that drops the ``ratio`` least important channels of one group.
+
+    ``round(ratio * n)`` channels are dropped; the kept count is then rounded *up* to a multiple
+    of ``round_to`` (never above ``n``), e.g. 8 for hardware-friendly widths.
+
+    Args:
+        importance (Tensor): Scores of shape ``[n]``, higher = more important.
+        ratio (float): Fraction of channels to drop, in ``[0, 1)``.
+        round_to (int): Kept count is a multiple of this (or ``n``). Defaults to 1.
+        min_keep (int): Fewest channels a layer may keep. Defaults to 1.
+
+    Returns:
+        Tensor: Bool mask of shape ``[n]``, True = keep.
+
+    Raises:
+        ValueError: If ``ratio`` is outside ``[0, 1)`` or fewer than ``min_keep`` would remain.
+    """
+    _check_ratio(ratio)
+    n = importance.numel()
+    n_keep = _round_up(n - math.floor(ratio * n + 0.5), n, round_to)
+    if n_keep < min_keep:
+        raise ValueError(f'pruning ratio {ratio} would keep {n_keep} of {n} channels, fewer than '
+                         f'min_keep={min_keep}')
+    return _top_mask(importance.detach().flatten(), n_keep)
+
+
+def layer_channel_masks(importances: Mapping[str, torch.Tensor],
+                        ratios: Union[float, Mapping[str, float]], round_to: int = 1,
+                        min_keep: int = 1) -> dict[str, torch.Tensor]:
+    """Per-group ratios (uniform, or one per group such as PSAP's self-adaptive ratios).
+
+    Args:
+        importances (Mapping[str, Tensor]): Scores per group name.
+        ratios (float | Mapping[str, float]): One ratio for all groups, or one per group name
+            (missing names keep everything).
+        round_to (int): See :func:`keep_mask_from_ratio`.
+        min_keep (int): See :func:`keep_mask_from_ratio`.
+
+    Returns:
+        dict[str, Tensor]: Keep-mask per group name.
+    """
+    masks = {}
+    for name, scores in importances.items():
+        ratio = ratios if isinstance(ratios, (int, float)) else ratios.get(name, 0.0)
+        try:
+            masks[name] = keep_mask_from_ratio(scores, ratio, round_to, min_keep)
+        except ValueError as e:
+            raise ValueError(f'group {name!r}: {e}') from None
+    return masks
+
+
+def global_channel_masks(importances: Mapping[str, torch.Tensor], ratio: float,
+                         round_to: int = 1, min_keep: int = 1,
+                         normalize: bool = False) -> dict[str, torch.Tensor]:
+    """Drop the ``ratio`` least important channels ranked across all groups together.
+
+    Each group's ``min_keep`` best channels are protected first (so no layer is emptied), then the
+    lowest scores over all groups are dropped until ``round(ratio * total)`` are gone or only
+    protected ones remain; finally each group's kept count is rounded up to ``round_to``.
+
+    Args:
+        importances (Mapping[str, Tensor]): Scores per group name.
+        ratio (float): Fraction of all channels to drop, in ``[0, 1)``.
+        round_to (int): Per-group kept count is a multiple of this (or the group size).
+        min_keep (int): Channels every group keeps regardless of rank. Defaults to 1.
+        normalize (bool): Divide each group's scores by their mean first, so layers with larger
+            weights (or more coupled members) do not dominate the ranking. Defaults to False.
+
+    Returns:
+        dict[str, Tensor]: Keep-mask per group name (on the scores' devices).
+    """
+    _check_ratio(ratio)
+    names = list(importances)
+    if not names:
+        return {}
+    scores = [importances[n].detach().float().flatten().cpu() for n in names]
+    if normalize:
+        scores = [s / s.mean().clamp_min(1e-12) for s in scores]
+    sizes = [s.numel() for s in scores]
+    flat = torch.cat(scores)
+    protected = torch.cat([_top_mask(s, min(min_keep, s.numel())) for s in scores])
+    n_prune = min(math.floor(ratio * flat.numel() + 0.5), int((~protected).sum()))
+    order = torch.argsort(flat.masked_fill(protected, float('inf')), stable=True)
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    keep[order[:n_prune]] = False
+    masks = {}
+    for name, s, mask in zip(names, scores, keep.split(sizes)):
+        k = _round_up(int(mask.sum()), s.numel(), round_to)
+        mask = _top_mask(s, k) if k > int(mask.sum()) else mask
+        masks[name] = mask.to(importances[name].device)
+    return masks
+
+
+def apply_channel_masks(model: nn.Module, groups: list[ChannelGroup],
+                        masks: Mapping[str, torch.Tensor]) -> None:
+    """Soft-prune in place: zero the pruned channels' filters, biases and BN affine parameters.
+
+    A pruned channel's conv / depthwise / linear filter and bias and its BN ``weight`` *and*
+    ``bias`` are zeroed (a BN with zero scale but non-zero shift would still emit a constant, so
+    zeroing only filters is not enough). The channel's activation is then exactly 0 after BN, ReLU
+    and any later depthwise conv, which makes :func:`~.slimming.slim_model` output-exact.
+    Consumers' input weights are left alone so a restored channel gets its old fan-out back.
+
+    Args:
+        model (nn.Module): The dense model.
+        groups (list[ChannelGroup]): Its groups.
+        masks (Mapping[str, Tensor]): Bool keep-mask per group name; missing groups are skipped.
+    """
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for g in groups:
+            if g.name not in masks:
+                continue
+            mask = masks[g.name]
+            if mask.numel() != g.num_channels:
+                raise ValueError(f'mask for group {g.name!r} has {mask.numel()} entries, the group '
+                                 f'has {g.num_channels} channels')
+            pruned = (~mask.bool()).nonzero().flatten()
+            if pruned.numel() == 0:
+                continue
+            for name, kind in g.members:
+                if kind in _IN_KINDS:
+                    continue
+                module = modules[name]
+                for attr, dim in CHANNEL_PARAMS[kind]:
+                    t = getattr(module, attr, None)
+                    # running stats stay: with weight = bias = 0 the BN output is 0 anyway
+                    if t is None or attr.startswith('running_'):
+                        continue
+                    t.index_fill_(dim, pruned.to(t.device), 0)
+                if kind == 'bn' and getattr(module, 'weight', None) is None and \
+                        getattr(module, 'running_mean', None) is not None:
+                    # a non-affine BN maps an all-zero channel to -mean/std unless mean is 0
+                    module.running_mean.index_fill_(0, pruned.to(module.running_mean.device), 0)

@@ -1,0 +1,39 @@
+"""Every shipped config parses and its model builds and runs one forward pass."""
+import glob
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from mmrecprune.registry import MODELS
+
+CONFIGS = sorted(p for p in glob.glob('configs/**/*.py', recursive=True)
+                 if '/_base_/' not in p)
+
+
+def _build(cfg):
+    if 'ticket' in str(cfg.model.backbone.get('type', '')) or 'PrunedBackbone' in str(
+            cfg.model.backbone.get('type', '')):
+        pytest.skip('ticket configs are exercised by the transfer tests')
+    cfg.model.backbone.pop('init_cfg', None)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('path', CONFIGS)
+def test_config_builds_and_runs(path):
+    cfg = Config.fromfile(path)
+    model = _build(cfg).eval()
+    size = 64
+    x = torch.rand(1, 3, size, size) * 255
+    with torch.no_grad():
+        if cfg.default_scope == 'mmdet':
+            out = model(model.data_preprocessor(dict(inputs=[x[0]]))['inputs'], mode='tensor')
+            assert len(out) == 2  # cls scores, bbox preds
+        elif cfg.default_scope == 'mmseg':
+            out = model(x, mode='tensor')
+            assert out.shape[1] == cfg.model.decode_head.num_classes
+        else:
+            out = model(x, mode='tensor')
+            assert out.shape == (1, cfg.model.num_classes)

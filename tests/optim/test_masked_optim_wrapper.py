@@ -1,0 +1,213 @@
+"""Tests of MaskedOptimWrapper / AmpMaskedOptimWrapper with real modules and optimizers."""
+import pytest
+import torch
+import torch.nn.functional as F
+from mmdet.models.backbones import ResNet
+from mmengine.optim import OptimWrapper, build_optim_wrapper
+from torch import nn
+
+from mmrecprune.optim import AmpMaskedOptimWrapper, MaskedOptimWrapper
+from mmrecprune.registry import OPTIM_WRAPPERS
+from mmrecprune.sparsity import global_magnitude_masks, init_masks, prunable_parameters
+
+OPTIMIZERS = {
+    'sgd_momentum_wd': lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=5e-2),
+    'sgd_nesterov': lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True,
+                                               weight_decay=1e-3),
+    'adamw': lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=1e-1),
+    'adam_l2': lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=1e-2),
+}
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _single_thread():
+    """Tiny tensors: one thread avoids contention on shared CPUs (much faster here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _Net(nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = ResNet(depth=18, base_channels=8, out_indices=(3,))
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.head(self.backbone(x)[-1].mean(dim=(2, 3)))
+
+
+def _setup(seed=0, sparsity=0.6):
+    torch.manual_seed(seed)
+    model = _Net()
+    params = prunable_parameters(model, include=('backbone.*',))
+    masks = global_magnitude_masks(params, init_masks(params), sparsity)
+    return model, params, masks
+
+
+def _batches(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 10, (2,), generator=g))
+            for _ in range(n)]
+
+
+def _train(model, wrapper, batches):
+    wrapper.initialize_count_status(model, 0, len(batches))
+    for x, y in batches:
+        with wrapper.optim_context(model):
+            loss = F.cross_entropy(model(x), y)
+        wrapper.update_params(loss)
+
+
+def _assert_pruned_zero(params, masks):
+    for name, p in params.items():
+        assert torch.equal(p.detach()[~masks[name]], torch.zeros(int((~masks[name]).sum()))), \
+            f'{name}: pruned weights moved'
+
+
+@pytest.mark.parametrize('accumulative_counts', [1, 3])
+@pytest.mark.parametrize('optimizer', list(OPTIMIZERS))
+def test_pruned_weights_stay_exactly_zero(optimizer, accumulative_counts):
+    model, params, masks = _setup()
+    wrapper = MaskedOptimWrapper(OPTIMIZERS[optimizer](model.parameters()),
+                                 accumulative_counts=accumulative_counts)
+    _train(model, wrapper, _batches(3, seed=2))  # dense phase: momentum / moments build up
+    state = wrapper.optimizer.state[params['backbone.layer1.0.conv1.weight']]
+    assert any(torch.is_tensor(v) and v.dim() == 4 and v.abs().sum() > 0 for v in state.values())
+
+    wrapper.set_masks(params, masks)
+    _assert_pruned_zero(params, masks)
+    for name, p in params.items():  # state of newly pruned entries restarts from zero
+        for value in wrapper.optimizer.state[p].values():
+            if torch.is_tensor(value) and value.shape == p.shape:
+                assert not value[~masks[name]].any()
+
+    kept_before = {n: p.detach()[masks[n]].clone() for n, p in params.items()}
+    head_before = model.head.weight.detach().clone()
+    _train(model, wrapper, _batches(7))
+    _assert_pruned_zero(params, masks)
+    assert all(not torch.equal(p.detach()[masks[n]], kept_before[n]) for n, p in params.items())
+    assert not torch.equal(model.head.weight.detach(), head_before)
+    assert wrapper.masks.keys() == masks.keys()
+
+
+def test_plain_optim_wrapper_would_move_pruned_weights():
+    """Negative control: masking once is not enough with momentum and weight decay."""
+    model, params, masks = _setup()
+    wrapper = OptimWrapper(OPTIMIZERS['sgd_momentum_wd'](model.parameters()))
+    _train(model, wrapper, _batches(2, seed=2))
+    with torch.no_grad():
+        for n, p in params.items():
+            p.mul_(masks[n])
+    _train(model, wrapper, _batches(2))
+    assert any(p.detach()[~masks[n]].any() for n, p in params.items())
+
+
+def test_gradients_of_pruned_entries_are_zeroed_before_clipping():
+    model, params, masks = _setup()
+    wrapper = MaskedOptimWrapper(OPTIMIZERS['sgd_momentum_wd'](model.parameters()),
+                                 clip_grad=dict(max_norm=1e-3))
+    wrapper.set_masks(params, masks)
+    (x, y), = _batches(1)
+    wrapper.backward(F.cross_entropy(model(x), y))
+    assert any(p.grad[~masks[n]].any() for n, p in params.items())
+    wrapper.step()
+    assert all(not p.grad[~masks[n]].any() for n, p in params.items())
+    _assert_pruned_zero(params, masks)
+
+
+def test_without_masks_behaves_like_optim_wrapper():
+    results = []
+    for cls in (OptimWrapper, MaskedOptimWrapper):
+        model, _, _ = _setup()
+        _train(model, cls(OPTIMIZERS['sgd_momentum_wd'](model.parameters()),
+                          accumulative_counts=2), _batches(4))
+        results.append(model.state_dict())
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_set_masks_validation_and_clearing():
+    model, params, masks = _setup()
+    wrapper = MaskedOptimWrapper(OPTIMIZERS['adamw'](model.parameters()))
+    name = next(iter(params))
+    with pytest.raises(ValueError, match=f'mask of {name!r} has shape'):
+        wrapper.set_masks(params, dict(masks, **{name: masks[name].flatten()}))
+    with pytest.raises(ValueError, match='missing masks'):
+        wrapper.set_masks(params, {})
+    wrapper.set_masks(params, masks)
+    assert all(wrapper.masks[n] is not None and torch.equal(wrapper.masks[n], masks[n])
+               for n in masks)
+    wrapper.set_masks({}, {})
+    assert wrapper.masks == {}
+    with torch.no_grad():
+        params[name].fill_(1.0)
+    _train(model, wrapper, _batches(1))
+    assert params[name].detach().ne(0).all()  # masking stopped
+
+
+def test_reset_optimizer_state_keeps_lr_and_groups():
+    model, params, masks = _setup()
+    wrapper = MaskedOptimWrapper(OPTIMIZERS['sgd_momentum_wd'](model.parameters()))
+    wrapper.set_masks(params, masks)
+    _train(model, wrapper, _batches(2))
+    (x, y), = _batches(1)
+    wrapper.backward(F.cross_entropy(model(x), y))
+    wrapper.param_groups[0]['lr'] = 0.123
+    wrapper.reset_optimizer_state()
+    assert len(wrapper.optimizer.state) == 0
+    assert all(p.grad is None for p in model.parameters())
+    assert wrapper.param_groups[0]['lr'] == 0.123
+    _train(model, wrapper, _batches(2))  # training continues with fresh state
+    _assert_pruned_zero(params, masks)
+
+
+def test_registered_and_built_from_config():
+    assert OPTIM_WRAPPERS.get('MaskedOptimWrapper') is MaskedOptimWrapper
+    assert OPTIM_WRAPPERS.get('AmpMaskedOptimWrapper') is AmpMaskedOptimWrapper
+    model, _, _ = _setup()
+    wrapper = build_optim_wrapper(model, dict(
+        type='mmrecprune.MaskedOptimWrapper', accumulative_counts=2,
+        optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)))
+    assert isinstance(wrapper, MaskedOptimWrapper) and wrapper.masks == {}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='AmpOptimWrapper needs a GPU')
+def test_amp_wrapper_keeps_zeros_on_gpu():
+    model, params, masks = _setup()
+    model = model.cuda()
+    params = prunable_parameters(model, include=('backbone.*',))
+    wrapper = AmpMaskedOptimWrapper(optimizer=OPTIMIZERS['sgd_momentum_wd'](model.parameters()),
+                                    accumulative_counts=2)
+    wrapper.set_masks(params, masks)
+    wrapper.initialize_count_status(model, 0, 6)
+    for x, y in _batches(6):
+        with wrapper.optim_context(model):
+            loss = F.cross_entropy(model(x.cuda()), y.cuda())
+        wrapper.update_params(loss)
+    for name, p in params.items():
+        assert not p.detach()[~masks[name].cuda()].any()
+
+
+def test_amp_wrapper_step_composition_on_cpu(monkeypatch):
+    """The mixin wraps ``AmpOptimWrapper.step`` (loss scaler step + update) correctly.
+
+    ``AmpOptimWrapper`` refuses to build without an accelerator; on CPU we lift that check, and
+    torch's CUDA ``GradScaler`` then disables itself (scale 1, plain ``optimizer.step``), which
+    still runs the full ``AmpOptimWrapper.step`` / ``backward`` code path.
+    """
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+    if torch.cuda.is_available():
+        pytest.skip('covered by test_amp_wrapper_keeps_zeros_on_gpu')
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
+    model, params, masks = _setup()
+    with pytest.warns(UserWarning):
+        wrapper = AmpMaskedOptimWrapper(
+            optimizer=OPTIMIZERS['sgd_momentum_wd'](model.parameters()), accumulative_counts=2,
+            clip_grad=dict(max_norm=10.0))
+    _train(model, wrapper, _batches(2, seed=2))
+    wrapper.set_masks(params, masks)
+    _train(model, wrapper, _batches(5))
+    _assert_pruned_zero(params, masks)
+    assert 'loss_scaler.scale' in wrapper.state_dict() or wrapper.state_dict()

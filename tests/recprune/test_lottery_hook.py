@@ -1,0 +1,91 @@
+"""The lottery-ticket hook in real MMEngine runs: rounds, rewinding, tickets, resume."""
+import pytest
+import torch
+from mmengine.runner import Runner
+
+from mmrecprune.tickets import load_ticket
+from tests.conftest import tiny_cls_cfg
+
+RECPRUNE = 'configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py'
+IMP = 'configs/imp/imp_r18-w16_7r-1e_fashionmnist.py'
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('pretrain')
+    Runner.from_cfg(tiny_cls_cfg(work_dir, max_epochs=1)).train()
+    return str(work_dir / 'epoch_1.pth')
+
+
+def lottery_cfg(work_dir, pretrained, config=IMP, rounds=2, epochs_per_round=1):
+    cfg = tiny_cls_cfg(work_dir, config=config, max_epochs=rounds * epochs_per_round)
+    cfg.load_from = pretrained
+    cfg.custom_hooks[0].update(rounds=rounds, epochs_per_round=epochs_per_round)
+    cfg.optim_wrapper.optimizer.lr = 0.05  # move weights visibly in a few iterations
+    if 'decoder' in cfg.model:
+        cfg.model.decoder.in_channels = (8, 16, 32, 64)
+    return cfg
+
+
+def test_rounds_prune_rewind_and_export(tmp_path, pretrained):
+    runner = Runner.from_cfg(lottery_cfg(tmp_path, pretrained, rounds=2))
+    runner.train()
+    pre = torch.load(pretrained, weights_only=True)['state_dict']
+    for r, expected in ((1, 0.2), (2, 0.36)):
+        ticket = load_ticket(str(tmp_path / 'tickets' / f'round_{r}.pth'))
+        assert ticket.meta['sparsity'] == pytest.approx(expected, abs=1e-3)
+        assert (tmp_path / 'tickets' / f'round_{r}_sparsity.png').stat().st_size > 1000
+    # the ticket is the pretrained weights times the mask
+    for name, mask in ticket.masks.items():
+        torch.testing.assert_close(ticket.state_dict[name], pre['backbone.' + name] * mask)
+    assert 'conv1.weight' not in ticket.masks  # the stem is never pruned
+    assert all(not n.startswith('head') for n in ticket.masks)
+
+
+def test_recprune_trains_with_the_decoder_frozen(tmp_path, pretrained):
+    cfg = lottery_cfg(tmp_path, pretrained, config=RECPRUNE, rounds=1)
+    runner = Runner.from_cfg(cfg)
+    decoder_before = {k: v.clone() for k, v in runner.model.decoder.state_dict().items()}
+    runner.train()
+    for k, v in runner.model.decoder.state_dict().items():
+        torch.testing.assert_close(v, decoder_before[k], msg=k)
+    assert load_ticket(str(tmp_path / 'tickets/round_1.pth')).meta['method'] == 'recprune'
+
+
+def test_resume_mid_round_matches_uninterrupted_run(tmp_path, pretrained):
+    cfg = lottery_cfg(tmp_path / 'full', pretrained, rounds=2, epochs_per_round=2)
+    full = Runner.from_cfg(cfg)
+    full.train()
+
+    cfg = lottery_cfg(tmp_path / 'resumed', pretrained, rounds=2, epochs_per_round=2)
+    cfg.resume = True
+    cfg.load_from = str(tmp_path / 'full' / 'epoch_3.pth')  # middle of round 2
+    resumed = Runner.from_cfg(cfg)
+    resumed.train()
+    full_hook, resumed_hook = full.hooks[-1], resumed.hooks[-1]
+    assert type(full_hook).__name__ == 'LotteryTicketHook'
+    for n, m in full_hook.pruner.masks.items():
+        assert torch.equal(m, resumed_hook.pruner.masks[n]), n
+    for (n, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(rounds=0), 'rounds must be an int in'),
+    (dict(prune_ratio=1.0), r'prune_ratio must be in \(0, 1\)'),
+    (dict(epochs_per_round=0), 'epochs_per_round must be an int'),
+])
+def test_bad_hook_arguments(kwargs, match):
+    from mmrecprune.hooks import LotteryTicketHook
+    args = dict(rounds=2, epochs_per_round=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        LotteryTicketHook(**args)
+
+
+def test_mismatched_schedule_is_refused_before_training(tmp_path, pretrained):
+    cfg = lottery_cfg(tmp_path, pretrained, rounds=2)
+    cfg.train_cfg.max_epochs = 3
+    with pytest.raises(ValueError, match='set max_epochs=2'):
+        Runner.from_cfg(cfg).train()
+    assert not list(tmp_path.glob('*.pth'))

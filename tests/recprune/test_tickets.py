@@ -1,0 +1,102 @@
+"""Ticket format: round trip, and every kind of bad file is refused without side effects."""
+import os
+
+import pytest
+import torch
+from mmdet.models.backbones import ResNet
+
+from mmrecprune.models import build_backbone_from_ticket
+from mmrecprune.sparsity import global_magnitude_masks, init_masks, prunable_parameters
+from mmrecprune.tickets import TicketError, load_ticket, save_ticket
+
+CFG = dict(type='mmdet.ResNet', depth=18, base_channels=8, out_indices=[3])
+
+
+def _unstructured_ticket(path, sparsity_ratio=0.5):
+    net = ResNet(depth=18, base_channels=8)
+    params = prunable_parameters(net)
+    masks = global_magnitude_masks(params, init_masks(params), sparsity_ratio)
+    with torch.no_grad():
+        for n, p in params.items():
+            p.mul_(masks[n])
+    save_ticket(str(path), CFG, net.state_dict(), masks=masks, method='test', round=1,
+                sparsity=sparsity_ratio)
+    return net, masks
+
+
+def test_round_trip_builds_the_same_backbone(tmp_path):
+    net, masks = _unstructured_ticket(tmp_path / 't.pth')
+    ticket = load_ticket(str(tmp_path / 't.pth'))
+    assert ticket.kind == 'unstructured' and ticket.meta['round'] == 1
+    for n, m in masks.items():
+        assert torch.equal(ticket.masks[n], m)
+    backbone = build_backbone_from_ticket(str(tmp_path / 't.pth'), out_indices=(0, 1, 2, 3))
+    x = torch.rand(2, 3, 32, 32)
+    net.eval(), backbone.eval()
+    torch.testing.assert_close(backbone(x)[3], net(x)[0])
+    assert backbone.is_init  # the runner's init_weights() must not overwrite the ticket
+
+
+def test_ticket_from_another_architecture_is_refused(tmp_path):
+    _unstructured_ticket(tmp_path / 't.pth')
+    ticket = load_ticket(str(tmp_path / 't.pth'))
+    ticket.meta['backbone'] = dict(CFG, depth=34)
+    with pytest.raises(TicketError, match='do not fit the backbone'):
+        build_backbone_from_ticket(ticket)
+    ticket.meta['backbone'] = dict(CFG, base_channels=16)
+    with pytest.raises(TicketError, match='another architecture or width'):
+        build_backbone_from_ticket(ticket)
+
+
+def test_structure_options_are_refused(tmp_path):
+    _unstructured_ticket(tmp_path / 't.pth')
+    with pytest.raises(TicketError, match="cannot apply.*'depth'"):
+        build_backbone_from_ticket(str(tmp_path / 't.pth'), depth=50)
+
+
+def test_truncated_and_foreign_files_are_refused(tmp_path):
+    _unstructured_ticket(tmp_path / 't.pth')
+    data = (tmp_path / 't.pth').read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+    with pytest.raises(TicketError, match='truncated or corrupted'):
+        load_ticket(str(tmp_path / 'cut.pth'))
+    (tmp_path / 'text.pth').write_text('hello')
+    with pytest.raises(TicketError, match='truncated or corrupted'):
+        load_ticket(str(tmp_path / 'text.pth'))
+    torch.save({'state_dict': {}}, tmp_path / 'ckpt.pth')
+    with pytest.raises(TicketError, match='not an mmrecprune ticket'):
+        load_ticket(str(tmp_path / 'ckpt.pth'))
+    with pytest.raises(TicketError, match='does not exist'):
+        load_ticket(str(tmp_path / 'missing.pth'))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ('touch pwned',))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({'meta': {'format': 'mmrecprune-ticket'}, 'x': _RunsCode()}, 'evil.pth')
+    with pytest.raises(TicketError, match='refused, nothing was executed'):
+        load_ticket('evil.pth')
+    assert not (tmp_path / 'pwned').exists()
+
+
+def test_edited_mask_is_refused(tmp_path):
+    _unstructured_ticket(tmp_path / 't.pth')
+    payload = torch.load(tmp_path / 't.pth', weights_only=True)
+    name = next(iter(payload['masks']))
+    payload['masks'][name]['bits'][:] = 0  # prunes everything, but the weights are not zero
+    torch.save(payload, tmp_path / 'edited.pth')
+    with pytest.raises(TicketError, match='non-zero where its mask prunes it'):
+        load_ticket(str(tmp_path / 'edited.pth'))
+
+
+def test_failed_save_leaves_existing_ticket_intact(tmp_path):
+    _unstructured_ticket(tmp_path / 't.pth')
+    before = (tmp_path / 't.pth').read_bytes()
+    with pytest.raises(TicketError):
+        save_ticket(str(tmp_path / 't.pth'), dict(CFG, bad=object()), {})
+    assert (tmp_path / 't.pth').read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ['t.pth']

@@ -1,0 +1,99 @@
+"""Training-step overhead of masked training and of RecPrune's decoder, as ratios in one run.
+
+Compares, on the embedded default's classifier (ResNet-18 at width 16, 56x56 inputs):
+
+- plain: ``ImageClassifier`` + ``OptimWrapper`` (SGD momentum)
+- masked: the same + ``MaskedOptimWrapper`` holding 79 % sparse masks + the
+  ``LotteryTicketHook.after_train_iter`` call of every iteration
+- recprune: ``ReconstructionClassifier`` (decoder frozen, lambda = 10) + masked training
+
+The variants are timed in interleaved blocks so machine noise hits them alike; the script prints
+median step times and the ratios masked / plain and recprune / masked.
+"""
+import argparse
+import statistics
+import time
+from types import SimpleNamespace
+
+import torch
+from mmengine.config import Config
+from mmengine.optim import OptimWrapper
+from mmengine.registry import DefaultScope
+from mmengine.structures import BaseDataElement
+
+import mmrecprune  # noqa: F401
+from mmrecprune.hooks import LotteryTicketHook
+from mmrecprune.methods import LotteryTicketPruner
+from mmrecprune.optim import MaskedOptimWrapper
+from mmrecprune.registry import MODELS
+
+
+def build(config):
+    cfg = Config.fromfile(config)
+    with DefaultScope.overwrite_default_scope('mmrecprune'):
+        return MODELS.build(cfg.model)
+
+
+def make_batch(batch_size, size):
+    inputs = [torch.randint(0, 255, (3, size, size), dtype=torch.uint8) for _ in range(batch_size)]
+    samples = [BaseDataElement(gt_label=torch.tensor([i % 10])) for i in range(batch_size)]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def variant(model, masked, rounds=7):
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    if not masked:
+        return SimpleNamespace(model=model, wrapper=OptimWrapper(opt), hook=None)
+    wrapper = MaskedOptimWrapper(opt)
+    pruner = LotteryTicketPruner(model, rewind_to='none')
+    for _ in range(rounds):
+        pruner.prune_and_rewind()
+    wrapper.set_masks(pruner.params, pruner.masks)
+    hook = LotteryTicketHook(rounds=rounds, epochs_per_round=1)
+    hook.pruner = pruner
+    return SimpleNamespace(model=model, wrapper=wrapper, hook=hook)
+
+
+def step_time(v, batch, runner):
+    start = time.perf_counter()
+    v.model.train_step(batch, v.wrapper)
+    if v.hook is not None:
+        v.hook.after_train_iter(runner, 0)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--size', type=int, default=56)
+    parser.add_argument('--blocks', type=int, default=10)
+    parser.add_argument('--steps-per-block', type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    variants = {
+        'plain': variant(build('configs/pretrain/resnet18-w16_1xb128-10e_fashionmnist.py'), False),
+        'masked': variant(build('configs/imp/imp_r18-w16_7r-1e_fashionmnist.py'), True),
+        'recprune': variant(build('configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py'),
+                            True),
+    }
+    batch = make_batch(args.batch_size, args.size)
+    runner = SimpleNamespace(iter=10**6)
+    times = {k: [] for k in variants}
+    for v in variants.values():  # warm-up
+        v.model.train()
+        for _ in range(2):
+            step_time(v, batch, runner)
+    for _ in range(args.blocks):
+        for name, v in variants.items():
+            times[name] += [step_time(v, batch, runner) for _ in range(args.steps_per_block)]
+    med = {k: statistics.median(t) for k, t in times.items()}
+    print(f'threads={torch.get_num_threads()} batch={args.batch_size} input={args.size}x{args.size}')
+    for k, t in med.items():
+        print(f'{k:>9}: median step {1000 * t:.1f} ms over {len(times[k])} steps')
+    print(f'masked training (MaskedOptimWrapper + LotteryTicketHook) / plain: '
+          f'{med["masked"] / med["plain"]:.3f}')
+    print(f'RecPrune decoder step / masked IMP step: {med["recprune"] / med["masked"]:.3f}')
+
+
+if __name__ == '__main__':
+    main()
