@@ -109,7 +109,7 @@ def load_ticket(path):
         raise TicketError(
             f'{path!r} is not a ticket: it holds objects that a weights-only load refuses '
             f'(refused, nothing was executed): {str(err).splitlines()[0]}') from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # truncated / corrupted zip or pickle data: many error types
         raise TicketError(f'{path!r} is not a readable ticket (truncated or corrupted file?): '
                           f'{str(err).splitlines()[0]}') from None
     return validate_ticket(payload, path)

@@ -14,7 +14,7 @@ def repo_path(*parts):
     return osp.join(REPO, *parts)
 
 
-def tiny_cls_cfg(work_dir, config='configs/pretrain/resnet18-w16_1xb128-10e_fashionmnist.py',
+def tiny_cls_cfg(work_dir, config='configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py',
                  train_size=64, val_size=32, batch_size=16, max_epochs=2, base_channels=8):
     """A real config from configs/, shrunk to a few iterations on a Fashion-MNIST subset."""
     cfg = Config.fromfile(repo_path(config))

@@ -17,7 +17,7 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-10e_fashionmnist.py'
+PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 DET_CFG = 'configs/downstream/mmdet/retinanet_r18-w16_fpn_12e_fashionscenes.py'
 SCENES_ROOT = 'data/fashion_scenes'
 SEG_CFG = 'configs/downstream/mmseg/fcn_r18-w16-d8_2k_fashionscenes.py'
@@ -95,8 +95,8 @@ def main():
              [osp.join(SCENES_ROOT, 'annotations', 'instances_test.json')])
 
     pre_dir = osp.join(args.work_dir, 'pretrain')
-    pre = train_and_test(pipe, 'pretrain', PRETRAIN_CFG, pre_dir, 'epoch_10.pth')
-    pretrained = osp.join(pre_dir, 'epoch_10.pth')
+    pre = train_and_test(pipe, 'pretrain', PRETRAIN_CFG, pre_dir, 'epoch_6.pth')
+    pretrained = osp.join(pre_dir, 'epoch_6.pth')
     init = f'model.backbone.init_cfg.checkpoint={pretrained}'
     det = train_and_test(
         pipe, 'det_dense', DET_CFG, osp.join(args.work_dir, 'det_dense'), 'epoch_12.pth',

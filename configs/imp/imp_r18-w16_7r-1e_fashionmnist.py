@@ -5,7 +5,7 @@ _base_ = [
 ]
 rounds, epochs_per_round = 7, 1
 model = dict(data_preprocessor={{_base_.data_preprocessor}})
-load_from = 'work_dirs/resnet18-w16_1xb128-10e_fashionmnist/epoch_10.pth'
+load_from = 'work_dirs/resnet18-w16_1xb128-6e_fashionmnist/epoch_6.pth'
 custom_hooks = [
     dict(type='LotteryTicketHook', rounds=rounds, epochs_per_round=epochs_per_round,
          prune_ratio=0.2, rewind_to='pretrained', method='imp')

@@ -10,7 +10,7 @@ model = dict(
     stage='decoder',
     decoder=dict(type='InverseResNetDecoder', in_channels=(16, 32, 64, 128),
                  hint_stages=(3, 4), hint_weight=0.1))
-load_from = 'work_dirs/resnet18-w16_1xb128-10e_fashionmnist/epoch_10.pth'
+load_from = 'work_dirs/resnet18-w16_1xb128-6e_fashionmnist/epoch_6.pth'
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=2e-3))
 param_scheduler = [dict(type='CosineAnnealingLR', T_max=2, by_epoch=True, begin=0, end=2,
                         convert_to_iter_based=True)]

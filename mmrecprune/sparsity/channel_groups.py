@@ -17,11 +17,13 @@ produces it and nothing unprunable touches it. Its ``kind`` says where it sits:
 * ``'internal'``: inside one block, e.g. a Bottleneck's conv1 / conv2 outputs, a BasicBlock's conv1
   output, the expansion channels of an inverted residual (with its depthwise conv). Precisely:
   not tied by an addition, not a model output, and not the input or output of a *block*, where a
-  block is any module whose class contains a residual tie in at least one of its instances (so a
+  block is any module whose class contains a residual addition in at least one instance (so a
   stride-2 InvertedResidual without shortcut is a block too). Pruning these leaves every block's
   output width unchanged.
-* ``'residual'``: tied by element-wise additions or products, e.g. all block outputs of a ResNet
-  stage together with the downsample conv, and the next convs' inputs.
+* ``'residual'``: tied by element-wise additions, e.g. all block outputs of a ResNet stage
+  together with the downsample conv, and the next convs' inputs. (Element-wise products such as
+  squeeze-excitation gates tie axes too, but do not by themselves make an axis residual: an
+  SE-gated expansion stays ``'internal'``.)
 * ``'boundary'``: other axes between blocks, e.g. the stem output of ResNet-50 that feeds both
   ``layer1.0.conv1`` and its downsample conv.
 """
@@ -86,7 +88,7 @@ class _Space:
     size: int
     members: list = field(default_factory=list)
     blocked: bool = False     # touched by something we cannot slice
-    merged: bool = False      # tied to another axis by an element-wise op (residual add, gate)
+    merged: bool = False      # tied to another axis by an addition (residual) or shared layer
     boundary: bool = False    # enters or leaves a block (see the module docstring)
     outputs: set = field(default_factory=set)
 
@@ -101,7 +103,7 @@ class _Space:
 # Functions that mix or reorder channels: their channel inputs become unprunable.
 _MIXING = {
     'conv1d', 'conv2d', 'conv3d', 'conv_transpose1d', 'conv_transpose2d', 'conv_transpose3d',
-    'linear', 'bilinear', 'matmul', '__matmul__', 'mm', 'bmm', 'baddbmm', 'addmm', 'einsum',
+    'linear', 'bilinear', 'matmul', 'mm', 'bmm', 'baddbmm', 'addmm', 'einsum',
     'tensordot', 'layer_norm', 'group_norm', 'batch_norm', 'instance_norm', 'normalize',
     'local_response_norm', 'pixel_shuffle', 'pixel_unshuffle', 'channel_shuffle',
     'native_channel_shuffle', 'gather', 'index_select', 'scatter', 'embedding', 'unfold', 'fold',
@@ -116,6 +118,9 @@ _DIM_OPS = {
 _REDUCTIONS = _DIM_OPS - {'softmax', 'log_softmax', 'softmin', 'cumsum', 'cumprod', 'flip', 'roll',
                           'sort', 'argsort', 'topk'}
 _SWAPS = {'transpose', 'transpose_', 'swapaxes', 'swapdims'}
+# Ties that make a residual stream. Gates (x * sigmoid(...), squeeze-excitation) also tie axes,
+# but they stay inside their block, so they do not make the block boundary a residual one.
+_ADDITIVE = {'add', 'iadd', 'radd', 'sub', 'isub', 'rsub'}
 
 
 def _as_dims(value: Any) -> list[int] | None:
@@ -235,12 +240,11 @@ class _ChannelTracer(TorchFunctionMode):
                     roots.append(self.space(t))
                     linked_inputs.add(id(t))
             if roots:
-                if len(set(roots)) > 1:  # e.g. out + identity: a residual tie
-                    self.merges += 1
                 s = roots[0]
-                for r in roots[1:]:
+                for r in roots[1:]:  # out + identity, x * gate: one channel axis from now on
                     s = self.union(s, r)
-                if len(set(roots)) > 1:
+                if len(set(roots)) > 1 and base in _ADDITIVE:  # a residual tie
+                    self.merges += 1
                     self.info(s).merged = True
                 if id(o) in self.space_of_tensor:  # in-place op on a tracked tensor
                     s = self.union(s, self.space_of_tensor[id(o)])
@@ -262,9 +266,7 @@ class _ChannelTracer(TorchFunctionMode):
     # ---- conv / BN / linear layers ------------------------------------------------------------
     def record_module(self, name: str, module: nn.Module, x: torch.Tensor, y: Any) -> None:
         if not isinstance(y, torch.Tensor) or x.ndim < 2 or y.ndim < 2:
-            if isinstance(x, torch.Tensor) and x.ndim >= 2:
-                self.info(self.space(x)).blocked = True
-            return
+            return self.record_opaque(x, y)
         sx = self.space(x)
         if isinstance(module, _BatchNorm):
             self.tie(name, 'bn', sx)
@@ -283,8 +285,16 @@ class _ChannelTracer(TorchFunctionMode):
             self.tie(name, 'linear_in', sx)
             self.assign(y, self.tie(name, 'linear_out', self.new_space(y.shape[1])))
         else:  # transposed conv, linear over a token axis, ...
-            self.info(sx).blocked = True
-            self.assign(y, self.new_space(y.shape[1], blocked=True))
+            self.record_opaque(x, y)
+
+    def record_opaque(self, inputs: Any, outputs: Any) -> None:
+        """A layer we cannot slice: what it reads and what it writes stay unpruned."""
+        for t in _tensors(inputs):
+            if id(t) in self.space_of_tensor:
+                self.info(self.space(t)).blocked = True
+        for o in _tensors(outputs):
+            if o.ndim >= 2:
+                self.assign(o, self.new_space(o.shape[1], blocked=True))
 
     def tie(self, name: str, kind: str, s: int) -> int:
         """Add member ``(name, kind)`` to space ``s``; a shared module called twice ties spaces."""
@@ -302,6 +312,13 @@ class _ChannelTracer(TorchFunctionMode):
 
 def _is_leaf(module: nn.Module) -> bool:
     return isinstance(module, (_ConvNd, _BatchNorm, nn.Linear))
+
+
+def _is_opaque(module: nn.Module) -> bool:
+    """Another layer with its own parameters (PReLU, GroupNorm, mmcv's DeformConv2d, Scale):
+    its weights may lie on the channel axis and its ops may be invisible to the trace (custom
+    autograd functions), so it is treated as one unprunable step."""
+    return not _is_leaf(module) and any(p is not None for p in module._parameters.values())
 
 
 def find_channel_groups(model: nn.Module,
@@ -328,22 +345,27 @@ def find_channel_groups(model: nn.Module,
     """
     tracer = _ChannelTracer()
     names = {m: n for n, m in model.named_modules()}
+    leaves = {m for m in names if _is_leaf(m) or (m is not model and _is_opaque(m))}
     order = {n: i for i, n in enumerate(names.values())}
     merge_stack: list[int] = []
     calls: list[tuple[type, list[int]]] = []  # (module class, spaces entering or leaving)
     merge_classes: set[type] = set()
 
     def pre_hook(module, args, kwargs):
-        if _is_leaf(module):
-            tracer.leaf_depth += 1
+        if module in leaves:
+            tracer.leaf_depth += 1  # its inner ops are its own business
         else:
             merge_stack.append(tracer.merges)
 
     def post_hook(module, args, kwargs, output):
-        if _is_leaf(module):
+        if module in leaves:
             tracer.leaf_depth -= 1
-            if tracer.leaf_depth == 0 and args and isinstance(args[0], torch.Tensor):
+            if tracer.leaf_depth > 0:
+                return
+            if _is_leaf(module) and args and isinstance(args[0], torch.Tensor):
                 tracer.record_module(names[module], module, args[0], output)
+            else:
+                tracer.record_opaque((args, kwargs), output)
             return
         if merge_stack.pop() != tracer.merges:
             merge_classes.add(type(module))

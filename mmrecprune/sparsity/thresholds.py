@@ -3,10 +3,10 @@
 Every function prunes a fraction ``ratio`` of the weights that *currently survive* (iterative
 magnitude pruning: 20 % of the remaining weights per round gives sparsity ``1 - 0.8 ** k`` after
 ``k`` rounds). The number pruned is ``round(ratio * n_surviving)``, as in
-``torch.nn.utils.prune``. Selection is vectorised: the magnitudes are written once into one
-flat vector, and the threshold is an exact ``k``-th smallest value found with
-``torch.kthvalue`` on a narrow value band that a strided sample brackets (a full ``kthvalue``
-if the band misses). Ties at the threshold are broken deterministically by position (the order
+``torch.nn.utils.prune``. Selection is vectorised, a few tensor operations per layer and no
+per-weight loops: the threshold is the exact ``k``-th smallest surviving magnitude, found with
+``torch.kthvalue`` on the narrow value band that a strided sample brackets (on all magnitudes
+concatenated if the band misses). Ties at the threshold are broken deterministically by position (the order
 of ``params``, then row-major order inside a weight: earlier entries are pruned first).
 
 Plain PyTorch: no runner, no MMEngine.
@@ -38,99 +38,114 @@ def _check_inputs(params, masks, ratio):
     return _check_ratio(ratio)
 
 
-@torch.no_grad()
-def _flat_magnitudes(params, masks):
-    """``|w|`` of all ``params`` in one new vector, pruned entries set to ``-1``.
-
-    Returns the vector (float32, or float64 if a weight is float64; on the first weight's
-    device) and the number of pruned entries. Marking pruned entries with ``-1`` instead of
-    compacting the survivors keeps positions, so the ``k``-th smallest surviving magnitude is
-    the ``(k + n_pruned)``-th smallest entry and the new keep-mask is ``mags > threshold``.
-    """
-    first = next(iter(params.values()))
-    dtype = torch.float64 if any(p.dtype == torch.float64 for p in params.values()) \
-        else torch.float32
-    mags = torch.empty(sum(p.numel() for p in params.values()), dtype=dtype,
-                       device=first.device)
-    n_pruned, start = 0, 0
-    for name, p in params.items():
-        segment = mags[start:start + p.numel()]
-        start += p.numel()
-        weight = p.detach().reshape(-1)
-        if weight.dtype == dtype and weight.device == segment.device:
-            torch.abs(weight, out=segment)
-        else:
-            segment.copy_(weight).abs_()
-        keep = masks[name].reshape(-1).to(segment.device)
-        n_layer_pruned = keep.numel() - int(torch.count_nonzero(keep))
-        if n_layer_pruned:
-            segment.masked_fill_(~keep, -1.0)
-            n_pruned += n_layer_pruned
-    return mags, n_pruned
-
-
 def _num_to_prune(n_surviving, ratio):
     # Python's round() (half to even), the same rule as torch.nn.utils.prune.
     return int(round(ratio * n_surviving))
 
 
-@torch.no_grad()
-def _kth_smallest(values, k):
-    """The ``k``-th smallest entry (1-based) of a flat tensor, and how many entries are ``<=`` it.
+def _magnitudes(weight, keep, dtype):
+    """``|weight|`` (flat) in ``dtype``, entries not kept set to ``-1``."""
+    mags = weight.abs() if weight.dtype == dtype else weight.to(dtype).abs_()
+    if keep is not None:
+        mags.masked_fill_(~keep, -1.0)
+    return mags
 
-    Equals ``torch.kthvalue(values, k).values``, faster for large tensors: a sorted strided
-    sample brackets the answer in a narrow value band, and only the band goes to
-    ``torch.kthvalue``. Deterministic (no random sampling) and exact: if the band misses the
-    ``k``-th value (an unrepresentative sample), it falls back to a full ``kthvalue``.
+
+class _Layers:
+    """Flat views of the weights and masks of one selection, and their counts.
+
+    Magnitudes are computed layer by layer when needed instead of being concatenated: big
+    temporary buffers cost more (fresh pages) than the second read of the weights. Pruned entries
+    count as magnitude ``-1``, so the ``k``-th smallest surviving magnitude is the
+    ``(n_pruned + k)``-th smallest entry overall.
     """
-    n = values.numel()
-    if n >= _SAMPLED_SELECTION_MIN_NUMEL:
-        sample = values[::max(1, n // _SELECTION_SAMPLE_SIZE)].sort().values
-        m = sample.numel()
-        q = k / n
-        margin = 6.0 * math.sqrt(m * q * (1.0 - q)) + 8.0
-        i_lo, i_hi = int(q * m - margin), int(math.ceil(q * m + margin))
-        if i_lo >= 0 or i_hi < m:
-            if i_lo >= 0:
-                in_band = values >= sample[i_lo]
-                below = n - int(torch.count_nonzero(in_band))
-                if i_hi < m:
-                    in_band &= values <= sample[i_hi]
-            else:
-                in_band, below = values <= sample[i_hi], 0
-            band = values[in_band]
-            if below < k <= below + band.numel():
-                value = torch.kthvalue(band, k - below).values
-                return value, below + int(torch.count_nonzero(band <= value))
-    value = torch.kthvalue(values, k).values
-    return value, int(torch.count_nonzero(values <= value))
 
+    def __init__(self, params, masks):
+        self.dtype = torch.float64 if any(p.dtype == torch.float64 for p in params.values()) \
+            else torch.float32
+        self.device = next(iter(params.values())).device
+        self.items, self.shapes = [], {}
+        self.numel = self.n_pruned = 0
+        for name, p in params.items():
+            weight = p.detach().reshape(-1)
+            keep = masks[name].reshape(-1).to(weight.device)
+            n_kept = int(torch.count_nonzero(keep))
+            self.items.append((name, weight, keep if n_kept < keep.numel() else None))
+            self.shapes[name] = p.shape
+            self.numel += weight.numel()
+            self.n_pruned += weight.numel() - n_kept
 
-@torch.no_grad()
-def _prune_smallest(mags, n_pruned, ratio):
-    """New flat keep-mask: ``round(ratio * n_surviving)`` more entries of ``mags`` pruned.
+    def magnitudes(self, weight, keep):
+        return _magnitudes(weight, keep, self.dtype).to(self.device)
 
-    ``mags`` comes from :func:`_flat_magnitudes` (pruned entries are ``-1``).
-    """
-    k = _num_to_prune(mags.numel() - n_pruned, ratio)
-    if k == 0:
-        return mags >= 0
-    threshold, n_at_most = _kth_smallest(mags, n_pruned + k)
-    keep = mags > threshold
-    excess = n_at_most - (n_pruned + k)
-    if excess > 0:  # ties at the threshold: prune the first ones, keep the last ``excess``
-        tied = (mags == threshold).nonzero().squeeze(1)
-        keep[tied[-excess:]] = True
-    return keep
+    def all_magnitudes(self):
+        return torch.cat([self.magnitudes(w, keep) for _, w, keep in self.items])
 
+    @torch.no_grad()
+    def kth_smallest(self, k):
+        """The ``k``-th smallest magnitude (1-based, over all entries) and how many are ``<=``.
 
-def _split_like(flat, params):
-    out, start = {}, 0
-    for name, p in params.items():
-        n = p.numel()
-        out[name] = flat[start:start + n].reshape(p.shape).to(p.device).clone()
-        start += n
-    return out
+        Equals ``torch.kthvalue`` over the concatenated magnitudes, but for large selections a
+        sorted strided sample first brackets the answer in a narrow value band, and only the
+        band goes to ``torch.kthvalue``. Deterministic (no random sampling) and exact: if the
+        band misses the ``k``-th value (an unrepresentative sample), it falls back to a full
+        ``kthvalue``.
+        """
+        n = self.numel
+        if n >= _SAMPLED_SELECTION_MIN_NUMEL:
+            stride = max(1, n // _SELECTION_SAMPLE_SIZE)
+            sample = torch.cat([
+                self.magnitudes(w[::stride], None if keep is None else keep[::stride])
+                for _, w, keep in self.items]).sort().values
+            m = sample.numel()
+            q = k / n
+            margin = 6.0 * math.sqrt(m * q * (1.0 - q)) + 8.0
+            i_lo, i_hi = int(q * m - margin), int(math.ceil(q * m + margin))
+            if i_lo >= 0 or i_hi < m:
+                lo = float(sample[i_lo]) if i_lo >= 0 else None
+                hi = float(sample[i_hi]) if i_hi < m else None
+                below, bands = 0, []
+                for _, w, keep in self.items:
+                    mags = _magnitudes(w, keep, self.dtype)
+                    if lo is None:
+                        in_band = mags <= hi
+                    else:
+                        in_band = mags >= lo
+                        below += mags.numel() - int(torch.count_nonzero(in_band))
+                        if hi is not None:
+                            in_band &= mags <= hi
+                    bands.append(mags[in_band].to(self.device))
+                band = torch.cat(bands)
+                if below < k <= below + band.numel():
+                    value = torch.kthvalue(band, k - below).values
+                    return float(value), below + int(torch.count_nonzero(band <= value))
+        mags = self.all_magnitudes()
+        value = torch.kthvalue(mags, k).values
+        return float(value), int(torch.count_nonzero(mags <= value))
+
+    @torch.no_grad()
+    def prune_smallest(self, ratio):
+        """New masks with ``round(ratio * n_surviving)`` more of the smallest entries pruned."""
+        k = _num_to_prune(self.numel - self.n_pruned, ratio)
+        new = {}
+        if k == 0:
+            for name, w, keep in self.items:
+                new[name] = torch.ones_like(w, dtype=torch.bool) if keep is None else keep.clone()
+        else:
+            threshold, n_at_most = self.kth_smallest(self.n_pruned + k)
+            for name, w, keep in self.items:
+                new[name] = _magnitudes(w, keep, self.dtype) > threshold
+            # Ties at the threshold: the first ones (in order) are pruned, the last ``excess``
+            # ones kept.
+            excess = n_at_most - (self.n_pruned + k)
+            for name, w, keep in reversed(self.items):
+                if excess <= 0:
+                    break
+                tied = (_magnitudes(w, keep, self.dtype) == threshold).nonzero().squeeze(1)
+                tied = tied[max(0, tied.numel() - excess):]
+                new[name][tied] = True
+                excess -= tied.numel()
+        return {name: mask.reshape(self.shapes[name]) for name, mask in new.items()}
 
 
 def global_magnitude_threshold(params, masks, ratio):
@@ -150,11 +165,11 @@ def global_magnitude_threshold(params, masks, ratio):
         float: The threshold magnitude.
     """
     ratio = _check_inputs(params, masks, ratio)
-    mags, n_pruned = _flat_magnitudes(params, masks)
-    k = _num_to_prune(mags.numel() - n_pruned, ratio)
+    layers = _Layers(params, masks)
+    k = _num_to_prune(layers.numel - layers.n_pruned, ratio)
     if k == 0:
         return 0.0
-    return float(_kth_smallest(mags, n_pruned + k)[0])
+    return layers.kth_smallest(layers.n_pruned + k)[0]
 
 
 def global_magnitude_masks(params, masks, ratio):
@@ -173,8 +188,7 @@ def global_magnitude_masks(params, masks, ratio):
         dict[str, BoolTensor]: New masks, one new tensor per name, on each weight's device.
     """
     ratio = _check_inputs(params, masks, ratio)
-    keep = _prune_smallest(*_flat_magnitudes(params, masks), ratio)
-    return _split_like(keep, params)
+    return _Layers(params, masks).prune_smallest(ratio)
 
 
 def layerwise_magnitude_masks(params, masks, ratios):
@@ -202,7 +216,5 @@ def layerwise_magnitude_masks(params, masks, ratios):
         ratios = dict.fromkeys(params, ratio)
     new_masks = {}
     for name, p in params.items():
-        keep = _prune_smallest(*_flat_magnitudes({name: p}, {name: masks[name]}),
-                               ratios[name])
-        new_masks[name] = keep.reshape(p.shape)
+        new_masks.update(_Layers({name: p}, {name: masks[name]}).prune_smallest(ratios[name]))
     return new_masks

@@ -60,7 +60,7 @@ def _ticket(tmp_path):
 
 
 def test_custom_imports_config_resolves(tmp_path):
-    cfg = Config.fromfile('configs/pretrain/resnet18-w16_1xb128-10e_fashionmnist.py')
+    cfg = Config.fromfile('configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py')
     assert cfg.custom_imports.imports == ['mmrecprune']
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)

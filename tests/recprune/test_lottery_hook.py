@@ -2,7 +2,9 @@
 import pytest
 import torch
 from mmengine.runner import Runner
+from mmengine.runner.checkpoint import _load_checkpoint
 
+from mmrecprune.hooks import LotteryTicketHook
 from mmrecprune.tickets import load_ticket
 from tests.conftest import tiny_cls_cfg
 
@@ -30,7 +32,7 @@ def lottery_cfg(work_dir, pretrained, config=IMP, rounds=2, epochs_per_round=1):
 def test_rounds_prune_rewind_and_export(tmp_path, pretrained):
     runner = Runner.from_cfg(lottery_cfg(tmp_path, pretrained, rounds=2))
     runner.train()
-    pre = torch.load(pretrained, weights_only=True)['state_dict']
+    pre = _load_checkpoint(pretrained)['state_dict']
     for r, expected in ((1, 0.2), (2, 0.36)):
         ticket = load_ticket(str(tmp_path / 'tickets' / f'round_{r}.pth'))
         assert ticket.meta['sparsity'] == pytest.approx(expected, abs=1e-3)
@@ -62,8 +64,9 @@ def test_resume_mid_round_matches_uninterrupted_run(tmp_path, pretrained):
     cfg.load_from = str(tmp_path / 'full' / 'epoch_3.pth')  # middle of round 2
     resumed = Runner.from_cfg(cfg)
     resumed.train()
-    full_hook, resumed_hook = full.hooks[-1], resumed.hooks[-1]
-    assert type(full_hook).__name__ == 'LotteryTicketHook'
+    full_hook, resumed_hook = (next(h for h in r.hooks if isinstance(h, LotteryTicketHook))
+                               for r in (full, resumed))
+    assert resumed_hook.pruner.round == 2
     for n, m in full_hook.pruner.masks.items():
         assert torch.equal(m, resumed_hook.pruner.masks[n]), n
     for (n, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -76,7 +79,6 @@ def test_resume_mid_round_matches_uninterrupted_run(tmp_path, pretrained):
     (dict(epochs_per_round=0), 'epochs_per_round must be an int'),
 ])
 def test_bad_hook_arguments(kwargs, match):
-    from mmrecprune.hooks import LotteryTicketHook
     args = dict(rounds=2, epochs_per_round=1)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):

@@ -109,6 +109,17 @@ def test_mobilenetv2_expansion_groups():
     assert by_name(wide)['conv2.conv'].outputs == (3, )  # the 1280-channel last conv is out 7
 
 
+def test_squeeze_excitation_gate_stays_internal():
+    from mmdet.models.layers import InvertedResidual
+    model = nn.Sequential(nn.Conv2d(3, 16, 1),
+                          InvertedResidual(16, 16, 48, se_cfg=dict(channels=48, ratio=4)))
+    groups = find_channel_groups(model, X)
+    assert [(g.name, g.kind) for g in groups] == [('1.expand_conv.conv', 'internal'),
+                                                  ('1.se.conv1.conv', 'internal')]
+    assert ('1.se.conv2.conv', 'conv_out') in groups[0].members
+    assert ('1.se.conv1.conv', 'conv_in') in groups[0].members
+
+
 def test_unprunable_axes_are_left_out():
 
     class Block(nn.Module):
@@ -120,8 +131,10 @@ def test_unprunable_axes_are_left_out():
             self.g = nn.Conv2d(8, 8, 3, padding=1, groups=2)  # grouped, not depthwise
             self.c = nn.Conv2d(8, 6, 1)
             self.d = nn.Conv2d(6, 6, 1)
-            self.scale = nn.Parameter(torch.ones(1, 6, 1, 1))  # broadcast along channels
+            self.register_buffer('scale', torch.ones(1, 6, 1, 1))  # broadcast along channels
             self.e = nn.Conv2d(6, 5, 1)
+            self.h = nn.Conv2d(5, 5, 1)
+            self.act = nn.PReLU(5)  # a layer with its own per-channel weights
             self.f = nn.Conv2d(5, 5, 1)
 
         def forward(self, x):
@@ -129,7 +142,8 @@ def test_unprunable_axes_are_left_out():
             y = self.c(self.g(y))
             y = self.d(y) * self.scale
             z = self.e(y).relu()
-            return self.f(z.view(z.shape[0], 5, -1).view_as(z))  # reshape keeping channels
+            z = self.h(z.view(z.shape[0], 5, -1).view_as(z))  # reshapes keeping channels
+            return self.f(self.act(z))
 
     model = nn.Sequential(Block())
     assert [g.name for g in find_channel_groups(model, X)] == ['0.c', '0.e']
@@ -179,7 +193,10 @@ def test_importance_and_masks_fast_on_resnet50():
     from mmdet.models.backbones import ResNet
     model = ResNet(depth=50)
     groups = find_channel_groups(model, X, prune_residual=True)
-    start = time.perf_counter()
-    masks = global_channel_masks(group_importances(model, groups, L1Importance()), 0.3)
-    assert time.perf_counter() - start < 0.5
+    timings = []
+    for _ in range(3):  # best of three: the CPU may be shared
+        start = time.perf_counter()
+        masks = global_channel_masks(group_importances(model, groups, L1Importance()), 0.3)
+        timings.append(time.perf_counter() - start)
+    assert min(timings) < 0.5
     assert len(masks) == len(groups)

@@ -29,6 +29,14 @@ def mmdet_mobilenetv2():
     return MobileNetV2(widen_factor=0.25)
 
 
+def se_inverted_residuals():
+    from mmdet.models.layers import InvertedResidual
+    se = partial(dict, ratio=4)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1),
+                         InvertedResidual(16, 16, 48, se_cfg=se(channels=48)),
+                         InvertedResidual(16, 24, 64, stride=2, se_cfg=se(channels=64)))
+
+
 BUILDERS = {
     'resnet18': partial(mmdet_resnet, 18),
     'resnet18_syncbn': partial(mmdet_resnet, 18, norm_cfg=dict(type='SyncBN')),
@@ -36,6 +44,7 @@ BUILDERS = {
     'resnet50_deep_stem_avg_down': partial(mmdet_resnet, 50, deep_stem=True, avg_down=True),
     'resnetv1c_mmseg': mmseg_resnetv1c,
     'mobilenetv2': mmdet_mobilenetv2,
+    'se_inverted_residuals': se_inverted_residuals,
 }
 
 
@@ -53,25 +62,29 @@ def build(name):
     return model
 
 
+def as_tuple(output):
+    return (output, ) if isinstance(output, torch.Tensor) else output
+
+
 @pytest.mark.parametrize('prune_residual', [False, True])
 @pytest.mark.parametrize('name', list(BUILDERS))
 def test_slim_equals_masked_dense(name, prune_residual):
     model = build(name)
     with torch.no_grad():
-        original = model(X)
+        original = as_tuple(model(X))
     groups = find_channel_groups(model, X, prune_residual=prune_residual)
     masks = layer_channel_masks(group_importances(model, groups, L1Importance()), 0.5)
     apply_channel_masks(model, groups, masks)
     keys = list(model.state_dict())
     with torch.no_grad():
-        dense = model(X)
+        dense = as_tuple(model(X))
     assert not torch.allclose(dense[-1], original[-1])
 
     structure = slim_model(model, groups, masks)
     assert list(model.state_dict()) == keys
     assert json.loads(json.dumps(structure)) == structure
     with torch.no_grad():
-        slim = model(X)
+        slim = as_tuple(model(X))
     kept = {i: masks[g.name] for g in groups for i in g.outputs}
     assert bool(kept) == prune_residual
     for i, (d, s) in enumerate(zip(dense, slim)):
@@ -86,7 +99,7 @@ def test_slim_equals_masked_dense(name, prune_residual):
     apply_channel_structure(fresh, structure)
     fresh.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
-        for s, f in zip(slim, fresh(X)):
+        for s, f in zip(slim, as_tuple(fresh(X))):
             assert torch.equal(s, f)
 
 

@@ -71,7 +71,7 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     variants = {
-        'plain': variant(build('configs/pretrain/resnet18-w16_1xb128-10e_fashionmnist.py'), False),
+        'plain': variant(build('configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'), False),
         'masked': variant(build('configs/imp/imp_r18-w16_7r-1e_fashionmnist.py'), True),
         'recprune': variant(build('configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py'),
                             True),

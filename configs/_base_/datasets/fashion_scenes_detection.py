@@ -21,8 +21,8 @@ test_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=16,
-    num_workers=1,
-    persistent_workers=True,
+    num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=True),
     batch_sampler=dict(type='AspectRatioBatchSampler'),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
@@ -32,8 +32,8 @@ train_dataloader = dict(
                  pipeline=train_pipeline, backend_args=backend_args))
 val_dataloader = dict(
     batch_size=16,
-    num_workers=1,
-    persistent_workers=True,
+    num_workers=0,
+    persistent_workers=False,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,

@@ -20,8 +20,8 @@ test_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=16,
-    num_workers=1,
-    persistent_workers=True,
+    num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
                  img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=False,
@@ -29,8 +29,8 @@ train_dataloader = dict(
                  pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=16,
-    num_workers=1,
-    persistent_workers=True,
+    num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
                  img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=False,

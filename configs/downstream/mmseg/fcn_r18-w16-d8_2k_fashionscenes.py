@@ -5,6 +5,6 @@ _base_ = [
     '../../_base_/datasets/fashion_scenes_segmentation.py',
     '../../_base_/schedules/scenes_seg_2k.py', '../../_base_/seg_runtime.py'
 ]
-pretrained = 'work_dirs/resnet18-w16_1xb128-10e_fashionmnist/epoch_10.pth'
+pretrained = 'work_dirs/resnet18-w16_1xb128-6e_fashionmnist/epoch_6.pth'
 model = dict(backbone=dict(
     init_cfg=dict(type='mmrecprune.StrictPretrained', prefix='backbone.', checkpoint=pretrained)))
