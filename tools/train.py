@@ -8,6 +8,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmrecprune  # noqa: F401  registries, safe checkpoint loading
+from mmrecprune.utils import setup_cpu_distributed
 
 
 def parse_args():
@@ -66,6 +67,7 @@ def build_config(args):
 def main():
     args = parse_args()
     cfg = build_config(args)
+    setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 
