@@ -1,26 +1,31 @@
 """The main job on the embedded default (no ImageNet, no GPU needed).
 
 Runs, reusing every stage that already finished in ``--work-dir``:
-scenes data -> dense backbone pretraining on Fashion-MNIST -> RetinaNet and FCN fine-tuning on
-the dense backbone -> a results table (printed, and saved as results.json / results.md).
+scenes data -> dense backbone pretraining on Fashion-MNIST -> RetinaNet and FCN on the dense
+backbone (the reference) -> RecPrune: decoder stage, 7 pruning rounds (79 % sparsity), ticket
+export with a per-layer sparsity PNG -> RetinaNet and FCN fine-tuned on the ticket -> a results
+table (printed, and saved as results.json / results.md).
 
 Every stage is the ordinary ``tools/train.py`` / ``tools/test.py`` on a config in ``configs/``,
 so each number can be reproduced by hand with the command this script prints.
 """
 import argparse
-import json
-import os
 import os.path as osp
-import shlex
-import subprocess
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from stage_runner import Pipeline, train_and_test  # noqa: E402
+
 PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 DET_CFG = 'configs/downstream/mmdet/retinanet_r18-w16_fpn_12e_fashionscenes.py'
 SCENES_ROOT = 'data/fashion_scenes'
 SEG_CFG = 'configs/downstream/mmseg/fcn_r18-w16-d8_2k_fashionscenes.py'
+DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
+RECPRUNE_CFG = 'configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py'
+TICKET_DET_CFG = 'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py'
+TICKET_SEG_CFG = 'configs/downstream/mmseg/fcn_r18-w16-ticket-d8_2k_fashionscenes.py'
+ROUNDS = 7
 
 
 def parse_args():
@@ -30,51 +35,14 @@ def parse_args():
     return parser.parse_args()
 
 
-class Pipeline:
-    """Runs stages as subprocesses, records wall times, and skips finished stages."""
-
-    def __init__(self, work_dir, force=False):
-        self.work_dir = work_dir
-        self.force = force
-        os.makedirs(work_dir, exist_ok=True)
-        self.results_path = osp.join(work_dir, 'results.json')
-        self.results = {}
-        if osp.isfile(self.results_path) and not force:
-            with open(self.results_path) as f:
-                self.results = json.load(f)
-
-    def run(self, name, cmds, outputs, read_metrics=None):
-        """Run ``cmds`` unless stage ``name`` finished before and its ``outputs`` exist."""
-        done = self.results.get(name)
-        if done and all(osp.exists(p) for p in outputs) and not self.force:
-            print(f'[{name}] reusing the finished stage ({done["wall_s"]:.0f} s)', flush=True)
-            return done
-        start = time.time()
-        for cmd in cmds:
-            print(f'[{name}] $ {" ".join(shlex.quote(c) for c in cmd)}', flush=True)
-            subprocess.run(cmd, cwd=ROOT, check=True)
-        record = dict(wall_s=time.time() - start, cmds=[' '.join(c) for c in cmds])
-        if read_metrics is not None:
-            record['metrics'] = read_metrics()
-        self.results[name] = record
-        with open(self.results_path, 'w') as f:
-            json.dump(self.results, f, indent=2)
-        return record
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def train_and_test(pipe, name, cfg, work_dir, ckpt_name, extra=()):
-    """tools/train.py then tools/test.py on the final checkpoint; returns the stage record."""
-    py = sys.executable
-    ckpt = osp.join(work_dir, ckpt_name)
-    metrics = osp.join(work_dir, 'test_metrics.json')
-    cmds = [[py, 'tools/train.py', cfg, '--work-dir', work_dir, *extra],
-            [py, 'tools/test.py', cfg, ckpt, '--work-dir', work_dir, '--out', metrics, *extra]]
-    return pipe.run(name, cmds, [ckpt, metrics], lambda: read_json(metrics))
+def downstream(pipe, tag, work_root, init_option):
+    """RetinaNet and FCN on one backbone; ``init_option`` points them at it."""
+    det_cfg, seg_cfg = (DET_CFG, SEG_CFG) if tag == 'dense' else (TICKET_DET_CFG, TICKET_SEG_CFG)
+    det = train_and_test(pipe, f'det_{tag}', det_cfg, osp.join(work_root, f'det_{tag}'),
+                         'epoch_12.pth', extra=['--cfg-options', init_option])
+    seg = train_and_test(pipe, f'seg_{tag}', seg_cfg, osp.join(work_root, f'seg_{tag}'),
+                         'iter_2000.pth', extra=['--cfg-options', init_option])
+    return det, seg
 
 
 def format_table(rows):
@@ -97,24 +65,40 @@ def main():
     pre_dir = osp.join(args.work_dir, 'pretrain')
     pre = train_and_test(pipe, 'pretrain', PRETRAIN_CFG, pre_dir, 'epoch_6.pth')
     pretrained = osp.join(pre_dir, 'epoch_6.pth')
-    init = f'model.backbone.init_cfg.checkpoint={pretrained}'
-    det = train_and_test(
-        pipe, 'det_dense', DET_CFG, osp.join(args.work_dir, 'det_dense'), 'epoch_12.pth',
-        extra=['--cfg-options', init])
-    seg = train_and_test(
-        pipe, 'seg_dense', SEG_CFG, osp.join(args.work_dir, 'seg_dense'), 'iter_2000.pth',
-        extra=['--cfg-options', init])
+    det, seg = downstream(pipe, 'dense', args.work_dir,
+                          f'model.backbone.init_cfg.checkpoint={pretrained}')
 
-    rows = [('dense ResNet-18-w16 pretraining (Fashion-MNIST test)', 'top-1 (%)',
+    # RecPrune: decoder stage on the frozen encoder, then the pruning rounds
+    dec_dir = osp.join(args.work_dir, 'recprune_decoder')
+    pipe.run('recprune_decoder',
+             [[py, 'tools/train.py', DECODER_CFG, '--work-dir', dec_dir,
+               '--cfg-options', f'load_from={pretrained}']],
+             [osp.join(dec_dir, 'epoch_3.pth')])
+    rec_dir = osp.join(args.work_dir, 'recprune')
+    ticket = osp.join(rec_dir, 'tickets', f'round_{ROUNDS}.pth')
+    rec = train_and_test(pipe, 'recprune', RECPRUNE_CFG, rec_dir, f'epoch_{ROUNDS}.pth',
+                         extra=['--cfg-options', f'load_from={dec_dir}/epoch_3.pth'],
+                         outputs=[ticket])
+    rec_det, rec_seg = downstream(pipe, 'recprune', args.work_dir,
+                                  f'model.backbone.ticket={ticket}')
+    sparsity = 100 * (1 - 0.8**ROUNDS)
+
+    rows = [('dense ResNet-18-w16 (Fashion-MNIST test)', 'top-1 (%)',
              pre['metrics']['accuracy/top1'], pre['wall_s']),
-            ('RetinaNet on dense backbone (scenes test)', 'bbox mAP',
+            ('RetinaNet, dense backbone (scenes test)', 'bbox mAP',
              det['metrics']['coco/bbox_mAP'] * 100, det['wall_s']),
-            ('FCN on dense backbone (scenes test)', 'mIoU',
-             seg['metrics']['mIoU'], seg['wall_s'])]
+            ('FCN, dense backbone (scenes test)', 'mIoU', seg['metrics']['mIoU'], seg['wall_s']),
+            (f'RecPrune ticket, {sparsity:.1f} % sparse, no retraining', 'top-1 (%)',
+             rec['metrics']['accuracy/top1'],
+             rec['wall_s'] + pipe.results['recprune_decoder']['wall_s']),
+            ('RetinaNet, RecPrune ticket', 'bbox mAP',
+             rec_det['metrics']['coco/bbox_mAP'] * 100, rec_det['wall_s']),
+            ('FCN, RecPrune ticket', 'mIoU', rec_seg['metrics']['mIoU'], rec_seg['wall_s'])]
     table = format_table(rows)
     with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
         f.write(table + '\n')
     print('\n' + table)
+    print(f'per-layer sparsity of the ticket: {ticket[:-4]}_sparsity.png')
     print(f'\nresults: {osp.join(args.work_dir, "results.json")} '
           f'(this invocation: {(time.time() - total_start) / 60:.1f} min)')
 

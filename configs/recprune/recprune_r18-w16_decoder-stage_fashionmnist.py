@@ -12,8 +12,9 @@ model = dict(
                  hint_stages=(3, 4), hint_weight=0.1))
 load_from = 'work_dirs/resnet18-w16_1xb128-6e_fashionmnist/epoch_6.pth'
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=2e-3))
-param_scheduler = [dict(type='CosineAnnealingLR', T_max=2, by_epoch=True, begin=0, end=2,
+param_scheduler = [dict(type='CosineAnnealingLR', T_max=3, by_epoch=True, begin=0, end=3,
                         convert_to_iter_based=True)]
-train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=2)
+train_cfg = dict(by_epoch=True, max_epochs=3, val_interval=3)
+train_dataloader = dict(dataset=dict(indices=20000))  # 3 passes over 20k images
 val_cfg = dict()
 test_cfg = dict()

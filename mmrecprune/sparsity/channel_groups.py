@@ -1,13 +1,13 @@
 """Channel dependency groups: which layers share one channel axis and must be pruned together.
 
-The groups are found by tracing one real forward pass, not by module names, so any backbone built
-from ``Conv*d`` / ``*BatchNorm*`` / ``Linear`` layers works (MMDetection / MMSegmentation ResNets with
-or without ``deep_stem`` / ``avg_down``, MobileNetV2, plain ``nn.Sequential`` models):
+The groups are found by tracing one real forward pass, not by module names, so any backbone
+built from ``Conv*d`` / ``*BatchNorm*`` / ``Linear`` layers works (MMDetection / MMSegmentation
+ResNets with or without ``deep_stem`` / ``avg_down``, MobileNetV2, plain ``nn.Sequential``):
 
 * forward hooks on conv, BN and linear layers record which tensor each one consumes and produces;
 * a ``TorchFunctionMode`` sees every other tensor operation. Operations that keep the channel axis
-  (activations, pooling, interpolation, ``x + identity``, ``x * gate``) tie the channel axes of their
-  inputs and outputs; operations that mix or reorder channels (``cat`` on dim 1, ``view`` that
+  (activations, pooling, interpolation, ``x + identity``, ``x * gate``) tie the channel axes of
+  their inputs and outputs; operations that mix or reorder channels (``cat`` on dim 1, ``view`` that
   splits channels, softmax over channels, LayerNorm, GroupNorm, transposed convs, grouped convs)
   make the axes they touch unprunable.
 
@@ -139,7 +139,8 @@ def _touches_channel_axis(name: str, args: tuple, kwargs: dict, ndim: int) -> bo
         dims = [d % ndim for d in dims] if dims else None
         return dims is None or (dims[0] != dims[1] and bool({0, 1} & set(dims)))
     if base == 'permute':
-        dims = _as_dims(args[1] if len(args) == 2 else list(args[1:])) or _as_dims(kwargs.get('dims'))
+        dims = (_as_dims(args[1] if len(args) == 2 else list(args[1:])) or
+                _as_dims(kwargs.get('dims')))
         return dims is None or [d % ndim for d in dims[:2]] != [0, 1]
     # reductions and friends: dim as keyword or second positional argument
     dims = kwargs.get('dim', kwargs.get('dims', args[1] if len(args) > 1 else None))
@@ -327,7 +328,9 @@ def find_channel_groups(model: nn.Module,
     """Find the prunable channel groups of ``model`` by tracing ``model(example_input)``.
 
     The model runs once in eval mode under ``no_grad`` (training flags and BN statistics are left
-    untouched). Only code paths taken in that pass are seen.
+    untouched). Only code paths taken in that pass are seen. Modules other than conv / BN / linear
+    that own parameters directly (PReLU, GroupNorm, deformable convs, a block holding a
+    layer-scale parameter) are treated as opaque: nothing they read or write is pruned.
 
     Args:
         model (nn.Module): The model, called as ``model(example_input)``; trace the whole network

@@ -1,0 +1,58 @@
+"""Run pipeline stages as ordinary tools/train.py / tools/test.py subprocesses, skipping
+stages that already finished (used by the main job and the benchmarks)."""
+import json
+import os
+import os.path as osp
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+class Pipeline:
+    """Runs stages as subprocesses, records wall times, and skips finished stages."""
+
+    def __init__(self, work_dir, force=False):
+        self.work_dir = work_dir
+        self.force = force
+        os.makedirs(work_dir, exist_ok=True)
+        self.results_path = osp.join(work_dir, 'results.json')
+        self.results = {}
+        if osp.isfile(self.results_path) and not force:
+            with open(self.results_path) as f:
+                self.results = json.load(f)
+
+    def run(self, name, cmds, outputs, read_metrics=None):
+        """Run ``cmds`` unless stage ``name`` finished before and its ``outputs`` exist."""
+        done = self.results.get(name)
+        if done and all(osp.exists(p) for p in outputs) and not self.force:
+            print(f'[{name}] reusing the finished stage ({done["wall_s"]:.0f} s)', flush=True)
+            return done
+        start = time.time()
+        for cmd in cmds:
+            print(f'[{name}] $ {" ".join(shlex.quote(c) for c in cmd)}', flush=True)
+            subprocess.run(cmd, cwd=ROOT, check=True)
+        record = dict(wall_s=time.time() - start, cmds=[' '.join(c) for c in cmds])
+        if read_metrics is not None:
+            record['metrics'] = read_metrics()
+        self.results[name] = record
+        with open(self.results_path, 'w') as f:
+            json.dump(self.results, f, indent=2)
+        return record
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def train_and_test(pipe, name, cfg, work_dir, ckpt_name, extra=(), outputs=()):
+    """tools/train.py then tools/test.py on the final checkpoint; returns the stage record."""
+    py = sys.executable
+    ckpt = osp.join(work_dir, ckpt_name)
+    metrics = osp.join(work_dir, 'test_metrics.json')
+    cmds = [[py, 'tools/train.py', cfg, '--work-dir', work_dir, *extra],
+            [py, 'tools/test.py', cfg, ckpt, '--work-dir', work_dir, '--out', metrics, *extra]]
+    return pipe.run(name, cmds, [ckpt, metrics, *outputs], lambda: read_json(metrics))
