@@ -39,9 +39,9 @@ def parse_args():
                         help='dense classifier checkpoint (trained first if missing)')
     parser.add_argument('--prune-subset', type=int, default=10000,
                         help='training images per pruning round / decoder epoch')
-    parser.add_argument('--det-scenes', type=int, default=1000)
-    parser.add_argument('--det-epochs', type=int, default=6)
-    parser.add_argument('--seg-iters', type=int, default=600)
+    parser.add_argument('--det-scenes', type=int, default=800)
+    parser.add_argument('--det-epochs', type=int, default=5)
+    parser.add_argument('--seg-iters', type=int, default=400)
     return parser.parse_args()
 
 
