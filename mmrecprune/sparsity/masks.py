@@ -131,7 +131,7 @@ def apply_masks(tensors, masks):
         if mask.shape != tensor.shape:
             raise ValueError(f'mask of {name!r} has shape {tuple(mask.shape)}, but the tensor '
                              f'has shape {tuple(tensor.shape)}')
-        tensor.mul_(mask.to(tensor.device, non_blocking=True))
+        tensor.masked_fill_(~mask.to(tensor.device, non_blocking=True), 0)
 
 
 @torch.no_grad()

@@ -6,8 +6,9 @@ magnitude pruning: 20 % of the remaining weights per round gives sparsity ``1 - 
 ``torch.nn.utils.prune``. Selection is vectorised, a few tensor operations per layer and no
 per-weight loops: the threshold is the exact ``k``-th smallest surviving magnitude, found with
 ``torch.kthvalue`` on the narrow value band that a strided sample brackets (on all magnitudes
-concatenated if the band misses). Ties at the threshold are broken deterministically by position (the order
-of ``params``, then row-major order inside a weight: earlier entries are pruned first).
+concatenated if the band misses). Ties at the threshold are broken deterministically by
+position (the order of ``params``, then row-major order inside a weight: earlier entries are
+pruned first).
 
 Plain PyTorch: no runner, no MMEngine.
 """
