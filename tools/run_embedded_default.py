@@ -20,11 +20,11 @@ from stage_runner import Pipeline, train_and_test  # noqa: E402
 PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 DET_CFG = 'configs/downstream/mmdet/retinanet_r18-w16_fpn_12e_fashionscenes.py'
 SCENES_ROOT = 'data/fashion_scenes'
-SEG_CFG = 'configs/downstream/mmseg/fcn_r18-w16-d8_2k_fashionscenes.py'
+SEG_CFG = 'configs/downstream/mmseg/fcn_r18-w16-d8_1k_fashionscenes.py'
 DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
 RECPRUNE_CFG = 'configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py'
 TICKET_DET_CFG = 'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py'
-TICKET_SEG_CFG = 'configs/downstream/mmseg/fcn_r18-w16-ticket-d8_2k_fashionscenes.py'
+TICKET_SEG_CFG = 'configs/downstream/mmseg/fcn_r18-w16-ticket-d8_1k_fashionscenes.py'
 ROUNDS = 7
 
 
@@ -41,7 +41,7 @@ def downstream(pipe, tag, work_root, init_option):
     det = train_and_test(pipe, f'det_{tag}', det_cfg, osp.join(work_root, f'det_{tag}'),
                          'epoch_12.pth', extra=['--cfg-options', init_option])
     seg = train_and_test(pipe, f'seg_{tag}', seg_cfg, osp.join(work_root, f'seg_{tag}'),
-                         'iter_2000.pth', extra=['--cfg-options', init_option])
+                         'iter_1000.pth', extra=['--cfg-options', init_option])
     return det, seg
 
 

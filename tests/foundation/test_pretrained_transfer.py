@@ -34,7 +34,7 @@ def _build(config, init_type, checkpoint, base_channels=8):
 @pytest.mark.parametrize('init_type', ['Pretrained', 'mmrecprune.StrictPretrained'])
 @pytest.mark.parametrize('config', [
     'configs/downstream/mmdet/retinanet_r18-w16_fpn_12e_fashionscenes.py',
-    'configs/downstream/mmseg/fcn_r18-w16-d8_2k_fashionscenes.py'])
+    'configs/downstream/mmseg/fcn_r18-w16-d8_1k_fashionscenes.py'])
 def test_classifier_weights_load_without_key_surgery(classifier_ckpt, config, init_type):
     path, expected = classifier_ckpt
     model = _build(config, init_type, path)

@@ -72,7 +72,7 @@ def test_detector_fine_tunes_on_ticket_with_zeros_kept(tmp_path, scenes, ticket)
 
 def test_segmenter_fine_tunes_on_ticket_with_zeros_kept(tmp_path, scenes, ticket):
     cfg = Config.fromfile(repo_path(
-        'configs/downstream/mmseg/fcn_r18-w16-ticket-d8_2k_fashionscenes.py'))
+        'configs/downstream/mmseg/fcn_r18-w16-ticket-d8_1k_fashionscenes.py'))
     cfg = _shrink(cfg, tmp_path, scenes, ticket)
     cfg.model.decode_head.in_channels = 64
     cfg.model.data_preprocessor.size = (64, 64)

@@ -25,8 +25,8 @@ METHOD_CFGS = dict(recprune='configs/recprune/recprune_r18-w16_7r-1e_fashionmnis
                    imp='configs/imp/imp_r18-w16_7r-1e_fashionmnist.py')
 DET = ('configs/downstream/mmdet/retinanet_r18-w16_fpn_12e_fashionscenes.py',
        'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py')
-SEG = ('configs/downstream/mmseg/fcn_r18-w16-d8_2k_fashionscenes.py',
-       'configs/downstream/mmseg/fcn_r18-w16-ticket-d8_2k_fashionscenes.py')
+SEG = ('configs/downstream/mmseg/fcn_r18-w16-d8_1k_fashionscenes.py',
+       'configs/downstream/mmseg/fcn_r18-w16-ticket-d8_1k_fashionscenes.py')
 ROUNDS = (3, 5, 7)
 
 

@@ -3,7 +3,7 @@
 _base_ = [
     '../../_base_/models/fcn_r18-w16-d8.py',
     '../../_base_/datasets/fashion_scenes_segmentation.py',
-    '../../_base_/schedules/scenes_seg_2k.py', '../../_base_/seg_runtime.py'
+    '../../_base_/schedules/scenes_seg_1k.py', '../../_base_/seg_runtime.py'
 ]
 pretrained = 'work_dirs/resnet18-w16_1xb128-6e_fashionmnist/epoch_6.pth'
 model = dict(backbone=dict(
