@@ -76,15 +76,19 @@ class LotteryTicketHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         self.pruner = LotteryTicketPruner(model, self.prune_ratio, self.include, self.exclude,
                                           rewind_to=self.rewind_to)
+        # what reset_lr restores; a resumed run takes it from the checkpoint, not from the
+        # schedulers' mid-run state
+        self._initial_schedulers = [s.state_dict() for s in self._schedulers(runner)]
+        self._initial_lrs = [g['lr'] for g in runner.optim_wrapper.param_groups]
         if self._resumed_state is not None:
             self.pruner.load_state_dict(self._resumed_state)
+            self._initial_schedulers = self._resumed_state.get('initial_schedulers',
+                                                               self._initial_schedulers)
+            self._initial_lrs = self._resumed_state.get('initial_lrs', self._initial_lrs)
             self._resumed_state = None
         elif self.rewind_to == 'pretrained' or (self.rewind_to == 'iteration'
                                                 and self.rewind_iter == 0):
             self.pruner.snapshot()
-        self._initial_schedulers = [s.state_dict() for s in self._schedulers(runner)]
-        self._initial_lrs = [g.get('initial_lr', g['lr'])
-                             for g in runner.optim_wrapper.param_groups]
         runner.optim_wrapper.set_masks(self.pruner.params, self.pruner.masks)
         runner.logger.info(
             f'LotteryTicketHook: {len(self.pruner.params)} prunable tensors, '
@@ -135,12 +139,11 @@ class LotteryTicketHook(Hook):
         runner.logger.info(f'LotteryTicketHook: masks identical on {len(digests)} ranks')
 
     def _reset_optimizer(self, runner):
-        optimizer = runner.optim_wrapper.optimizer
-        optimizer.state.clear()
+        runner.optim_wrapper.reset_optimizer_state()
         if self.reset_lr:
             for sched, state in zip(self._schedulers(runner), self._initial_schedulers):
                 sched.load_state_dict(state)
-            for group, lr in zip(optimizer.param_groups, self._initial_lrs):
+            for group, lr in zip(runner.optim_wrapper.param_groups, self._initial_lrs):
                 group['lr'] = lr
 
     def _export(self, runner, report):
@@ -166,7 +169,9 @@ class LotteryTicketHook(Hook):
     # -- checkpoints ----------------------------------------------------------------------
     def before_save_checkpoint(self, runner, checkpoint):
         if self.pruner is not None:
-            checkpoint['lottery_ticket'] = self.pruner.state_dict()
+            checkpoint['lottery_ticket'] = dict(self.pruner.state_dict(),
+                                                initial_schedulers=self._initial_schedulers,
+                                                initial_lrs=self._initial_lrs)
 
     def after_load_checkpoint(self, runner, checkpoint):
         # Only a resumed run continues the pruning state; `load_from` a pruning checkpoint

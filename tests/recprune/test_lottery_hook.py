@@ -91,3 +91,16 @@ def test_mismatched_schedule_is_refused_before_training(tmp_path, pretrained):
     with pytest.raises(ValueError, match='set max_epochs=2'):
         Runner.from_cfg(cfg).train()
     assert not list(tmp_path.glob('*.pth'))
+
+
+def test_reset_lr_restarts_the_schedule_every_round(tmp_path, pretrained):
+    cfg = lottery_cfg(tmp_path, pretrained, rounds=2)
+    cfg.custom_hooks[0].reset_lr = True
+    cfg.param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
+                                end=100)]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    # the lr logged at each of the 2 x 4 iterations: round 2 starts the warm-up again
+    lrs = list(runner.message_hub.get_scalar('train/lr').data[0])
+    assert len(lrs) == 8 and lrs[4:] == pytest.approx(lrs[:4])
+    assert lrs[0] < lrs[3]
