@@ -57,8 +57,9 @@ class StructuredPruningHook(Hook):
         protective (bool, optional): Protective restoration of pruned channels whose activation
             gradient stays large. Defaults to None (True for psap, False for the L1 baselines).
         protect_factor (float): Restore when the gradient EMA exceeds this times the median of
-            the group's kept channels. Defaults to 2.0.
-        grad_momentum (float): EMA factor of the gradient statistics. Defaults to 0.9.
+            the group's kept channels. Defaults to 1.5.
+        grad_momentum (float): EMA factor of the gradient statistics (0.98: about the last 50
+            optimizer steps). Defaults to 0.98.
         sparsity_eps (float): PSAP: a weight counts as small below ``eps`` times its layer's mean
             magnitude. Defaults to 0.1.
         ratio_floor (float): PSAP: the part of each group's ratio independent of its sparsity,
@@ -70,7 +71,7 @@ class StructuredPruningHook(Hook):
 
     def __init__(self, method='psap', target=None, num_steps=3, interval=1, begin=0,
                  by_epoch=True, prune_residual=False, round_to=1, min_keep=1, adaptive=None,
-                 protective=None, protect_factor=2.0, grad_momentum=0.9, sparsity_eps=0.1,
+                 protective=None, protect_factor=1.5, grad_momentum=0.98, sparsity_eps=0.1,
                  ratio_floor=0.3, example_input_shape=(1, 3, 224, 224)):
         if method not in STRUCTURED_PRUNERS:
             raise ValueError(f'method must be one of {sorted(STRUCTURED_PRUNERS)}, got '
@@ -120,11 +121,11 @@ class StructuredPruningHook(Hook):
             if isinstance(runner.train_loop, IterBasedTrainLoop):
                 raise ValueError('StructuredPruningHook(by_epoch=True) in an iteration-based '
                                  'loop; set by_epoch=False and give begin / interval in iters')
-            length, unit = runner.max_epochs, 'max_epochs'
+            length, unit, at = runner.max_epochs, 'max_epochs', 'epoch'
         else:
-            length, unit = runner.max_iters, 'max_iters'
+            length, unit, at = runner.max_iters, 'max_iters', 'iter'
         if last >= length:
-            raise ValueError(f'the last pruning step would run at {"epoch" if self.by_epoch else "iter"} '
+            raise ValueError(f'the last pruning step would run at {at} '
                              f'begin + (num_steps - 1) x interval = {self.begin} + '
                              f'{self.num_steps - 1} x {self.interval} = {last}, but training '
                              f'stops at {unit}={length}; set {unit} > {last} (and leave time '

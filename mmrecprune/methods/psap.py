@@ -29,11 +29,12 @@ formulas below are ours). Notation: group g (a :class:`~mmrecprune.sparsity.Chan
   gradients (``d ReLU(0) = 0``), so the signal is the gradient of the loss w.r.t. the channel's
   *activation*, taken where its consumer layers read it (their input weights are never zeroed):
   ``G_c = || dL / da_c ||_2`` per optimizer step, tracked as an EMA
-  ``E_c <- beta * E_c + (1 - beta) * G_c`` (``beta = 0.9``, first value taken as is) by
-  :class:`ChannelGradientMonitor`. Before every step after the first, a pruned channel with
-  ``E_c > kappa * median{E_j : j kept in g}`` (``kappa = protect_factor = 2``) is restored from its
-  backup and exempt from that step. The last step drops the exemptions only if the target cannot
-  be met otherwise; after it nothing is restored, so the final mask meets the target.
+  ``E_c <- beta * E_c + (1 - beta) * G_c`` (``beta = 0.98``, about 50 optimizer steps; first
+  value taken as is) by :class:`ChannelGradientMonitor`. Before every step after the first, a
+  pruned channel with ``E_c > kappa * median{E_j : j kept in g}`` (``kappa = protect_factor =
+  1.5``) is restored from its backup and exempt from that step. The last step drops the
+  exemptions only if the target cannot be met otherwise; after it nothing is restored, so the
+  final mask meets the target.
 
 Baselines on the same schedule and soft masks: ``L1UniformPruner`` (one ratio rho of the *dense*
 width for every group, Li et al. 2017) and ``L1GlobalPruner`` (channels ranked across groups by
@@ -194,11 +195,11 @@ class ChannelGradientMonitor:
     Args:
         model (nn.Module): The model holding the groups' layers.
         groups (list[ChannelGroup]): The groups to watch.
-        momentum (float): EMA factor beta in ``E <- beta * E + (1 - beta) * G``. Default 0.9.
+        momentum (float): EMA factor beta in ``E <- beta * E + (1 - beta) * G``. Default 0.98.
     """
 
     def __init__(self, model: nn.Module, groups: Sequence[ChannelGroup],
-                 momentum: float = 0.9) -> None:
+                 momentum: float = 0.98) -> None:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f'grad_momentum must be in [0, 1), got {momentum}')
         self.momentum = momentum
@@ -323,8 +324,8 @@ class StructuredPruner:
         min_keep (int): Fewest channels a group keeps. Defaults to 1.
         protective (bool): Restore pruned channels whose activation gradient stays large (see the
             module docstring). Defaults to False here; :class:`PSAPPruner` defaults to True.
-        protect_factor (float): kappa of the restoration rule. Defaults to 2.0.
-        grad_momentum (float): beta of the gradient EMA. Defaults to 0.9.
+        protect_factor (float): kappa of the restoration rule. Defaults to 1.5.
+        grad_momentum (float): beta of the gradient EMA. Defaults to 0.98.
 
     Raises:
         ValueError: On a bad argument, or a target that no schedule can reach.
@@ -334,7 +335,7 @@ class StructuredPruner:
     def __init__(self, model: nn.Module, example_input: torch.Tensor, target: Mapping,
                  num_steps: int, scope: str = '', prune_residual: bool = False,
                  round_to: int = 1, min_keep: int = 1, protective: bool = False,
-                 protect_factor: float = 2.0, grad_momentum: float = 0.9) -> None:
+                 protect_factor: float = 1.5, grad_momentum: float = 0.98) -> None:
         self.metric, self.fraction = parse_target(target)
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f'num_steps must be an int >= 1, got {num_steps!r}')

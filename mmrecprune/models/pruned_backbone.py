@@ -4,7 +4,7 @@ import copy
 from mmengine.logging import print_log
 
 from mmrecprune.registry import MODELS
-from mmrecprune.sparsity import freeze_masks
+from mmrecprune.sparsity import apply_channel_structure, freeze_masks
 from mmrecprune.tickets import TicketError, load_ticket
 
 #: Options a downstream config may set; everything that defines the structure (depth, widths,
@@ -36,8 +36,11 @@ def build_backbone_from_ticket(ticket, keep_masks=True, **behaviour):
     cfg.pop('pretrained', None)
     backbone = MODELS.build(cfg)
     if ticket.channel_structure:
-        from mmrecprune.sparsity import apply_channel_structure
-        apply_channel_structure(backbone, ticket.channel_structure)
+        try:
+            apply_channel_structure(backbone, ticket.channel_structure)
+        except (ValueError, TypeError, KeyError) as err:
+            raise TicketError(f'ticket channel_structure does not fit the backbone built from '
+                              f'its config ({cfg.get("type")}): {err}') from None
     missing, unexpected = _load_strict(backbone, ticket.state_dict)
     if missing or unexpected:
         raise TicketError(f'ticket weights do not fit the backbone built from its config '

@@ -1,0 +1,7 @@
+# Baseline: L1-norm filter pruning ranked globally (each filter's L1 over its layer's mean), on
+# PSAP's schedule, soft masks and fine-tuning (no protective restoration).
+_base_ = '../psap/psap_r18-w16_fashionmnist.py'
+custom_hooks = [
+    dict(type='StructuredPruningHook', method='l1_global', target=dict(flops=0.5), num_steps=3,
+         interval=1, begin=0, example_input_shape=(1, 3, 56, 56))
+]

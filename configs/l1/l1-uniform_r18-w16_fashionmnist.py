@@ -1,0 +1,7 @@
+# Baseline: L1-norm filter pruning with one ratio for every layer (Li et al. 2017), on PSAP's
+# schedule, soft masks and fine-tuning (no adaptive ratios, no protective restoration).
+_base_ = '../psap/psap_r18-w16_fashionmnist.py'
+custom_hooks = [
+    dict(type='StructuredPruningHook', method='l1_uniform', target=dict(flops=0.5), num_steps=3,
+         interval=1, begin=0, example_input_shape=(1, 3, 56, 56))
+]

@@ -1,0 +1,27 @@
+# PSAP on ImageNet ResNet-50 from the dense 90-epoch checkpoint: remove 50 % of the backbone
+# FLOPs (224x224) in 5 steps, every 2 epochs from epoch 0, kept widths multiples of 8, then
+# fine-tune to epoch 30 (8 GPUs x 32 images, cosine lr from 0.01).
+_base_ = [
+    '../_base_/models/resnet50_cls.py', '../_base_/datasets/imagenet_bs64.py',
+    '../_base_/default_runtime.py'
+]
+model = dict(data_preprocessor={{_base_.data_preprocessor}})
+load_from = 'work_dirs/resnet50_8xb32-90e_imagenet/epoch_90.pth'
+train_dataloader = dict(batch_size=32)
+val_dataloader = dict(batch_size=32)
+optim_wrapper = dict(
+    type='mmrecprune.ProtectiveOptimWrapper',
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4))
+param_scheduler = [
+    dict(type='CosineAnnealingLR', T_max=30, by_epoch=True, begin=0, end=30,
+         convert_to_iter_based=True)
+]
+custom_hooks = [
+    dict(type='StructuredPruningHook', method='psap', target=dict(flops=0.5), num_steps=5,
+         interval=2, begin=0, round_to=8, example_input_shape=(1, 3, 224, 224))
+]
+train_cfg = dict(by_epoch=True, max_epochs=30, val_interval=2)
+val_cfg = dict()
+test_cfg = dict()
+auto_scale_lr = dict(base_batch_size=256)
+default_hooks = dict(logger=dict(interval=100))

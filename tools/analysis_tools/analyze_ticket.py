@@ -1,0 +1,157 @@
+"""Params, FLOPs and measured CPU latency of a backbone: a config's dense one, or a ticket's.
+
+For a **config** (``*.py``) the backbone of ``model.backbone`` is built densely (a config whose
+backbone is a ``PrunedBackbone`` is analysed through its ticket). For a **ticket** (``*.pth``)
+both the dense backbone of its config and the pruned one are measured:
+
+* params and FLOPs (= MACs) with :func:`mmrecprune.sparsity.count_flops_params` (unstructured
+  tickets also report the non-zero counts: their shapes, and so their speed, stay dense);
+* latency at batch 1 and 8 for ``--input-size``: ``torch.inference_mode``, ``--warmup`` untimed
+  runs, then ``--repeats`` rounds in which the models run in turn (interleaved, so a load
+  change on the machine hits all of them alike), median per model;
+* a PNG of the kept output channels of every conv (structured / dense) or the per-layer
+  sparsity (unstructured), next to the input file unless ``--out`` says otherwise.
+
+Example::
+
+    python tools/analysis_tools/analyze_ticket.py \\
+        work_dirs/psap_r18-w16_fashionmnist/tickets/slim.pth --input-size 56
+"""
+import argparse
+import os.path as osp
+import statistics
+import time
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from torch.nn.modules.conv import _ConvNd
+
+import mmrecprune  # noqa: F401  registries
+from mmrecprune.methods.psap import plot_kept_channels
+from mmrecprune.models.pruned_backbone import build_backbone_from_ticket
+from mmrecprune.registry import MODELS
+from mmrecprune.sparsity import count_flops_params, plot_layer_sparsity, sparsity_report
+from mmrecprune.tickets import load_ticket
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('path', help='a config (.py) or a ticket (.pth)')
+    parser.add_argument('--input-size', type=int, nargs='+', default=None,
+                        help='H [W] of the input (default: the ticket\'s input_shape, else 224)')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8])
+    parser.add_argument('--repeats', type=int, default=10, help='timed rounds (default 10)')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed runs (default 2)')
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument('--out', default=None, help='PNG path (default: next to the input)')
+    return parser.parse_args()
+
+
+@torch.inference_mode()
+def interleaved_latency(models, input_shape, repeats=10, warmup=2, seed=0):
+    """Median seconds per forward of every model, measured in interleaved rounds.
+
+    Args:
+        models (dict[str, nn.Module]): Models in eval mode, called as ``model(x)``.
+        input_shape (Sequence[int]): ``(N, C, H, W)``.
+        repeats (int): Timed rounds; each round runs every model once, in turn.
+        warmup (int): Untimed runs per model first.
+
+    Returns:
+        dict[str, float]: Median latency per model name, in seconds.
+    """
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+    for model in models.values():
+        for _ in range(warmup):
+            model(x)
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(x)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def conv_widths(dense, slim):
+    """``{conv name: (kept, dense)}`` output channels of every conv layer."""
+    slim_modules = dict(slim.named_modules())
+    return {name: (slim_modules[name].out_channels, m.out_channels)
+            for name, m in dense.named_modules() if isinstance(m, _ConvNd)}
+
+
+def _build(cfg):
+    cfg = dict(cfg)
+    cfg.pop('init_cfg', None)
+    cfg.pop('pretrained', None)
+    with DefaultScope.overwrite_default_scope('mmrecprune'):
+        return MODELS.build(cfg)
+
+
+def load_models(path):
+    """``(dense backbone, pruned backbone or None, ticket or None)`` for a config or a ticket."""
+    if path.endswith('.py'):
+        cfg = Config.fromfile(path).model.backbone.to_dict()
+        if 'ticket' not in cfg:
+            return _build(cfg), None, None
+        path = cfg['ticket']
+    ticket = load_ticket(path)
+    dense = _build(ticket.backbone_cfg)
+    pruned = build_backbone_from_ticket(ticket)
+    return dense, pruned, ticket
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dense, pruned, ticket = load_models(args.path)
+    if args.input_size:
+        h, w = (args.input_size * 2)[:2]
+    elif ticket is not None and ticket.meta.get('input_shape'):
+        h, w = ticket.meta['input_shape'][2:]
+    else:
+        h = w = 224
+    models = {'dense': dense}
+    if pruned is not None:
+        models[ticket.kind] = pruned
+    for m in models.values():
+        m.eval()  # not chained: mmdet's ResNet.train() returns None
+    print(f'{args.path}: {type(dense).__name__}, input {h}x{w}, {torch.get_num_threads()} '
+          f'CPU threads' + (f', {ticket.kind} ticket from {ticket.meta.get("method")}'
+                            if ticket else ''))
+    counts = {name: count_flops_params(m, (1, 3, h, w)) for name, m in models.items()}
+    for name, (flops, params) in counts.items():
+        line = f'  {name:<12} params {params / 1e6:8.3f} M   FLOPs {flops / 1e9:8.4f} G (MACs)'
+        if name == 'unstructured':
+            nz_flops, nz_params = count_flops_params(models[name], (1, 3, h, w),
+                                                     nonzero_only=True)
+            line += (f'   non-zero: params {nz_params / 1e6:.3f} M, '
+                     f'FLOPs {nz_flops / 1e9:.4f} G')
+        print(line)
+    for batch in args.batch_sizes:
+        lat = interleaved_latency(models, (batch, 3, h, w), args.repeats, args.warmup)
+        parts = [f'{name} {1e3 * t:8.2f} ms' for name, t in lat.items()]
+        if len(lat) == 2:
+            pruned_name = next(n for n in lat if n != 'dense')
+            speedup = lat['dense'] / lat[pruned_name]
+            ideal = counts['dense'][0] / counts[pruned_name][0]
+            parts.append(f'speedup {speedup:.2f}x (FLOPs ideal {ideal:.2f}x)')
+        print(f'  latency batch {batch}: ' + '   '.join(parts) +
+              f'   (median of {args.repeats}, interleaved)')
+    out = args.out or osp.splitext(args.path)[0] + '_channels.png'
+    if ticket is not None and ticket.kind == 'unstructured':
+        report = sparsity_report(ticket.masks)
+        plot_layer_sparsity(report, out, title=f'{osp.basename(args.path)}: '
+                                               f'{100 * report["sparsity"]:.1f} % sparse')
+    else:
+        widths = conv_widths(dense, pruned if pruned is not None else dense)
+        kept, total = (sum(v[i] for v in widths.values()) for i in (0, 1))
+        plot_kept_channels(widths, out, title=f'{osp.basename(args.path)}: {kept} of {total} '
+                                              'conv output channels kept')
+    print(f'  plot: {out}')
+
+
+if __name__ == '__main__':
+    main()
