@@ -13,4 +13,4 @@ demo: setup
 	$(PY) tools/run_embedded_default.py
 
 test: setup
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests
