@@ -7,7 +7,7 @@ gradient accumulation and AMP included, keeps a fixed sparsity pattern.
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from mmrecprune.registry import OPTIM_WRAPPERS
-from mmrecprune.sparsity.masks import apply_masks, check_masks
+from mmrecprune.sparsity.masks import apply_masks, check_masks, zero_pruned_
 
 
 class MaskedUpdateMixin:
@@ -30,6 +30,8 @@ class MaskedUpdateMixin:
         super().__init__(*args, **kwargs)
         self._masked_params = {}
         self._masks = {}
+        self._hot_params = []
+        self._hot_pruned = []
 
     @property
     def masks(self):
@@ -53,12 +55,15 @@ class MaskedUpdateMixin:
         self._masked_params = dict(params_by_name)
         self._masks = {name: mask.to(params_by_name[name].device)
                        for name, mask in masks.items()}
+        # cached for the per-step hot path (zero_pruned_ takes inverted masks)
+        self._hot_params = [params_by_name[name] for name in self._masks]
+        self._hot_pruned = [~mask for mask in self._masks.values()]
         self.apply_masks()
         self._mask_optimizer_state()
 
     def apply_masks(self):
         """Zero the pruned weights in place (also done after every step)."""
-        apply_masks(self._masked_params, self._masks)
+        zero_pruned_(self._hot_params, self._hot_pruned)
 
     def reset_optimizer_state(self):
         """Drop all optimizer state (momentum, Adam moments, step counts) and the gradients.
@@ -76,8 +81,9 @@ class MaskedUpdateMixin:
         self.apply_masks()
 
     def _mask_gradients(self):
-        grads = {name: p.grad for name, p in self._masked_params.items() if p.grad is not None}
-        apply_masks(grads, {name: self._masks[name] for name in grads})
+        with_grad = [(p.grad, pruned) for p, pruned in zip(self._hot_params, self._hot_pruned)
+                     if p.grad is not None]
+        zero_pruned_([g for g, _ in with_grad], [m for _, m in with_grad])
 
     def _mask_optimizer_state(self):
         for name, p in self._masked_params.items():

@@ -131,7 +131,18 @@ def apply_masks(tensors, masks):
         if mask.shape != tensor.shape:
             raise ValueError(f'mask of {name!r} has shape {tuple(mask.shape)}, but the tensor '
                              f'has shape {tuple(tensor.shape)}')
-        tensor.masked_fill_(~mask.to(tensor.device, non_blocking=True), 0)
+    zero_pruned_([tensors[n] for n in masks], [~m.to(tensors[n].device) for n, m in masks.items()])
+
+
+@torch.no_grad()
+def zero_pruned_(tensors, pruned):
+    """Set ``tensors[i]`` to exactly 0 where ``pruned[i]`` is True (lists, same order).
+
+    The hot-path form of :func:`apply_masks` for callers that cache the inverted masks on the
+    right device (the optimizer wrappers do this once per mask change, not once per step).
+    """
+    for tensor, where in zip(tensors, pruned):
+        tensor.masked_fill_(where, 0)
 
 
 @torch.no_grad()
