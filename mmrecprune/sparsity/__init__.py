@@ -13,3 +13,4 @@ from .flops import count_flops_params, inference_forward
 from .importance import (IMPORTANCES, BNScaleImportance, L1Importance, L2Importance,
                          TaylorImportance, build_importance, group_importances)
 from .slimming import apply_channel_structure, channel_sizes, slim_model
+from .channel_cost import ChannelCostModel

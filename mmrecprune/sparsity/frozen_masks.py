@@ -1,5 +1,4 @@
 """Keep pruned weights at zero during downstream fine-tuning, with no optimizer wrapper."""
-import torch
 
 from .masks import apply_masks, check_masks
 
