@@ -32,3 +32,11 @@ def setup_cpu_distributed(cfg, launcher, backend='gloo'):
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend=backend)
     cfg.setdefault('model_wrapper_cfg', dict(type='mmrecprune.CPUDistributedDataParallel'))
+
+
+def teardown_distributed():
+    """Destroy the process group before exit: gloo worker threads still alive at interpreter
+    shutdown can abort the process ("terminate called without an active exception")."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

@@ -45,3 +45,11 @@ def tiny_cls_cfg(work_dir, config='configs/pretrain/resnet18-w16_1xb128-6e_fashi
 @pytest.fixture
 def work_dir(tmp_path):
     return tmp_path
+
+
+def free_port():
+    """A TCP port nothing listens on now, for torchrun's rendezvous in the DDP tests."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return str(sock.getsockname()[1])

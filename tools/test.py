@@ -8,7 +8,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmrecprune  # noqa: F401  registries, safe checkpoint loading
-from mmrecprune.utils import setup_cpu_distributed
+from mmrecprune.utils import setup_cpu_distributed, teardown_distributed
 
 
 def parse_args():
@@ -42,6 +42,7 @@ def main():
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = runner.test()
+    teardown_distributed()
     if args.out:
         import json
         with open(args.out, 'w') as f:

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from mmrecprune.tickets import load_ticket
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 
 def test_dist_train_masks_identical_on_every_rank(tmp_path):
@@ -23,7 +23,7 @@ load_from = None
 default_hooks = dict(logger=dict(interval=1))
 """)
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH'],
-               OMP_NUM_THREADS='1', PORT='29533')
+               OMP_NUM_THREADS='1', PORT=free_port())
     result = subprocess.run(
         ['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(tmp_path / 'work')],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
