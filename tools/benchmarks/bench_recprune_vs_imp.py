@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from stage_runner import Pipeline, train_and_test  # noqa: E402
+from stage_runner import Pipeline, read_json, train_and_test  # noqa: E402
 
 PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
@@ -86,8 +86,7 @@ def prune(pipe, args, method, seed, load_from):
         pipe.run(f'top1/{method}/seed{seed}/round{r}',
                  [[py, 'tools/test.py', cfg, osp.join(work, f'epoch_{r}.pth'), '--work-dir', work,
                    '--out', metrics]], [metrics])
-        with open(metrics) as f:
-            top1[r] = json.load(f)['accuracy/top1']
+        top1[r] = read_json(metrics)['accuracy/top1']
     return work, top1
 
 
