@@ -53,3 +53,16 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return str(sock.getsockname()[1])
+
+
+def dist_train(config, work_dir, nproc=2):
+    """Run ``bash tools/dist_train.sh CONFIG NPROC`` on CPU; return its stdout + stderr."""
+    import subprocess
+    import sys
+    env = dict(os.environ, PATH=osp.dirname(sys.executable) + os.pathsep + os.environ['PATH'],
+               OMP_NUM_THREADS='1', PORT=free_port())
+    result = subprocess.run(
+        ['bash', 'tools/dist_train.sh', str(config), str(nproc), '--work-dir', str(work_dir)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr

@@ -1,10 +1,7 @@
 """Under DDP (2 processes, gloo, CPU, tools/dist_train.sh) every rank holds identical masks."""
-import os
-import subprocess
-import sys
 
 from mmrecprune.tickets import load_ticket
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, dist_train
 
 
 def test_dist_train_masks_identical_on_every_rank(tmp_path):
@@ -22,13 +19,7 @@ train_cfg = dict(max_epochs=2, val_interval=2)
 load_from = None
 default_hooks = dict(logger=dict(interval=1))
 """)
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH'],
-               OMP_NUM_THREADS='1', PORT=free_port())
-    result = subprocess.run(
-        ['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(tmp_path / 'work')],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = result.stdout + result.stderr
+    log = dist_train(config, tmp_path / 'work')
     assert log.count('masks identical on 2 ranks') == 2, log[-3000:]
     ticket = load_ticket(str(tmp_path / 'work' / 'tickets' / 'round_2.pth'))
     assert abs(ticket.meta['sparsity'] - 0.36) < 1e-3
