@@ -47,6 +47,33 @@ def work_dir(tmp_path):
     return tmp_path
 
 
+@pytest.fixture(scope='session')
+def scenes(tmp_path_factory):
+    """A tiny "Fashion-MNIST scenes" set (8 train / 4 test, 64x64); its root ends with '/'."""
+    from mmrecprune.datasets.scenes import generate_scenes
+    root = tmp_path_factory.mktemp('scenes')
+    for split, n in (('train', 8), ('test', 4)):
+        generate_scenes(str(root), split=split, num_scenes=n, canvas_size=64, seed=0)
+    return str(root) + '/'
+
+
+def shrink_downstream_cfg(cfg, work_dir, scenes, ticket):
+    """A shipped mmdet / mmseg ticket config pointed at ``ticket`` and the tiny ``scenes``."""
+    cfg.work_dir = str(work_dir)
+    cfg.model.backbone.ticket = ticket
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[name].batch_size = 4
+        cfg[name].dataset.data_root = scenes
+    if 'ann_file' in cfg.val_evaluator:
+        cfg.val_evaluator.ann_file = cfg.test_evaluator.ann_file = \
+            scenes + 'annotations/instances_test.json'
+    cfg.param_scheduler = []
+    cfg.log_level = 'WARNING'
+    cfg.visualizer.vis_backends = []
+    cfg.default_hooks.pop('visualization', None)
+    return cfg
+
+
 def free_port():
     """A TCP port nothing listens on now, for torchrun's rendezvous in the DDP tests."""
     import socket

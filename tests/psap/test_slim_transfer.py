@@ -9,18 +9,9 @@ from mmdet.models.backbones import ResNet
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmrecprune.datasets.scenes import generate_scenes
 from mmrecprune.methods.psap import PSAPPruner
 from mmrecprune.tickets import load_ticket, save_ticket
-from tests.conftest import repo_path
-
-
-@pytest.fixture(scope='module')
-def scenes(tmp_path_factory):
-    root = tmp_path_factory.mktemp('scenes')
-    for split, n in (('train', 8), ('test', 4)):
-        generate_scenes(str(root), split=split, num_scenes=n, canvas_size=64, seed=0)
-    return str(root) + '/'
+from tests.conftest import repo_path, shrink_downstream_cfg
 
 
 @pytest.fixture(scope='module')
@@ -36,19 +27,6 @@ def slim_ticket(tmp_path_factory):
     return path
 
 
-def _shrink(cfg, work_dir, scenes, ticket):
-    cfg.work_dir = str(work_dir)
-    cfg.model.backbone.ticket = ticket
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[name].batch_size = 4
-        cfg[name].dataset.data_root = scenes
-    cfg.param_scheduler = []
-    cfg.log_level = 'WARNING'
-    cfg.visualizer.vis_backends = []
-    cfg.default_hooks.pop('visualization', None)
-    return cfg
-
-
 def _assert_slim_and_trained(model, ticket_path):
     ticket = load_ticket(ticket_path)
     state = model.backbone.state_dict()
@@ -62,9 +40,7 @@ def _assert_slim_and_trained(model, ticket_path):
 def test_detector_trains_on_slim_ticket(tmp_path, scenes, slim_ticket):
     cfg = Config.fromfile(repo_path(
         'configs/downstream/mmdet/retinanet_r18-w16-slim_fpn_12e_fashionscenes.py'))
-    cfg = _shrink(cfg, tmp_path, scenes, slim_ticket)
-    cfg.val_evaluator.ann_file = cfg.test_evaluator.ann_file = \
-        scenes + 'annotations/instances_test.json'
+    cfg = shrink_downstream_cfg(cfg, tmp_path, scenes, slim_ticket)
     cfg.train_cfg.max_epochs = 1
     cfg.train_cfg.val_interval = 1
     runner = Runner.from_cfg(cfg)
@@ -76,7 +52,7 @@ def test_detector_trains_on_slim_ticket(tmp_path, scenes, slim_ticket):
                                     'deeplabv3_r18-w16-slim-d8_1k_fashionscenes.py'])
 def test_segmenter_trains_on_slim_ticket(tmp_path, scenes, slim_ticket, config):
     cfg = Config.fromfile(repo_path('configs/downstream/mmseg', config))
-    cfg = _shrink(cfg, tmp_path, scenes, slim_ticket)
+    cfg = shrink_downstream_cfg(cfg, tmp_path, scenes, slim_ticket)
     cfg.model.data_preprocessor.size = (64, 64)
     cfg.train_cfg.max_iters = 2
     cfg.train_cfg.val_interval = 2

@@ -5,18 +5,9 @@ from mmdet.models.backbones import ResNet
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmrecprune.datasets.scenes import generate_scenes
 from mmrecprune.sparsity import global_magnitude_masks, init_masks, prunable_parameters
 from mmrecprune.tickets import load_ticket, save_ticket
-from tests.conftest import repo_path
-
-
-@pytest.fixture(scope='module')
-def scenes(tmp_path_factory):
-    root = tmp_path_factory.mktemp('scenes')
-    for split, n in (('train', 8), ('test', 4)):
-        generate_scenes(str(root), split=split, num_scenes=n, canvas_size=64, seed=0)
-    return str(root) + '/'
+from tests.conftest import repo_path, shrink_downstream_cfg
 
 
 @pytest.fixture(scope='module')
@@ -33,18 +24,6 @@ def ticket(tmp_path_factory):
     return path
 
 
-def _shrink(cfg, work_dir, scenes, ticket):
-    cfg.work_dir = str(work_dir)
-    cfg.model.backbone.ticket = ticket
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[name].batch_size = 4
-        cfg[name].dataset.data_root = scenes
-    cfg.log_level = 'WARNING'
-    cfg.visualizer.vis_backends = []
-    cfg.default_hooks.pop('visualization', None)
-    return cfg
-
-
 def _assert_zeros_kept(model, ticket_path):
     ticket = load_ticket(ticket_path)
     state = model.backbone.state_dict()
@@ -58,13 +37,10 @@ def _assert_zeros_kept(model, ticket_path):
 def test_detector_fine_tunes_on_ticket_with_zeros_kept(tmp_path, scenes, ticket):
     cfg = Config.fromfile(repo_path(
         'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py'))
-    cfg = _shrink(cfg, tmp_path, scenes, ticket)
+    cfg = shrink_downstream_cfg(cfg, tmp_path, scenes, ticket)
     cfg.model.neck.in_channels = [8, 16, 32, 64]
-    cfg.val_evaluator.ann_file = cfg.test_evaluator.ann_file = \
-        scenes + 'annotations/instances_test.json'
     cfg.train_cfg.max_epochs = 2
     cfg.train_cfg.val_interval = 2
-    cfg.param_scheduler = []
     runner = Runner.from_cfg(cfg)
     runner.train()
     _assert_zeros_kept(runner.model, ticket)
@@ -73,12 +49,11 @@ def test_detector_fine_tunes_on_ticket_with_zeros_kept(tmp_path, scenes, ticket)
 def test_segmenter_fine_tunes_on_ticket_with_zeros_kept(tmp_path, scenes, ticket):
     cfg = Config.fromfile(repo_path(
         'configs/downstream/mmseg/fcn_r18-w16-ticket-d8_1k_fashionscenes.py'))
-    cfg = _shrink(cfg, tmp_path, scenes, ticket)
+    cfg = shrink_downstream_cfg(cfg, tmp_path, scenes, ticket)
     cfg.model.decode_head.in_channels = 64
     cfg.model.data_preprocessor.size = (64, 64)
     cfg.train_cfg.max_iters = 4
     cfg.train_cfg.val_interval = 4
-    cfg.param_scheduler = []
     cfg.default_hooks.checkpoint.interval = 4
     runner = Runner.from_cfg(cfg)
     runner.train()
