@@ -1,10 +1,10 @@
 """The main job on the embedded default (no ImageNet, no GPU needed).
 
 Runs, reusing every stage that already finished in ``--work-dir``:
-scenes data -> dense backbone pretraining on Fashion-MNIST -> RetinaNet and FCN on the dense
-backbone (the reference) -> RecPrune: decoder stage, 7 pruning rounds (79 % sparsity), ticket
-export with a per-layer sparsity PNG -> RetinaNet and FCN fine-tuned on the ticket -> a results
-table (printed, and saved as results.json / results.md).
+scenes data -> dense backbone pretraining on Fashion-MNIST -> RetinaNet and Semantic FPN on the
+dense backbone (the reference) -> RecPrune: decoder stage, 7 pruning rounds (79 % sparsity), ticket
+export with a per-layer sparsity PNG -> RetinaNet and Semantic FPN fine-tuned on the ticket -> a
+results table (printed, and saved as results.json / results.md).
 
 Every stage is the ordinary ``tools/train.py`` / ``tools/test.py`` on a config in ``configs/``,
 so each number can be reproduced by hand with the command this script prints.
@@ -20,11 +20,11 @@ from stage_runner import Pipeline, train_and_test  # noqa: E402
 PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 DET_CFG = 'configs/downstream/mmdet/retinanet_r18-w16_fpn_12e_fashionscenes.py'
 SCENES_ROOT = 'data/fashion_scenes'
-SEG_CFG = 'configs/downstream/mmseg/fcn_r18-w16-d8_1k_fashionscenes.py'
+SEG_CFG = 'configs/downstream/mmseg/fpn_r18-w16_1k_fashionscenes.py'
 DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
 RECPRUNE_CFG = 'configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py'
 TICKET_DET_CFG = 'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py'
-TICKET_SEG_CFG = 'configs/downstream/mmseg/fcn_r18-w16-ticket-d8_1k_fashionscenes.py'
+TICKET_SEG_CFG = 'configs/downstream/mmseg/fpn_r18-w16-ticket_1k_fashionscenes.py'
 ROUNDS = 7
 
 
@@ -36,11 +36,11 @@ def parse_args():
 
 
 def downstream(pipe, tag, work_root, init_option):
-    """RetinaNet and FCN on one backbone; ``init_option`` points them at it."""
+    """RetinaNet and Semantic FPN on one backbone; ``init_option`` points them at it."""
     det_cfg, seg_cfg = (DET_CFG, SEG_CFG) if tag == 'dense' else (TICKET_DET_CFG, TICKET_SEG_CFG)
     det = train_and_test(pipe, f'det_{tag}', det_cfg, osp.join(work_root, f'det_{tag}'),
                          'epoch_12.pth', extra=['--cfg-options', init_option])
-    seg = train_and_test(pipe, f'seg_{tag}', seg_cfg, osp.join(work_root, f'seg_{tag}'),
+    seg = train_and_test(pipe, f'semfpn_{tag}', seg_cfg, osp.join(work_root, f'semfpn_{tag}'),
                          'iter_1000.pth', extra=['--cfg-options', init_option])
     return det, seg
 
@@ -87,13 +87,13 @@ def main():
              pre['metrics']['accuracy/top1'], pre['wall_s']),
             ('RetinaNet, dense backbone (scenes test)', 'bbox mAP',
              det['metrics']['coco/bbox_mAP'] * 100, det['wall_s']),
-            ('FCN, dense backbone (scenes test)', 'mIoU', seg['metrics']['mIoU'], seg['wall_s']),
+            ('Semantic FPN, dense backbone (scenes test)', 'mIoU', seg['metrics']['mIoU'], seg['wall_s']),
             (f'RecPrune ticket, {sparsity:.1f} % sparse, no retraining', 'top-1 (%)',
              rec['metrics']['accuracy/top1'],
              rec['wall_s'] + pipe.results['recprune_decoder']['wall_s']),
             ('RetinaNet, RecPrune ticket', 'bbox mAP',
              rec_det['metrics']['coco/bbox_mAP'] * 100, rec_det['wall_s']),
-            ('FCN, RecPrune ticket', 'mIoU', rec_seg['metrics']['mIoU'], rec_seg['wall_s'])]
+            ('Semantic FPN, RecPrune ticket', 'mIoU', rec_seg['metrics']['mIoU'], rec_seg['wall_s'])]
     table = format_table(rows)
     with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
         f.write(table + '\n')

@@ -6,6 +6,7 @@ import os.path as osp
 import shlex
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -14,9 +15,14 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 class Pipeline:
     """Runs stages as subprocesses, records wall times, and skips finished stages."""
 
-    def __init__(self, work_dir, force=False):
+    def __init__(self, work_dir, force=False, threads_per_stage=None):
         self.work_dir = work_dir
         self.force = force
+        # stages may run from several threads (the benchmarks run two at once on 2 cores)
+        self._lock = threading.Lock()
+        self.env = dict(os.environ)
+        if threads_per_stage:
+            self.env['OMP_NUM_THREADS'] = str(threads_per_stage)
         os.makedirs(work_dir, exist_ok=True)
         self.results_path = osp.join(work_dir, 'results.json')
         self.results = {}
@@ -33,13 +39,14 @@ class Pipeline:
         start = time.time()
         for cmd in cmds:
             print(f'[{name}] $ {" ".join(shlex.quote(c) for c in cmd)}', flush=True)
-            subprocess.run(cmd, cwd=ROOT, check=True)
+            subprocess.run(cmd, cwd=ROOT, check=True, env=self.env)
         record = dict(wall_s=time.time() - start, cmds=[' '.join(c) for c in cmds])
         if read_metrics is not None:
             record['metrics'] = read_metrics()
-        self.results[name] = record
-        with open(self.results_path, 'w') as f:
-            json.dump(self.results, f, indent=2)
+        with self._lock:
+            self.results[name] = record
+            with open(self.results_path, 'w') as f:
+                json.dump(self.results, f, indent=2)
         return record
 
 

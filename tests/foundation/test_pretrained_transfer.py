@@ -21,7 +21,7 @@ def _build(config, init_type, checkpoint, base_channels=8):
     cfg = Config.fromfile(config)
     cfg.model.backbone.base_channels = base_channels
     cfg.model.backbone.init_cfg = dict(type=init_type, prefix='backbone.', checkpoint=checkpoint)
-    if cfg.default_scope == 'mmdet':
+    if cfg.model.get('neck'):
         cfg.model.neck.in_channels = [base_channels * 2**i for i in range(4)]
     else:
         cfg.model.decode_head.in_channels = base_channels * 8
@@ -34,7 +34,8 @@ def _build(config, init_type, checkpoint, base_channels=8):
 @pytest.mark.parametrize('init_type', ['Pretrained', 'mmrecprune.StrictPretrained'])
 @pytest.mark.parametrize('config', [
     'configs/downstream/mmdet/retinanet_r18-w16_fpn_12e_fashionscenes.py',
-    'configs/downstream/mmseg/fcn_r18-w16-d8_1k_fashionscenes.py'])
+    'configs/downstream/mmseg/fcn_r18-w16-d8_1k_fashionscenes.py',
+    'configs/downstream/mmseg/fpn_r18-w16_1k_fashionscenes.py'])
 def test_classifier_weights_load_without_key_surgery(classifier_ckpt, config, init_type):
     path, expected = classifier_ckpt
     model = _build(config, init_type, path)

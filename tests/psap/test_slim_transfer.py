@@ -48,7 +48,8 @@ def test_detector_trains_on_slim_ticket(tmp_path, scenes, slim_ticket):
     _assert_slim_and_trained(runner.model, slim_ticket)
 
 
-@pytest.mark.parametrize('config', ['fcn_r18-w16-slim-d8_1k_fashionscenes.py',
+@pytest.mark.parametrize('config', ['fpn_r18-w16-slim_1k_fashionscenes.py',
+                                    'fcn_r18-w16-slim-d8_1k_fashionscenes.py',
                                     'deeplabv3_r18-w16-slim-d8_1k_fashionscenes.py'])
 def test_segmenter_trains_on_slim_ticket(tmp_path, scenes, slim_ticket, config):
     cfg = Config.fromfile(repo_path('configs/downstream/mmseg', config))

@@ -46,11 +46,15 @@ def test_detector_fine_tunes_on_ticket_with_zeros_kept(tmp_path, scenes, ticket)
     _assert_zeros_kept(runner.model, ticket)
 
 
-def test_segmenter_fine_tunes_on_ticket_with_zeros_kept(tmp_path, scenes, ticket):
-    cfg = Config.fromfile(repo_path(
-        'configs/downstream/mmseg/fcn_r18-w16-ticket-d8_1k_fashionscenes.py'))
+@pytest.mark.parametrize('config', ['fpn_r18-w16-ticket_1k_fashionscenes.py',
+                                    'fcn_r18-w16-ticket-d8_1k_fashionscenes.py'])
+def test_segmenter_fine_tunes_on_ticket_with_zeros_kept(tmp_path, scenes, ticket, config):
+    cfg = Config.fromfile(repo_path(f'configs/downstream/mmseg/{config}'))
     cfg = shrink_downstream_cfg(cfg, tmp_path, scenes, ticket)
-    cfg.model.decode_head.in_channels = 64
+    if cfg.model.get('neck'):
+        cfg.model.neck.in_channels = [8, 16, 32, 64]
+    else:
+        cfg.model.decode_head.in_channels = 64
     cfg.model.data_preprocessor.size = (64, 64)
     cfg.train_cfg.max_iters = 4
     cfg.train_cfg.val_interval = 4

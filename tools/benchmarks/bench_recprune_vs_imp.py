@@ -2,12 +2,17 @@
 
 For every seed: the decoder stage, one 7-round RecPrune run and one 7-round IMP run (the tickets
 of rounds 3, 5 and 7 come from the same run), each ticket's top-1 without retraining, and a
-shortened RetinaNet / FCN fine-tuning on every ticket and on the dense backbone. Prints a
-mean +- std table and writes ``table.md``, ``results.json`` and ``downstream_vs_sparsity.png``
-to ``--work-dir``. Finished runs are reused, so an interrupted benchmark continues.
+RetinaNet and a Semantic FPN fine-tuned on every ticket and on the dense backbone. The
+downstream runs are the *probe* configs: the scenes at 64x64 (a quarter of the default's pixels),
+so one detector and one segmenter per ticket and seed fit the benchmark's 90-minute budget.
+Prints a mean +- std table and writes ``table.md``, ``results.json`` and
+``downstream_vs_sparsity.png`` to ``--work-dir``. Finished runs are reused, so an interrupted
+benchmark continues where it stopped.
 
-Every run is ``tools/train.py`` / ``tools/test.py`` on the configs in ``configs/`` with the
-shortening options below (``--cfg-options``), so any cell can be re-run by hand.
+Independent runs go to ``--jobs`` workers (one thread each): on 2 cores two single-threaded
+runs finish sooner than one two-threaded run after another. Every run is ``tools/train.py`` /
+``tools/test.py`` on the configs in ``configs/`` with the options printed before it, so any cell
+can be re-run by hand.
 """
 import argparse
 import json
@@ -15,6 +20,7 @@ import os.path as osp
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from stage_runner import Pipeline, read_json, train_and_test  # noqa: E402
@@ -23,10 +29,12 @@ PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
 METHOD_CFGS = dict(recprune='configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
                    imp='configs/imp/imp_r18-w16_7r-1e_fashionmnist.py')
-DET = ('configs/downstream/mmdet/retinanet_r18-w16_fpn_12e_fashionscenes.py',
-       'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py')
-SEG = ('configs/downstream/mmseg/fcn_r18-w16-d8_1k_fashionscenes.py',
-       'configs/downstream/mmseg/fcn_r18-w16-ticket-d8_1k_fashionscenes.py')
+DET = ('configs/downstream/mmdet/retinanet_r18-w16_fpn_probe_fashionscenes64.py',
+       'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_probe_fashionscenes64.py')
+SEG = ('configs/downstream/mmseg/fpn_r18-w16_probe_fashionscenes64.py',
+       'configs/downstream/mmseg/fpn_r18-w16-ticket_probe_fashionscenes64.py')
+SCENES64 = ['--out', 'data/fashion_scenes_64', '--canvas-size', '64', '--min-scale', '20',
+            '--max-scale', '40', '--max-items', '3']
 ROUNDS = (3, 5, 7)
 
 
@@ -39,35 +47,19 @@ def parse_args():
                         help='dense classifier checkpoint (trained first if missing)')
     parser.add_argument('--prune-subset', type=int, default=10000,
                         help='training images per pruning round / decoder epoch')
-    parser.add_argument('--det-scenes', type=int, default=800)
-    parser.add_argument('--det-epochs', type=int, default=5)
-    parser.add_argument('--seg-iters', type=int, default=400)
+    parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
     return parser.parse_args()
 
 
-def det_options(args, seed):
-    e = args.det_epochs
-    return [f'train_dataloader.dataset.indices={args.det_scenes}', f'train_cfg.max_epochs={e}',
-            f'train_cfg.val_interval={e}', f'param_scheduler.1.end={e}',
-            f'param_scheduler.1.milestones=[{e - 2},{e - 1}]', f'randomness.seed={seed}']
-
-
-def seg_options(args, seed):
-    n = args.seg_iters
-    return [f'train_cfg.max_iters={n}', f'train_cfg.val_interval={n}',
-            f'param_scheduler.0.end={n}', f'default_hooks.checkpoint.interval={n}',
-            f'randomness.seed={seed}']
-
-
 def downstream(pipe, args, tag, seed, init_option):
+    """Probe detector and segmenter on one backbone, one after the other."""
     dense = tag == 'dense'
     root = osp.join(args.work_dir, f'seed{seed}', tag)
+    opts = ['--cfg-options', init_option, f'randomness.seed={seed}']
     det = train_and_test(pipe, f'det/{tag}/seed{seed}', DET[0] if dense else DET[1],
-                         osp.join(root, 'det'), f'epoch_{args.det_epochs}.pth',
-                         extra=['--cfg-options', init_option, *det_options(args, seed)])
+                         osp.join(root, 'det'), 'epoch_12.pth', extra=opts)
     seg = train_and_test(pipe, f'seg/{tag}/seed{seed}', SEG[0] if dense else SEG[1],
-                         osp.join(root, 'seg'), f'iter_{args.seg_iters}.pth',
-                         extra=['--cfg-options', init_option, *seg_options(args, seed)])
+                         osp.join(root, 'seg'), 'iter_1000.pth', extra=opts)
     return dict(mAP=100 * det['metrics']['coco/bbox_mAP'], mIoU=seg['metrics']['mIoU'])
 
 
@@ -88,6 +80,30 @@ def prune(pipe, args, method, seed, load_from):
                    '--out', metrics]], [metrics])
         top1[r] = read_json(metrics)['accuracy/top1']
     return work, top1
+
+
+def method_chain(pipe, args, method, seed):
+    """Prune (RecPrune: decoder stage first), then fine-tune downstream on each round's ticket."""
+    source = args.pretrained
+    if method == 'recprune':
+        dec_work = osp.join(args.work_dir, f'seed{seed}', 'decoder')
+        source = osp.join(dec_work, 'epoch_3.pth')
+        pipe.run(f'decoder/seed{seed}',
+                 [[sys.executable, 'tools/train.py', DECODER_CFG, '--work-dir', dec_work,
+                   '--cfg-options', f'load_from={args.pretrained}', f'randomness.seed={seed}',
+                   f'train_dataloader.dataset.indices={args.prune_subset}']], [source])
+    work, top1 = prune(pipe, args, method, seed, source)
+    cells = []
+    for r in ROUNDS:
+        ticket = osp.join(work, 'tickets', f'round_{r}.pth')
+        scores = downstream(pipe, args, f'{method}_r{r}', seed, f'model.backbone.ticket={ticket}')
+        cells.append(((method, 100 * (1 - 0.8**r)), dict(top1=top1[r], **scores)))
+    return cells
+
+
+def dense_chain(pipe, args, seed):
+    option = f'model.backbone.init_cfg.checkpoint={args.pretrained}'
+    return [(('dense', 0.0), downstream(pipe, args, 'dense', seed, option))]
 
 
 def summarise(values):
@@ -145,41 +161,26 @@ def plot(args, cells):
 def main():
     args = parse_args()
     start = time.time()
-    pipe = Pipeline(args.work_dir)
+    pipe = Pipeline(args.work_dir, threads_per_stage=1 if args.jobs > 1 else None)
     py = sys.executable
     if not osp.isfile(args.pretrained):
         work = osp.dirname(args.pretrained)
         pipe.run('pretrain', [[py, 'tools/train.py', PRETRAIN_CFG, '--work-dir', work]],
                  [args.pretrained])
-    pipe.run('scenes', [[py, 'tools/dataset_converters/make_fashion_scenes.py',
-                         '--out', 'data/fashion_scenes']],
-             ['data/fashion_scenes/annotations/instances_test.json'])
+    pipe.run('scenes64', [[py, 'tools/dataset_converters/make_fashion_scenes.py', *SCENES64]],
+             ['data/fashion_scenes_64/annotations/instances_test.json'])
     cells = {}
-
-    def add(key, **values):
-        cell = cells.setdefault(key, dict(top1=[], mAP=[], mIoU=[]))
-        for k, v in values.items():
-            cell[k].append(v)
-
-    for seed in args.seeds:
-        dense = downstream(pipe, args, 'dense', seed,
-                           f'model.backbone.init_cfg.checkpoint={args.pretrained}')
-        add(('dense', 0.0), **dense)
-        dec_work = osp.join(args.work_dir, f'seed{seed}', 'decoder')
-        pipe.run(f'decoder/seed{seed}',
-                 [[py, 'tools/train.py', DECODER_CFG, '--work-dir', dec_work, '--cfg-options',
-                   f'load_from={args.pretrained}', f'randomness.seed={seed}',
-                   f'train_dataloader.dataset.indices={args.prune_subset}']],
-                 [osp.join(dec_work, 'epoch_3.pth')])
-        sources = dict(recprune=osp.join(dec_work, 'epoch_3.pth'), imp=args.pretrained)
-        for method in ('imp', 'recprune'):
-            work, top1 = prune(pipe, args, method, seed, sources[method])
-            for r in ROUNDS:
-                ticket = osp.join(work, 'tickets', f'round_{r}.pth')
-                scores = downstream(pipe, args, f'{method}_r{r}', seed,
-                                    f'model.backbone.ticket={ticket}')
-                add((method, 100 * (1 - 0.8**r)), top1=top1[r], **scores)
-            print(write_outputs(args, cells), flush=True)
+    # longest chains first, so the two workers finish together
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(method_chain, pipe, args, m, s)
+                   for s in args.seeds for m in ('recprune', 'imp')]
+        futures += [pool.submit(dense_chain, pipe, args, s) for s in args.seeds]
+        for future in futures:
+            for key, values in future.result():
+                cell = cells.setdefault(key, dict(top1=[], mAP=[], mIoU=[]))
+                for k, v in values.items():
+                    cell[k].append(v)
+    cells = dict(sorted(cells.items(), key=lambda kv: (kv[0][0] != 'dense', kv[0])))
     table = write_outputs(args, cells)
     print('\n' + table)
     print(f'\nwall time of this invocation: {(time.time() - start) / 60:.1f} min; '
