@@ -8,10 +8,10 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop
 
-from mmrecprune.methods.psap import (STRUCTURED_PRUNERS, build_structured_pruner, parse_target,
-                                     plot_kept_channels)
+from mmrecprune.methods.psap import STRUCTURED_PRUNERS, build_structured_pruner, parse_target
 from mmrecprune.registry import HOOKS, MODELS
-from mmrecprune.sparsity import apply_channel_structure, count_flops_params, inference_forward
+from mmrecprune.sparsity import (apply_channel_structure, count_flops_params, inference_forward,
+                                 plot_kept_channels)
 from mmrecprune.tickets import save_ticket
 
 BACKBONE = 'backbone'

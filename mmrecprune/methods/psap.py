@@ -758,34 +758,3 @@ def build_structured_pruner(method: str, *args, **kwargs) -> StructuredPruner:
         raise ValueError(f'unknown structured pruning method {method!r}; choose one of '
                          f'{sorted(STRUCTURED_PRUNERS)}')
     return STRUCTURED_PRUNERS[method](*args, **kwargs)
-
-
-def plot_kept_channels(widths: Mapping[str, tuple[int, int]], path: str,
-                       title: str | None = None) -> None:
-    """Bar chart of kept vs dense channels per layer / group, saved to ``path`` (PNG).
-
-    Args:
-        widths (Mapping[str, tuple[int, int]]): ``{name: (kept, dense)}``.
-        path (str): Output file; the format follows the extension.
-        title (str, optional): Chart title.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = list(widths)
-    kept = [widths[n][0] for n in names]
-    dense = [widths[n][1] for n in names]
-    fig = Figure(figsize=(max(6.0, 0.3 * len(names) + 2.0), 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    x = range(len(names))
-    ax.bar(x, dense, color='0.85', label='dense')
-    ax.bar(x, kept, color='tab:blue', label='kept')
-    ax.set_xticks(list(x))
-    ax.set_xticklabels(names, rotation=90, fontsize=6)
-    ax.set_ylabel('channels')
-    total_kept, total = sum(kept), sum(dense)
-    ax.set_title(title or f'Kept channels per layer ({total_kept} of {total})')
-    ax.legend(loc='upper left')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)

@@ -24,34 +24,64 @@ def sparsity_report(masks):
                 sparsity=1.0 - kept / total if total else 0.0)
 
 
+def _named_bar_axes(names, width_per_name):
+    """A headless matplotlib figure with one axis whose x ticks are ``names``.
+
+    Uses matplotlib's Agg canvas directly, so it works without a display and leaves pyplot's
+    global backend alone.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, width_per_name * len(names) + 2.0), 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    return fig, ax
+
+
+def _save(fig, ax, path):
+    ax.legend(loc='upper left')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def plot_layer_sparsity(report, path, title=None):
     """Save a bar chart of the per-layer sparsity of ``report`` as an image (PNG by default).
-
-    Uses matplotlib's Agg canvas directly, so it works headless and leaves pyplot's global
-    backend alone.
 
     Args:
         report (dict): Output of :func:`sparsity_report`.
         path (str): File to write; the format follows its extension.
         title (str, optional): Chart title. Defaults to the overall sparsity.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     names = list(report['layers'])
     values = [100.0 * report['layers'][n]['sparsity'] for n in names]
-    fig = Figure(figsize=(max(6.0, 0.25 * len(names) + 2.0), 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = _named_bar_axes(names, 0.25)
     ax.bar(range(len(names)), values, color='tab:blue')
     ax.axhline(100.0 * report['sparsity'], color='tab:red', linestyle='--', linewidth=1,
                label=f'overall {100.0 * report["sparsity"]:.1f} %')
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=90, fontsize=6)
     ax.set_ylim(0, 100)
     ax.set_ylabel('sparsity (%)')
     ax.set_title(title if title is not None else
                  f'Per-layer sparsity ({report["kept"]:,} of {report["total"]:,} kept)')
-    ax.legend(loc='upper left')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, ax, path)
+
+
+def plot_kept_channels(widths, path, title=None):
+    """Save a bar chart of kept vs dense channels per layer / channel group (structured pruning).
+
+    Args:
+        widths (dict[str, tuple[int, int]]): ``{name: (kept, dense)}``.
+        path (str): File to write; the format follows its extension.
+        title (str, optional): Chart title. Defaults to the kept total.
+    """
+    names = list(widths)
+    kept = [widths[n][0] for n in names]
+    dense = [widths[n][1] for n in names]
+    fig, ax = _named_bar_axes(names, 0.3)
+    ax.bar(range(len(names)), dense, color='0.85', label='dense')
+    ax.bar(range(len(names)), kept, color='tab:blue', label='kept')
+    ax.set_ylabel('channels')
+    ax.set_title(title or f'Kept channels per layer ({sum(kept)} of {sum(dense)})')
+    _save(fig, ax, path)
