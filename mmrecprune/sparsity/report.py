@@ -85,3 +85,31 @@ def plot_kept_channels(widths, path, title=None):
     ax.set_ylabel('channels')
     ax.set_title(title or f'Kept channels per layer ({sum(kept)} of {sum(dense)})')
     _save(fig, ax, path)
+
+
+def mask_overlap(masks_a, masks_b):
+    """How much two mask sets over the same parameters agree (e.g. two methods' tickets).
+
+    Args:
+        masks_a, masks_b (dict[str, BoolTensor]): Masks by parameter name; the names and shapes
+            must match.
+
+    Returns:
+        dict: ``{'layers': {name: {'jaccard': float, 'shared': float}}, 'jaccard': float,
+        'shared': float}``: Jaccard index of the kept sets, and ``shared``, the fraction of
+        ``masks_a``'s kept weights that ``masks_b`` keeps too; overall values pool all layers.
+    """
+    if set(masks_a) != set(masks_b):
+        diff = sorted(set(masks_a) ^ set(masks_b))
+        raise ValueError(f'the mask sets cover different parameters: {diff[:5]}')
+    layers, inter_all, union_all, kept_all = {}, 0, 0, 0
+    for name, a in masks_a.items():
+        b = masks_b[name]
+        if a.shape != b.shape:
+            raise ValueError(f'{name}: mask shapes differ ({tuple(a.shape)} vs {tuple(b.shape)})')
+        inter, union, kept = int((a & b).sum()), int((a | b).sum()), int(a.sum())
+        layers[name] = dict(jaccard=inter / union if union else 1.0,
+                            shared=inter / kept if kept else 1.0)
+        inter_all, union_all, kept_all = inter_all + inter, union_all + union, kept_all + kept
+    return dict(layers=layers, jaccard=inter_all / union_all if union_all else 1.0,
+                shared=inter_all / kept_all if kept_all else 1.0)

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from mmrecprune.sparsity import (global_magnitude_masks, global_magnitude_threshold, init_masks,
-                                 layerwise_magnitude_masks, plot_layer_sparsity,
+                                 layerwise_magnitude_masks, mask_overlap, plot_layer_sparsity,
                                  prunable_parameters, sparsity_report)
 
 
@@ -169,6 +169,19 @@ def test_sparsity_report_and_plot(tmp_path):
     path = tmp_path / 'sparsity.png'
     plot_layer_sparsity(report, str(path))
     assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_mask_overlap_between_two_tickets():
+    a = {'x': torch.tensor([True, True, False, False]), 'y': torch.tensor([True, False])}
+    b = {'x': torch.tensor([True, False, True, False]), 'y': torch.tensor([True, False])}
+    overlap = mask_overlap(a, b)
+    assert overlap['layers']['x'] == dict(jaccard=1 / 3, shared=0.5)
+    assert overlap['layers']['y'] == dict(jaccard=1.0, shared=1.0)
+    assert (overlap['jaccard'], overlap['shared']) == (2 / 4, 2 / 3)
+    with pytest.raises(ValueError, match='different parameters'):
+        mask_overlap(a, {'x': b['x']})
+    with pytest.raises(ValueError, match="'y': mask shapes differ|y: mask shapes differ"):
+        mask_overlap(a, dict(b, y=torch.ones(3, dtype=bool)))
 
 
 def test_works_on_plain_module_without_mmdet_names():

@@ -28,10 +28,10 @@ from mmengine.registry import DefaultScope
 from torch.nn.modules.conv import _ConvNd
 
 import mmrecprune  # noqa: F401  registries
-from mmrecprune.sparsity import plot_kept_channels
 from mmrecprune.models.pruned_backbone import build_backbone_from_ticket
 from mmrecprune.registry import MODELS
-from mmrecprune.sparsity import count_flops_params, plot_layer_sparsity, sparsity_report
+from mmrecprune.sparsity import (count_flops_params, plot_kept_channels, plot_layer_sparsity,
+                                 sparsity_report)
 from mmrecprune.tickets import load_ticket
 
 

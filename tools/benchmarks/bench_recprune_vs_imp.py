@@ -35,7 +35,6 @@ SEG = ('configs/downstream/mmseg/fpn_r18-w16_probe_fashionscenes64.py',
        'configs/downstream/mmseg/fpn_r18-w16-ticket_probe_fashionscenes64.py')
 SCENES64 = ['--out', 'data/fashion_scenes_64', '--canvas-size', '64', '--min-scale', '20',
             '--max-scale', '40', '--max-items', '3']
-ROUNDS = (3, 5, 7)
 
 
 def parse_args():
@@ -47,6 +46,13 @@ def parse_args():
                         help='dense classifier checkpoint (trained first if missing)')
     parser.add_argument('--prune-subset', type=int, default=10000,
                         help='training images per pruning round / decoder epoch')
+    parser.add_argument('--rounds', type=int, nargs='+', default=[3, 5, 7],
+                        help='rounds whose tickets are scored (the runs prune max(rounds))')
+    parser.add_argument('--prune-options', nargs='*', default=[],
+                        help='extra --cfg-options for both pruning runs (an investigation, '
+                             'e.g. optim_wrapper.optimizer.lr=0.003)')
+    parser.add_argument('--no-dense', action='store_true',
+                        help='skip the dense downstream reference (an investigation run)')
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
     return parser.parse_args()
 
@@ -67,13 +73,15 @@ def prune(pipe, args, method, seed, load_from):
     py = sys.executable
     work = osp.join(args.work_dir, f'seed{seed}', method)
     cfg = METHOD_CFGS[method]
+    last = max(args.rounds)  # one epoch per round
     opts = ['--cfg-options', f'load_from={load_from}', f'randomness.seed={seed}',
             f'train_dataloader.dataset.indices={args.prune_subset}',
-            'default_hooks.checkpoint.max_keep_ckpts=-1']
+            'default_hooks.checkpoint.max_keep_ckpts=-1', f'custom_hooks.0.rounds={last}',
+            f'train_cfg.max_epochs={last}', *args.prune_options]
     pipe.run(f'prune/{method}/seed{seed}', [[py, 'tools/train.py', cfg, '--work-dir', work, *opts]],
-             [osp.join(work, 'tickets', f'round_{max(ROUNDS)}.pth')])
+             [osp.join(work, 'tickets', f'round_{last}.pth')])
     top1 = {}
-    for r in ROUNDS:  # the checkpoint of round r holds the rewound, pruned weights = the ticket
+    for r in args.rounds:  # the checkpoint of round r holds the rewound, pruned weights = the ticket
         metrics = osp.join(work, f'test_round_{r}.json')
         pipe.run(f'top1/{method}/seed{seed}/round{r}',
                  [[py, 'tools/test.py', cfg, osp.join(work, f'epoch_{r}.pth'), '--work-dir', work,
@@ -94,7 +102,7 @@ def method_chain(pipe, args, method, seed):
                    f'train_dataloader.dataset.indices={args.prune_subset}']], [source])
     work, top1 = prune(pipe, args, method, seed, source)
     cells = []
-    for r in ROUNDS:
+    for r in args.rounds:
         ticket = osp.join(work, 'tickets', f'round_{r}.pth')
         scores = downstream(pipe, args, f'{method}_r{r}', seed, f'model.backbone.ticket={ticket}')
         cells.append(((method, 100 * (1 - 0.8**r)), dict(top1=top1[r], **scores)))
@@ -174,7 +182,8 @@ def main():
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(method_chain, pipe, args, m, s)
                    for s in args.seeds for m in ('recprune', 'imp')]
-        futures += [pool.submit(dense_chain, pipe, args, s) for s in args.seeds]
+        if not args.no_dense:
+            futures += [pool.submit(dense_chain, pipe, args, s) for s in args.seeds]
         for future in futures:
             for key, values in future.result():
                 cell = cells.setdefault(key, dict(top1=[], mAP=[], mIoU=[]))
