@@ -56,7 +56,7 @@ def parse_args():
     parser.add_argument('--pretrained',
                         default='work_dirs/embedded_default/pretrain/epoch_6.pth',
                         help='dense classifier checkpoint (trained first if missing)')
-    parser.add_argument('--subset', type=int, default=6000,
+    parser.add_argument('--subset', type=int, default=5000,
                         help='training images per epoch (pretrained: 4 epochs, scratch: 6)')
     parser.add_argument('--dense-results',
                         default='work_dirs/bench_recprune_vs_imp/results.json',
@@ -192,7 +192,6 @@ def main():
     # worker never waits on a run that has not started.
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         pruned = {r: pool.submit(prune, pipe, args, *r) for r in runs}
-        dense = {s: pool.submit(dense_reference, pipe, args, s) for s in args.seeds}
 
         def transfer(init, method, target, seed):
             ticket = pruned[(init, method, target, seed)].result()[3]
@@ -202,6 +201,8 @@ def main():
         moved = {(m, t, s): pool.submit(transfer, 'pretrained', m, t, s)
                  for t in args.downstream_targets if t in args.targets
                  for m in METHODS for s in args.seeds}
+        # last, so that a RecPrune benchmark running alongside has usually finished them
+        dense = {s: pool.submit(dense_reference, pipe, args, s) for s in args.seeds}
         for (init, method, target, seed), future in pruned.items():
             top1, flops, params, _ = future.result()
             add((init, method, target), top1=top1, flops=flops, params=params)
