@@ -24,7 +24,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+from probe import make_scenes64, probe_downstream, summarise  # noqa: E402
 from stage_runner import Pipeline, read_json, train_and_test  # noqa: E402
 
 PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
@@ -35,12 +37,6 @@ PRUNE_CFGS = dict(  # from the dense checkpoint; the scratch runs use SCRATCH_CF
 SCRATCH_CFG = 'configs/psap/psap_r18-w16_scratch_fashionmnist.py'
 ABLATIONS = dict(psap_no_adaptive='custom_hooks.0.adaptive=False',
                  psap_no_protective='custom_hooks.0.protective=False')
-DET = ('configs/downstream/mmdet/retinanet_r18-w16_fpn_probe_fashionscenes64.py',
-       'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_probe_fashionscenes64.py')
-SEG = ('configs/downstream/mmseg/fpn_r18-w16_probe_fashionscenes64.py',
-       'configs/downstream/mmseg/fpn_r18-w16-ticket_probe_fashionscenes64.py')
-SCENES64 = ['--out', 'data/fashion_scenes_64', '--canvas-size', '64', '--min-scale', '20',
-            '--max-scale', '40', '--max-items', '3']
 METHODS = ('psap', 'l1_uniform', 'l1_global')
 
 
@@ -94,12 +90,7 @@ def prune(pipe, args, init, method, target, seed):
 
 def downstream(pipe, args, tag, seed, init_option, dense=False):
     root = osp.join(args.work_dir, 'downstream', tag, f'seed{seed}')
-    opts = ['--cfg-options', init_option, f'randomness.seed={seed}']
-    det = train_and_test(pipe, f'det/{tag}/seed{seed}', DET[0] if dense else DET[1],
-                         osp.join(root, 'det'), 'epoch_12.pth', extra=opts)
-    seg = train_and_test(pipe, f'seg/{tag}/seed{seed}', SEG[0] if dense else SEG[1],
-                         osp.join(root, 'seg'), 'iter_1000.pth', extra=opts)
-    return dict(mAP=100 * det['metrics']['coco/bbox_mAP'], mIoU=seg['metrics']['mIoU'])
+    return probe_downstream(pipe, tag, root, seed, init_option, dense=dense)
 
 
 def dense_reference(pipe, args, seed):
@@ -111,14 +102,6 @@ def dense_reference(pipe, args, seed):
             return dict(mAP=100 * det['metrics']['coco/bbox_mAP'], mIoU=seg['metrics']['mIoU'])
     return downstream(pipe, args, 'dense', seed,
                       f'model.backbone.init_cfg.checkpoint={args.pretrained}', dense=True)
-
-
-def summarise(values):
-    if not values:
-        return ''
-    if len(values) == 1:
-        return f'{values[0]:.2f}'
-    return f'{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}'
 
 
 def write_outputs(args, cells):
@@ -176,8 +159,7 @@ def main():
     if not osp.isfile(args.pretrained):
         pipe.run('pretrain', [[py, 'tools/train.py', PRETRAIN_CFG, '--work-dir',
                                osp.dirname(args.pretrained)]], [args.pretrained])
-    pipe.run('scenes64', [[py, 'tools/dataset_converters/make_fashion_scenes.py', *SCENES64]],
-             ['data/fashion_scenes_64/annotations/instances_test.json'])
+    make_scenes64(pipe)
     runs = [(init, m, t, s) for init in ('pretrained', 'scratch') for t in args.targets
             for m in METHODS for s in args.seeds]
     runs += [('pretrained', m, 0.5, s) for m in ABLATIONS for s in args.seeds]

@@ -22,19 +22,15 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from stage_runner import Pipeline, read_json, train_and_test  # noqa: E402
+from probe import make_scenes64, probe_downstream, summarise  # noqa: E402
+from stage_runner import Pipeline, read_json  # noqa: E402
 
 PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
 METHOD_CFGS = dict(recprune='configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
                    imp='configs/imp/imp_r18-w16_7r-1e_fashionmnist.py')
-DET = ('configs/downstream/mmdet/retinanet_r18-w16_fpn_probe_fashionscenes64.py',
-       'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_probe_fashionscenes64.py')
-SEG = ('configs/downstream/mmseg/fpn_r18-w16_probe_fashionscenes64.py',
-       'configs/downstream/mmseg/fpn_r18-w16-ticket_probe_fashionscenes64.py')
-SCENES64 = ['--out', 'data/fashion_scenes_64', '--canvas-size', '64', '--min-scale', '20',
-            '--max-scale', '40', '--max-items', '3']
 
 
 def parse_args():
@@ -58,15 +54,8 @@ def parse_args():
 
 
 def downstream(pipe, args, tag, seed, init_option):
-    """Probe detector and segmenter on one backbone, one after the other."""
-    dense = tag == 'dense'
     root = osp.join(args.work_dir, f'seed{seed}', tag)
-    opts = ['--cfg-options', init_option, f'randomness.seed={seed}']
-    det = train_and_test(pipe, f'det/{tag}/seed{seed}', DET[0] if dense else DET[1],
-                         osp.join(root, 'det'), 'epoch_12.pth', extra=opts)
-    seg = train_and_test(pipe, f'seg/{tag}/seed{seed}', SEG[0] if dense else SEG[1],
-                         osp.join(root, 'seg'), 'iter_1000.pth', extra=opts)
-    return dict(mAP=100 * det['metrics']['coco/bbox_mAP'], mIoU=seg['metrics']['mIoU'])
+    return probe_downstream(pipe, tag, root, seed, init_option, dense=tag == 'dense')
 
 
 def prune(pipe, args, method, seed, load_from):
@@ -112,14 +101,6 @@ def method_chain(pipe, args, method, seed):
 def dense_chain(pipe, args, seed):
     option = f'model.backbone.init_cfg.checkpoint={args.pretrained}'
     return [(('dense', 0.0), downstream(pipe, args, 'dense', seed, option))]
-
-
-def summarise(values):
-    if not values:
-        return 'n/a'
-    if len(values) == 1:
-        return f'{values[0]:.2f}'
-    return f'{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}'
 
 
 def write_outputs(args, cells):
@@ -175,8 +156,7 @@ def main():
         work = osp.dirname(args.pretrained)
         pipe.run('pretrain', [[py, 'tools/train.py', PRETRAIN_CFG, '--work-dir', work]],
                  [args.pretrained])
-    pipe.run('scenes64', [[py, 'tools/dataset_converters/make_fashion_scenes.py', *SCENES64]],
-             ['data/fashion_scenes_64/annotations/instances_test.json'])
+    make_scenes64(pipe)
     cells = {}
     # longest chains first, so the two workers finish together
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -1,0 +1,46 @@
+"""The downstream probe the pruning benchmarks share: RetinaNet and Semantic FPN on the 64x64
+scenes (a quarter of the default's pixels), one detector and one segmenter per backbone."""
+import os.path as osp
+import statistics
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+from stage_runner import train_and_test  # noqa: E402
+
+DET = ('configs/downstream/mmdet/retinanet_r18-w16_fpn_probe_fashionscenes64.py',
+       'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_probe_fashionscenes64.py')
+SEG = ('configs/downstream/mmseg/fpn_r18-w16_probe_fashionscenes64.py',
+       'configs/downstream/mmseg/fpn_r18-w16-ticket_probe_fashionscenes64.py')
+SCENES64_ROOT = 'data/fashion_scenes_64'
+SCENES64_ARGS = ['--out', SCENES64_ROOT, '--canvas-size', '64', '--min-scale', '20',
+                 '--max-scale', '40', '--max-items', '3']
+
+
+def make_scenes64(pipe):
+    pipe.run('scenes64', [[sys.executable, 'tools/dataset_converters/make_fashion_scenes.py',
+                           *SCENES64_ARGS]],
+             [osp.join(SCENES64_ROOT, 'annotations', 'instances_test.json')])
+
+
+def probe_downstream(pipe, tag, root, seed, init_option, dense=False):
+    """Fine-tune and test the probe detector and segmenter on one backbone.
+
+    ``init_option`` points them at it (``model.backbone.ticket=...`` for a ticket,
+    ``model.backbone.init_cfg.checkpoint=...`` with ``dense=True``). Returns
+    ``dict(mAP=..., mIoU=...)`` in percent.
+    """
+    opts = ['--cfg-options', init_option, f'randomness.seed={seed}']
+    det = train_and_test(pipe, f'det/{tag}/seed{seed}', DET[0] if dense else DET[1],
+                         osp.join(root, 'det'), 'epoch_12.pth', extra=opts)
+    seg = train_and_test(pipe, f'seg/{tag}/seed{seed}', SEG[0] if dense else SEG[1],
+                         osp.join(root, 'seg'), 'iter_1000.pth', extra=opts)
+    return dict(mAP=100 * det['metrics']['coco/bbox_mAP'], mIoU=seg['metrics']['mIoU'])
+
+
+def summarise(values):
+    """``mean +- std`` over seeds (sample std), the value for one seed, '' for none."""
+    if not values:
+        return ''
+    if len(values) == 1:
+        return f'{values[0]:.2f}'
+    return f'{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}'
