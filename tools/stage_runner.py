@@ -15,9 +15,11 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 class Pipeline:
     """Runs stages as subprocesses, records wall times, and skips finished stages."""
 
-    def __init__(self, work_dir, force=False, threads_per_stage=None):
+    def __init__(self, work_dir, force=False, threads_per_stage=None, report_only=False):
         self.work_dir = work_dir
         self.force = force
+        # report_only: run nothing; unfinished stages return None (tables of partial runs)
+        self.report_only = report_only
         # stages may run from several threads (the benchmarks run two at once on 2 cores)
         self._lock = threading.Lock()
         self.env = dict(os.environ)
@@ -36,6 +38,8 @@ class Pipeline:
         if done and all(osp.exists(p) for p in outputs) and not self.force:
             print(f'[{name}] reusing the finished stage ({done["wall_s"]:.0f} s)', flush=True)
             return done
+        if self.report_only:
+            return None
         start = time.time()
         for cmd in cmds:
             print(f'[{name}] $ {" ".join(shlex.quote(c) for c in cmd)}', flush=True)

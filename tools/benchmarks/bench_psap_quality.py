@@ -8,7 +8,8 @@ top-1 is measured on the full test set. The slim tickets from the dense checkpoi
 probe configs as ``bench_recprune_vs_imp.py`` (RetinaNet and Semantic FPN), and PSAP's two ideas
 are ablated (``adaptive=False``, ``protective=False``) at -50 %.
 
-Prints a mean +- std table and writes ``table.md``, ``results.json`` and
+Prints a mean +- std table and writes ``table.md``, ``summary.json`` (the per-run records are in
+``results.json``) and
 ``quality_vs_flops.png`` to ``--work-dir``. Finished runs are reused, so an interrupted
 benchmark continues where it stopped; the dense downstream reference is read from the
 RecPrune benchmark's results when it has them (same probe, same seeds) and run otherwise.
@@ -58,6 +59,9 @@ def parse_args():
                         default='work_dirs/bench_recprune_vs_imp/results.json',
                         help="the RecPrune benchmark's results.json, for the dense reference")
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
+    parser.add_argument('--report-only', action='store_true',
+                        help='run nothing; tabulate the runs that finished (an interrupted '
+                             'benchmark)')
     return parser.parse_args()
 
 
@@ -82,6 +86,8 @@ def prune(pipe, args, init, method, target, seed):
     ticket = osp.join(work, 'tickets', 'slim.pth')
     record = train_and_test(pipe, f'prune/{tag}', cfg, work, last,
                             extra=['--cfg-options', *opts], outputs=[ticket])
+    if record is None:  # --report-only and not run yet
+        return None
     from mmrecprune.tickets import load_ticket
     meta = load_ticket(ticket).meta
     return (record['metrics']['accuracy/top1'], 100 * meta['flops_ratio'],
@@ -110,11 +116,11 @@ def write_outputs(args, cells):
     for (init, method, target), c in sorted(cells.items()):
         rows.append(f'| {init} | {method} | {100 * target:.0f} % | {summarise(c["flops"])} % | '
                     f'{summarise(c["params"])} % | {summarise(c["top1"])} | '
-                    f'{summarise(c["mAP"])} | {summarise(c["mIoU"])} | {len(c["top1"])} |')
+                    f'{summarise(c["mAP"])} | {summarise(c["mIoU"])} | {max(map(len, c.values()))} |')
     table = '\n'.join(rows)
     with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
         f.write(table + '\n')
-    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
         json.dump({'/'.join(map(str, k)): v for k, v in sorted(cells.items())}, f, indent=2)
     plot(args, cells)
     return table
@@ -154,7 +160,8 @@ def plot(args, cells):
 def main():
     args = parse_args()
     start = time.time()
-    pipe = Pipeline(args.work_dir, threads_per_stage=1 if args.jobs > 1 else None)
+    pipe = Pipeline(args.work_dir, threads_per_stage=1 if args.jobs > 1 else None,
+                    report_only=args.report_only)
     py = sys.executable
     if not osp.isfile(args.pretrained):
         pipe.run('pretrain', [[py, 'tools/train.py', PRETRAIN_CFG, '--work-dir',
@@ -176,7 +183,10 @@ def main():
         pruned = {r: pool.submit(prune, pipe, args, *r) for r in runs}
 
         def transfer(init, method, target, seed):
-            ticket = pruned[(init, method, target, seed)].result()[3]
+            done = pruned[(init, method, target, seed)].result()
+            if done is None:
+                return None
+            ticket = done[3]
             tag = f'{method}_flops{round(100 * target)}'
             return downstream(pipe, args, tag, seed, f'model.backbone.ticket={ticket}')
 
@@ -186,15 +196,19 @@ def main():
         # last, so that a RecPrune benchmark running alongside has usually finished them
         dense = {s: pool.submit(dense_reference, pipe, args, s) for s in args.seeds}
         for (init, method, target, seed), future in pruned.items():
+            if future.result() is None:
+                continue
             top1, flops, params, _ = future.result()
             add((init, method, target), top1=top1, flops=flops, params=params)
         dense_metrics = osp.join(osp.dirname(args.pretrained), 'test_metrics.json')
         for seed, future in dense.items():
-            add(('dense', 'dense', 0.0), flops=100.0, params=100.0, **future.result())
+            if future.result() is not None:
+                add(('dense', 'dense', 0.0), flops=100.0, params=100.0, **future.result())
         if osp.isfile(dense_metrics):  # one dense checkpoint serves every seed
             add(('dense', 'dense', 0.0), top1=read_json(dense_metrics)['accuracy/top1'])
         for (method, target, seed), future in moved.items():
-            add(('pretrained', method, target), **future.result())
+            if future.result() is not None:
+                add(('pretrained', method, target), **future.result())
     table = write_outputs(args, cells)
     print('\n' + table)
     print(f'\nwall time of this invocation: {(time.time() - start) / 60:.1f} min; '

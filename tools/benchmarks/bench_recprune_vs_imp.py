@@ -5,7 +5,8 @@ of rounds 3, 5 and 7 come from the same run), each ticket's top-1 without retrai
 RetinaNet and a Semantic FPN fine-tuned on every ticket and on the dense backbone. The
 downstream runs are the *probe* configs: the scenes at 64x64 (a quarter of the default's pixels),
 so one detector and one segmenter per ticket and seed fit the benchmark's 90-minute budget.
-Prints a mean +- std table and writes ``table.md``, ``results.json`` and
+Prints a mean +- std table and writes ``table.md``, ``summary.json`` (the per-run records are in
+``results.json``) and
 ``downstream_vs_sparsity.png`` to ``--work-dir``. Finished runs are reused, so an interrupted
 benchmark continues where it stopped.
 
@@ -113,7 +114,7 @@ def write_outputs(args, cells):
     table = '\n'.join(rows)
     with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
         f.write(table + '\n')
-    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
         json.dump({f'{k[0]}@{k[1]:.1f}': v for k, v in cells.items()}, f, indent=2)
     plot(args, cells)
     return table

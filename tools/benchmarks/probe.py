@@ -27,13 +27,15 @@ def probe_downstream(pipe, tag, root, seed, init_option, dense=False):
 
     ``init_option`` points them at it (``model.backbone.ticket=...`` for a ticket,
     ``model.backbone.init_cfg.checkpoint=...`` with ``dense=True``). Returns
-    ``dict(mAP=..., mIoU=...)`` in percent.
+    ``dict(mAP=..., mIoU=...)`` in percent (None from a report-only pipeline that lacks a run).
     """
     opts = ['--cfg-options', init_option, f'randomness.seed={seed}']
     det = train_and_test(pipe, f'det/{tag}/seed{seed}', DET[0] if dense else DET[1],
                          osp.join(root, 'det'), 'epoch_12.pth', extra=opts)
     seg = train_and_test(pipe, f'seg/{tag}/seed{seed}', SEG[0] if dense else SEG[1],
                          osp.join(root, 'seg'), 'iter_1000.pth', extra=opts)
+    if det is None or seg is None:  # a report-only pipeline and a run still missing
+        return None
     return dict(mAP=100 * det['metrics']['coco/bbox_mAP'], mIoU=seg['metrics']['mIoU'])
 
 
