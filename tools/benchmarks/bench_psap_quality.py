@@ -150,7 +150,8 @@ def plot(args, cells):
         ax.set_xlabel('backbone FLOPs removed (%)')
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle('Structured pruning on the embedded default (mean +- std over seeds)')
     fig.tight_layout()
     fig.savefig(osp.join(args.work_dir, 'quality_vs_flops.png'), dpi=120)
@@ -201,11 +202,13 @@ def main():
             top1, flops, params, _ = future.result()
             add((init, method, target), top1=top1, flops=flops, params=params)
         dense_metrics = osp.join(osp.dirname(args.pretrained), 'test_metrics.json')
+        # one dense checkpoint serves every seed
+        add(('dense', 'dense', 0.0), flops=100.0, params=100.0)
+        if osp.isfile(dense_metrics):
+            add(('dense', 'dense', 0.0), top1=read_json(dense_metrics)['accuracy/top1'])
         for seed, future in dense.items():
             if future.result() is not None:
-                add(('dense', 'dense', 0.0), flops=100.0, params=100.0, **future.result())
-        if osp.isfile(dense_metrics):  # one dense checkpoint serves every seed
-            add(('dense', 'dense', 0.0), top1=read_json(dense_metrics)['accuracy/top1'])
+                add(('dense', 'dense', 0.0), **future.result())
         for (method, target, seed), future in moved.items():
             if future.result() is not None:
                 add(('pretrained', method, target), **future.result())
