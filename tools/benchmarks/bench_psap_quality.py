@@ -28,10 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import make_scenes64, probe_downstream, summarise  # noqa: E402
+from probe import prepare_inputs, probe_downstream, summarise  # noqa: E402
 from stage_runner import Pipeline, read_json, train_and_test  # noqa: E402
 
-PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 PRUNE_CFGS = dict(  # from the dense checkpoint; the scratch runs use SCRATCH_CFG + method
     psap='configs/psap/psap_r18-w16_fashionmnist.py',
     l1_uniform='configs/l1/l1-uniform_r18-w16_fashionmnist.py',
@@ -165,11 +164,7 @@ def main():
     start = time.time()
     pipe = Pipeline(args.work_dir, threads_per_stage=1 if args.jobs > 1 else None,
                     report_only=args.report_only)
-    py = sys.executable
-    if not osp.isfile(args.pretrained):
-        pipe.run('pretrain', [[py, 'tools/train.py', PRETRAIN_CFG, '--work-dir',
-                               osp.dirname(args.pretrained)]], [args.pretrained])
-    make_scenes64(pipe)
+    prepare_inputs(pipe, args.pretrained)
     runs = [(init, m, t, s) for init in ('pretrained', 'scratch') for t in args.targets
             for m in METHODS for s in args.seeds]
     runs += [('pretrained', m, 0.5, s) for m in ABLATIONS for s in args.seeds]

@@ -25,10 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import make_scenes64, probe_downstream, summarise  # noqa: E402
+from probe import prepare_inputs, probe_downstream, summarise  # noqa: E402
 from stage_runner import Pipeline, read_json  # noqa: E402
 
-PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
 METHOD_CFGS = dict(recprune='configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
                    imp='configs/imp/imp_r18-w16_7r-1e_fashionmnist.py')
@@ -152,12 +151,7 @@ def main():
     args = parse_args()
     start = time.time()
     pipe = Pipeline(args.work_dir, threads_per_stage=1 if args.jobs > 1 else None)
-    py = sys.executable
-    if not osp.isfile(args.pretrained):
-        work = osp.dirname(args.pretrained)
-        pipe.run('pretrain', [[py, 'tools/train.py', PRETRAIN_CFG, '--work-dir', work]],
-                 [args.pretrained])
-    make_scenes64(pipe)
+    prepare_inputs(pipe, args.pretrained)
     cells = {}
     # longest chains first, so the two workers finish together
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

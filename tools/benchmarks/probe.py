@@ -1,5 +1,6 @@
-"""The downstream probe the pruning benchmarks share: RetinaNet and Semantic FPN on the 64x64
-scenes (a quarter of the default's pixels), one detector and one segmenter per backbone."""
+"""What the pruning benchmarks share: their inputs (the dense checkpoint, the 64x64 scenes) and
+the downstream probe, RetinaNet and Semantic FPN on those scenes (a quarter of the default's
+pixels), one detector and one segmenter per backbone."""
 import os.path as osp
 import statistics
 import sys
@@ -7,6 +8,7 @@ import sys
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from stage_runner import train_and_test  # noqa: E402
 
+PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 DET = ('configs/downstream/mmdet/retinanet_r18-w16_fpn_probe_fashionscenes64.py',
        'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_probe_fashionscenes64.py')
 SEG = ('configs/downstream/mmseg/fpn_r18-w16_probe_fashionscenes64.py',
@@ -16,7 +18,11 @@ SCENES64_ARGS = ['--out', SCENES64_ROOT, '--canvas-size', '64', '--min-scale', '
                  '--max-scale', '40', '--max-items', '3']
 
 
-def make_scenes64(pipe):
+def prepare_inputs(pipe, pretrained):
+    """Train the dense classifier if ``pretrained`` is missing; write the 64x64 scenes."""
+    if not osp.isfile(pretrained):
+        pipe.run('pretrain', [[sys.executable, 'tools/train.py', PRETRAIN_CFG, '--work-dir',
+                               osp.dirname(pretrained)]], [pretrained])
     pipe.run('scenes64', [[sys.executable, 'tools/dataset_converters/make_fashion_scenes.py',
                            *SCENES64_ARGS]],
              [osp.join(SCENES64_ROOT, 'annotations', 'instances_test.json')])
