@@ -1,6 +1,7 @@
 """PSAP and the L1 baselines on bare modules: schedule, costs, soft masks, protection, state."""
 import copy
 import io
+from functools import partial
 
 import pytest
 import torch
@@ -98,6 +99,26 @@ def test_soft_pruned_channels_are_zero_and_pruned_ones_stay_pruned(method):
         assert not bn.bias[pruned].any()
         kept = int(p.masks[g.name].sum())
         assert kept % 2 == 0 or kept == g.num_channels  # round_to
+
+
+@pytest.mark.parametrize('method', ('psap', 'l1_uniform'))
+def test_rounding_slack_is_given_back_without_breaking_the_target(method):
+    # ResNet-18 at width 16: its 8 groups come in 4 widths, so at round_to=4 whole stages jump
+    # together and the bisection alone lands well below the target
+    torch.manual_seed(0)
+    p = pruner(method, Classifier(18, width=16), num_steps=1, round_to=4)
+    target = p.target_cost(1)
+    cost = partial(p.cost_model.cost, metric='flops')
+    bisected = p._bisect(p._uniform_widths, cost, target, 0.0, 1.0)[1] \
+        if method == 'l1_uniform' else None
+    p.step()
+    widths = p.widths()
+    assert cost(widths) <= target
+    assert all(int(w) % 4 == 0 or int(w) == g.num_channels for w, g in zip(widths, p.groups))
+    if bisected is not None:
+        assert cost(bisected) < cost(widths)  # something was given back
+        assert (widths >= bisected).all() and (widths - bisected <= 4).all()
+        assert (target - cost(widths)) / target < 0.5 * (target - cost(bisected)) / target
 
 
 def test_adaptive_ratios_follow_layer_sparsity():
