@@ -3,6 +3,11 @@
 The ticket is ResNet-18 at the configs' own width (base_channels=16), so the configs are used as
 shipped apart from the ticket path and the data / schedule shrinking every test needs.
 """
+import importlib.util
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
 from mmdet.models.backbones import ResNet
@@ -63,3 +68,39 @@ def test_segmenter_trains_on_slim_ticket(tmp_path, scenes, slim_ticket, config):
     _assert_slim_and_trained(runner.model, slim_ticket)
     if config.startswith('deeplabv3'):
         assert type(runner.model.decode_head).__name__ == 'ASPPHead'
+
+
+def _analysis_tool():
+    spec = importlib.util.spec_from_file_location(
+        'analyze_ticket', repo_path('tools/analysis_tools/analyze_ticket.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_deployed_slim_backbone_computes_what_the_eager_one_does(slim_ticket):
+    tool = _analysis_tool()
+    _, slim, _ = tool.load_models(slim_ticket)
+    slim.eval()
+    x = torch.randn(2, 3, 64, 64)
+    fast = tool.deployed(slim, tuple(x.shape))
+    with torch.inference_mode():
+        expected, got = slim(x), fast(x)
+    assert [t.shape for t in got] == [t.shape for t in expected]
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in slim.modules())  # a copy was fused
+
+
+def test_analyze_ticket_reports_slim_speed_and_plots(tmp_path, slim_ticket):
+    png = tmp_path / 'kept.png'
+    out = subprocess.run(
+        [sys.executable, repo_path('tools/analysis_tools/analyze_ticket.py'), slim_ticket,
+         '--input-size', '64', '--batch-sizes', '1', '--repeats', '1', '--warmup', '0',
+         '--threads', '1', '--deployed', '--out', str(png)],
+        capture_output=True, text=True, cwd=repo_path(), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'structured ticket from psap' in out.stdout
+    for mode in ('eager', 'deployed'):
+        assert re.search(rf'latency batch 1 \({mode}\): dense .* speedup \d+\.\d\dx', out.stdout)
+    assert png.stat().st_size > 0

@@ -8,7 +8,8 @@ both the dense backbone of its config and the pruned one are measured:
   tickets also report the non-zero counts: their shapes, and so their speed, stay dense);
 * latency at batch 1 and 8 for ``--input-size``: ``torch.inference_mode``, ``--warmup`` untimed
   runs, then ``--repeats`` rounds in which the models run in turn (interleaved, so a load
-  change on the machine hits all of them alike), median per model;
+  change on the machine hits all of them alike), median per model; with ``--deployed`` also
+  as deployed (BN fused, TorchScript frozen for oneDNN; see :func:`deployed`);
 * a PNG of the kept output channels of every conv (structured / dense) or the per-layer
   sparsity (unstructured), next to the input file unless ``--out`` says otherwise.
 
@@ -18,6 +19,8 @@ Example::
         work_dirs/psap_r18-w16_fashionmnist/tickets/slim.pth --input-size 56
 """
 import argparse
+import copy
+import itertools
 import os.path as osp
 import statistics
 import time
@@ -44,6 +47,9 @@ def parse_args():
     parser.add_argument('--repeats', type=int, default=10, help='timed rounds (default 10)')
     parser.add_argument('--warmup', type=int, default=2, help='untimed runs (default 2)')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument('--deployed', action='store_true',
+                        help='also time the models as deployed: BN fused, TorchScript frozen, '
+                        'oneDNN (see deployed())')
     parser.add_argument('--out', default=None, help='PNG path (default: next to the input)')
     return parser.parse_args()
 
@@ -72,6 +78,24 @@ def interleaved_latency(models, input_shape, repeats=10, warmup=2, seed=0):
             model(x)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def deployed(model, input_shape):
+    """``model`` as it would be deployed on a CPU: BN folded into the convs (MMCV's
+    ``fuse_conv_bn``, as ``tools/test.py --fuse-conv-bn`` in MMDetection), channels-last, then
+    traced, frozen and ``torch.jit.optimize_for_inference`` (oneDNN: prepacked weights, blocked
+    layouts, conv + add + ReLU fused). Eager PyTorch pays the memory-bound BN / ReLU / add on the
+    full-width residual stream, and the max-pool, whatever the pruning; deployment removes most
+    of that fixed cost. A deep copy is converted; ``model`` is left as it is.
+    """
+    from mmcv.cnn import fuse_conv_bn
+    model = copy.deepcopy(model)
+    model.eval()  # not chained: mmdet's ResNet.train() returns None
+    model = fuse_conv_bn(model).to(memory_format=torch.channels_last)
+    example = torch.randn(*input_shape)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example, check_trace=False)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
 
 def conv_widths(dense, slim):
@@ -130,15 +154,18 @@ def main():
             line += (f'   non-zero: params {nz_params / 1e6:.3f} M, '
                      f'FLOPs {nz_flops / 1e9:.4f} G')
         print(line)
-    for batch in args.batch_sizes:
-        lat = interleaved_latency(models, (batch, 3, h, w), args.repeats, args.warmup)
+    for batch, mode in itertools.product(args.batch_sizes,
+                                         ('eager', 'deployed') if args.deployed else ('eager', )):
+        shape = (batch, 3, h, w)
+        timed = models if mode == 'eager' else {n: deployed(m, shape) for n, m in models.items()}
+        lat = interleaved_latency(timed, shape, args.repeats, args.warmup)
         parts = [f'{name} {1e3 * t:8.2f} ms' for name, t in lat.items()]
         if len(lat) == 2:
             pruned_name = next(n for n in lat if n != 'dense')
             speedup = lat['dense'] / lat[pruned_name]
             ideal = counts['dense'][0] / counts[pruned_name][0]
             parts.append(f'speedup {speedup:.2f}x (FLOPs ideal {ideal:.2f}x)')
-        print(f'  latency batch {batch}: ' + '   '.join(parts) +
+        print(f'  latency batch {batch} ({mode}): ' + '   '.join(parts) +
               f'   (median of {args.repeats}, interleaved)')
     out = args.out or osp.splitext(args.path)[0] + '_channels.png'
     if ticket is not None and ticket.kind == 'unstructured':
