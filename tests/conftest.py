@@ -74,6 +74,62 @@ def shrink_downstream_cfg(cfg, work_dir, scenes, ticket):
     return cfg
 
 
+def train_downstream(config, work_dir, scenes, ticket, length, base_channels=None):
+    """Train the shipped ``config`` on ``ticket`` and the tiny ``scenes``; return the runner.
+
+    ``length`` is epochs for an epoch-based (mmdet) config, iterations for an iteration-based
+    (mmseg) one. ``base_channels``: the ticket's backbone width when it is not the configs' 16,
+    so the neck / decode head input widths follow it (the one change a user would make too).
+    """
+    from mmengine.runner import Runner
+    cfg = shrink_downstream_cfg(Config.fromfile(repo_path(config)), work_dir, scenes, ticket)
+    if base_channels is not None:
+        if cfg.model.get('neck'):
+            cfg.model.neck.in_channels = [base_channels * 2**i for i in range(4)]
+        else:
+            cfg.model.decode_head.in_channels = base_channels * 8
+    if 'max_epochs' in cfg.train_cfg:
+        cfg.train_cfg.max_epochs = length
+    else:
+        cfg.train_cfg.max_iters = length
+        cfg.default_hooks.checkpoint.interval = length
+        cfg.model.data_preprocessor.size = (64, 64)
+    cfg.train_cfg.val_interval = length
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+@pytest.fixture(scope='module')
+def single_thread():
+    """Tiny tensors: one thread avoids contention on shared CPUs (much faster here). Modules opt
+    in with ``pytestmark = pytest.mark.usefixtures('single_thread')``."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY_DIST_OVERRIDES = """
+model = dict(backbone=dict(base_channels=8), in_channels=64)
+_pipeline = [dict(type='mmcv.Resize', scale=(32, 32)), dict(type='PackClsInputs')]
+train_dataloader = dict(batch_size=8, dataset=dict(indices=64, pipeline=_pipeline))
+val_dataloader = dict(batch_size=16, dataset=dict(indices=32, pipeline=_pipeline))
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs=2, val_interval=2)
+load_from = None
+default_hooks = dict(logger=dict(interval=1))
+"""
+
+
+def tiny_dist_config(path, base, extra):
+    """Write a config at ``path`` that shrinks the shipped ``base`` (relative to the repo) for a
+    2-epoch DDP run and appends ``extra`` (the method's hook settings); return ``path``."""
+    path.write_text(f"_base_ = '{REPO}/{base}'\n" + TINY_DIST_OVERRIDES + extra)
+    return path
+
+
 def free_port():
     """A TCP port nothing listens on now, for torchrun's rendezvous in the DDP tests."""
     import socket

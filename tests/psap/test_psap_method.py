@@ -18,12 +18,7 @@ X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 METHODS = ('psap', 'l1_uniform', 'l1_global')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 class Classifier(nn.Module):

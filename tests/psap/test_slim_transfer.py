@@ -11,12 +11,10 @@ import sys
 import pytest
 import torch
 from mmdet.models.backbones import ResNet
-from mmengine.config import Config
-from mmengine.runner import Runner
 
 from mmrecprune.methods.psap import PSAPPruner
 from mmrecprune.tickets import load_ticket, save_ticket
-from tests.conftest import repo_path, shrink_downstream_cfg
+from tests.conftest import repo_path, train_downstream
 
 
 @pytest.fixture(scope='module')
@@ -43,13 +41,9 @@ def _assert_slim_and_trained(model, ticket_path):
 
 
 def test_detector_trains_on_slim_ticket(tmp_path, scenes, slim_ticket):
-    cfg = Config.fromfile(repo_path(
-        'configs/downstream/mmdet/retinanet_r18-w16-slim_fpn_12e_fashionscenes.py'))
-    cfg = shrink_downstream_cfg(cfg, tmp_path, scenes, slim_ticket)
-    cfg.train_cfg.max_epochs = 1
-    cfg.train_cfg.val_interval = 1
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    runner = train_downstream(
+        'configs/downstream/mmdet/retinanet_r18-w16-slim_fpn_12e_fashionscenes.py', tmp_path,
+        scenes, slim_ticket, 1)
     _assert_slim_and_trained(runner.model, slim_ticket)
 
 
@@ -57,14 +51,8 @@ def test_detector_trains_on_slim_ticket(tmp_path, scenes, slim_ticket):
                                     'fcn_r18-w16-slim-d8_1k_fashionscenes.py',
                                     'deeplabv3_r18-w16-slim-d8_1k_fashionscenes.py'])
 def test_segmenter_trains_on_slim_ticket(tmp_path, scenes, slim_ticket, config):
-    cfg = Config.fromfile(repo_path('configs/downstream/mmseg', config))
-    cfg = shrink_downstream_cfg(cfg, tmp_path, scenes, slim_ticket)
-    cfg.model.data_preprocessor.size = (64, 64)
-    cfg.train_cfg.max_iters = 2
-    cfg.train_cfg.val_interval = 2
-    cfg.default_hooks.checkpoint.interval = 2
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    runner = train_downstream(f'configs/downstream/mmseg/{config}', tmp_path, scenes,
+                              slim_ticket, 2)
     _assert_slim_and_trained(runner.model, slim_ticket)
     if config.startswith('deeplabv3'):
         assert type(runner.model.decode_head).__name__ == 'ASPPHead'

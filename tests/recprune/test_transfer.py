@@ -2,12 +2,10 @@
 import pytest
 import torch
 from mmdet.models.backbones import ResNet
-from mmengine.config import Config
-from mmengine.runner import Runner
 
 from mmrecprune.sparsity import global_magnitude_masks, init_masks, prunable_parameters
 from mmrecprune.tickets import load_ticket, save_ticket
-from tests.conftest import repo_path, shrink_downstream_cfg
+from tests.conftest import train_downstream
 
 
 @pytest.fixture(scope='module')
@@ -35,30 +33,15 @@ def _assert_zeros_kept(model, ticket_path):
 
 
 def test_detector_fine_tunes_on_ticket_with_zeros_kept(tmp_path, scenes, ticket):
-    cfg = Config.fromfile(repo_path(
-        'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py'))
-    cfg = shrink_downstream_cfg(cfg, tmp_path, scenes, ticket)
-    cfg.model.neck.in_channels = [8, 16, 32, 64]
-    cfg.train_cfg.max_epochs = 2
-    cfg.train_cfg.val_interval = 2
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    runner = train_downstream(
+        'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py', tmp_path,
+        scenes, ticket, 2, base_channels=8)
     _assert_zeros_kept(runner.model, ticket)
 
 
 @pytest.mark.parametrize('config', ['fpn_r18-w16-ticket_1k_fashionscenes.py',
                                     'fcn_r18-w16-ticket-d8_1k_fashionscenes.py'])
 def test_segmenter_fine_tunes_on_ticket_with_zeros_kept(tmp_path, scenes, ticket, config):
-    cfg = Config.fromfile(repo_path(f'configs/downstream/mmseg/{config}'))
-    cfg = shrink_downstream_cfg(cfg, tmp_path, scenes, ticket)
-    if cfg.model.get('neck'):
-        cfg.model.neck.in_channels = [8, 16, 32, 64]
-    else:
-        cfg.model.decode_head.in_channels = 64
-    cfg.model.data_preprocessor.size = (64, 64)
-    cfg.train_cfg.max_iters = 4
-    cfg.train_cfg.val_interval = 4
-    cfg.default_hooks.checkpoint.interval = 4
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    runner = train_downstream(f'configs/downstream/mmseg/{config}', tmp_path, scenes, ticket, 4,
+                              base_channels=8)
     _assert_zeros_kept(runner.model, ticket)

@@ -9,13 +9,7 @@ from mmrecprune.sparsity import (apply_masks, check_masks, init_masks, name_matc
                                  prunable_parameters, rewind, unpack_mask)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    """Tiny tensors: one thread avoids contention on shared CPUs (much faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _resnet(**kwargs):

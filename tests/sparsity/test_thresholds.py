@@ -12,13 +12,7 @@ from mmrecprune.sparsity import (global_magnitude_masks, global_magnitude_thresh
                                  prunable_parameters, sparsity_report)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _single_thread():
-    """Tiny tensors: one thread avoids contention on shared CPUs (much faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _resnet_params(seed=0):
