@@ -22,7 +22,8 @@ formulas below are ours). Notation: group g (a :class:`~mmrecprune.sparsity.Chan
   ``round_to``. ``alpha`` is the smallest value (bisection; cost is monotone in alpha) with
   cost <= ``C_k``. With ``round_to > 1`` the slack that rounding leaves below ``C_k`` is given
   back (groups take their width just below ``alpha``, cheapest first, while cost <= ``C_k``).
-  Within a group the channels with the smallest filter L1 norm go. ``adaptive=False`` uses ``a_g = 1`` (uniform ratios relative to the kept width).
+  Within a group the channels with the smallest filter L1 norm go. ``adaptive=False`` uses
+  ``a_g = 1`` (uniform ratios relative to the kept width).
 * **Soft pruning.** Pruned filters (conv / BN / linear rows, see
   :func:`~mmrecprune.sparsity.apply_channel_masks`) are zeroed, not removed, and re-zeroed after
   every optimizer step; their values (and BN statistics) at pruning time are kept as a backup.
