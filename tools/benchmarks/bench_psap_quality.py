@@ -138,22 +138,38 @@ def plot(args, cells):
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     colors = dict(psap='tab:red', l1_uniform='tab:blue', l1_global='tab:green')
     for ax, (init, metric, label) in zip(axes, panels):
-        for method in METHODS:
+        probe = metric in ('mAP', 'mIoU')
+        for i, method in enumerate(METHODS):
             pts = sorted((100 * k[2], v[metric]) for k, v in cells.items()
                          if k[:2] == (init, method) and v[metric])
-            if pts:
-                ax.errorbar([p[0] for p in pts], [statistics.mean(p[1]) for p in pts],
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            if probe:  # the probe has occasional failed runs: median line, every seed a dot
+                ax.plot(x, [statistics.median(p[1]) for p in pts], marker='o',
+                        color=colors[method], label=method)
+                for xi, ys in pts:
+                    ax.scatter([xi + 0.8 * (i - 1)] * len(ys), ys, s=12, alpha=0.5,
+                               color=colors[method])
+            else:
+                ax.errorbar(x, [statistics.mean(p[1]) for p in pts],
                             yerr=[statistics.stdev(p[1]) if len(p[1]) > 1 else 0 for p in pts],
                             marker='o', capsize=3, color=colors[method], label=method)
         dense = cells.get(('dense', 'dense', 0.0), {}).get(metric)
         if dense and init == 'pretrained':
-            ax.axhline(statistics.mean(dense), color='k', ls='--', label='dense')
+            ax.axhline((statistics.median if probe else statistics.mean)(dense), color='k',
+                       ls='--', label='dense')
+        if probe:
+            label += ': median, dots = seeds'
+        else:
+            label += ', mean +- std'
+
         ax.set_xlabel('backbone FLOPs removed (%)')
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.suptitle('Structured pruning on the embedded default (mean +- std over seeds)')
+    fig.suptitle('Structured pruning on the embedded default')
     fig.tight_layout()
     fig.savefig(osp.join(args.work_dir, 'quality_vs_flops.png'), dpi=120)
     plt.close(fig)
