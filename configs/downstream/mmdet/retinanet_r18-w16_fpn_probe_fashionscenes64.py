@@ -26,8 +26,9 @@ test_evaluator = val_evaluator
 # anchors of 16-25 px at stride 8 (default 24-38) to match the 20-40 px items
 model = dict(bbox_head=dict(anchor_generator=dict(octave_base_scale=2)))
 # warm-up over 500 iterations (4 of the 12 epochs), not the default's 200: with 200, 4 of 48
-# benchmark runs stalled for good once the lr reached 0.02 (box regression stuck, 2-10 mAP); the
-# same runs (same tickets and seeds) reach 15-17 with 500, and the dense backbone keeps its 16.5
+# benchmark runs collapsed once the lr reached 0.02 (2-10 mAP); those runs reach 15-17 with 500
+# and the dense backbone keeps its 16.5, but other runs collapse instead at a similar rate: the
+# peak lr is the cause (see "Detection probe failures" in configs/psap/README.md)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=500),
     dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1),
