@@ -117,7 +117,8 @@ def write_outputs(args, cells):
     for (init, method, target), c in sorted(cells.items()):
         rows.append(f'| {init} | {method} | {100 * target:.0f} % | {summarise(c["flops"])} % | '
                     f'{summarise(c["params"])} % | {summarise(c["top1"])} | '
-                    f'{summarise(c["mAP"])} | {summarise(c["mIoU"])} | {max(map(len, c.values()))} |')
+                    f'{summarise(c["mAP"])} | {summarise(c["mIoU"])} | '
+                    f'{max(map(len, c.values()))} |')
     table = '\n'.join(rows)
     with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
         f.write(table + '\n')
@@ -163,7 +164,6 @@ def plot(args, cells):
             label += ': median, dots = seeds'
         else:
             label += ', mean +- std'
-
         ax.set_xlabel('backbone FLOPs removed (%)')
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)

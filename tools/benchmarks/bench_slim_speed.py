@@ -222,5 +222,6 @@ def plot_speedups(rows, path, title):
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
+
 if __name__ == '__main__':
     main()
