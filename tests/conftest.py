@@ -149,3 +149,68 @@ def dist_train(config, work_dir, nproc=2):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
+
+
+@pytest.fixture(scope='session')
+def training_checkpoint(tmp_path_factory):
+    """``epoch_1.pth`` of a real (tiny) MMEngine training run: message hub, optimizer, meta."""
+    from mmengine.runner import Runner
+    work_dir = tmp_path_factory.mktemp('train')
+    Runner.from_cfg(tiny_cls_cfg(work_dir, max_epochs=1, train_size=32)).train()
+    return str(work_dir / 'epoch_1.pth')
+
+
+@pytest.fixture(scope='session')
+def r18_tickets(tmp_path_factory):
+    """An unstructured (60 % sparse) and a structured (-50 % FLOPs) ticket of ResNet-18 at
+    base_channels=8, written with the engine directly."""
+    import torch
+    from mmdet.models.backbones import ResNet
+
+    from mmrecprune.methods.psap import PSAPPruner
+    from mmrecprune.sparsity import global_magnitude_masks, init_masks, prunable_parameters
+    from mmrecprune.tickets import save_ticket
+    folder = tmp_path_factory.mktemp('r18_tickets')
+    cfg = dict(type='mmdet.ResNet', depth=18, base_channels=8, out_indices=[3])
+    torch.manual_seed(0)
+    net = ResNet(depth=18, base_channels=8)
+    params = prunable_parameters(net)
+    masks = global_magnitude_masks(params, init_masks(params), 0.6)
+    with torch.no_grad():
+        for n, p in params.items():
+            p.mul_(masks[n])
+    unstructured = save_ticket(str(folder / 'round_4.pth'), cfg, net.state_dict(), masks=masks,
+                               method='test', round=4, sparsity=0.6)
+    net = ResNet(depth=18, base_channels=8)
+    pruner = PSAPPruner(net, torch.randn(1, 3, 64, 64), dict(flops=0.5), 1)
+    pruner.step()
+    slim, structure = pruner.slim_copy()
+    structured = save_ticket(str(folder / 'slim.pth'), cfg, slim.state_dict(),
+                             channel_structure=structure, method='psap')
+    return dict(unstructured=unstructured, structured=structured)
+
+
+@pytest.fixture(scope='session')
+def r50_tickets(tmp_path_factory):
+    """Standard-width ResNet-50 tickets made by the hooks in real (tiny) runs: one IMP round
+    (unstructured, 20 %) and one L1-uniform step (slim, -50 % FLOPs)."""
+    from mmengine.runner import Runner
+    tickets = {}
+    for kind, config in (('unstructured', 'configs/imp/imp_r18-w16_7r-1e_fashionmnist.py'),
+                         ('structured', 'configs/l1/l1-uniform_r18-w16_fashionmnist.py')):
+        work_dir = tmp_path_factory.mktemp(f'r50_{kind}')
+        cfg = tiny_cls_cfg(work_dir, config=config, train_size=8, val_size=8, batch_size=4,
+                           max_epochs=1, base_channels=64)
+        cfg.model.backbone.depth = 50
+        cfg.model.in_channels = 2048
+        cfg.load_from = None
+        cfg.train_cfg.val_interval = 1
+        hook = cfg.custom_hooks[0]
+        if kind == 'unstructured':
+            hook.update(rounds=1, epochs_per_round=1)
+        else:
+            hook.update(num_steps=1, example_input_shape=(1, 3, 32, 32))
+        Runner.from_cfg(cfg).train()
+        name = 'round_1.pth' if kind == 'unstructured' else 'slim.pth'
+        tickets[kind] = str(work_dir / 'tickets' / name)
+    return tickets
