@@ -15,10 +15,12 @@ import os
 import os.path as osp
 import pickle
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 
 import torch
 
+from mmrecprune.checkpoint_safety import load_mmengine_checkpoint, refusal_reason
 from mmrecprune.sparsity import pack_mask, unpack_mask
 
 TICKET_FORMAT = 'mmrecprune-ticket'
@@ -75,7 +77,9 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
         raise TicketError('a ticket is either unstructured (masks) or structured '
                           '(channel_structure), not both')
     kind = 'unstructured' if masks else 'structured' if channel_structure else 'dense'
-    state_dict = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+    # tensors only: a backbone built from a ticket also saves its ticket header (a dict)
+    state_dict = {k: v.detach().cpu().clone() for k, v in state_dict.items()
+                  if isinstance(v, torch.Tensor)}
     packed = {}
     for name, mask in (masks or {}).items():
         if name not in state_dict or state_dict[name].shape != mask.shape:
@@ -98,20 +102,57 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
     return path
 
 
+def _first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _training_checkpoint_hint(path):
+    """What to do with ``path`` if it is an MMEngine training checkpoint, else ''."""
+    try:
+        ckpt = load_mmengine_checkpoint(path, map_location='cpu')
+    except Exception:  # refused or unreadable: the caller reports the weights-only refusal
+        return ''
+    if not isinstance(ckpt, dict) or 'state_dict' not in ckpt:
+        return ''
+    return (f'{path!r} is a training checkpoint, not a ticket: dense backbone weights go into '
+            '`init_cfg=dict(type="mmrecprune.StrictPretrained", prefix="backbone.", '
+            'checkpoint=...)`, a whole trained model into `load_from`; a ticket is what a '
+            'pruning run exports under work_dir/tickets/')
+
+
 def load_ticket(path):
     """Load and validate a ticket with ``weights_only=True``; raise :class:`TicketError`."""
+    if not isinstance(path, str):
+        raise TicketError(f'a ticket path must be a str, got {type(path).__name__} {path!r}')
+    if osp.isdir(path):
+        raise TicketError(f'ticket path {path!r} is a directory; give the ticket file inside '
+                          'it, e.g. work_dirs/<run>/tickets/round_7.pth or tickets/slim.pth')
     if not osp.isfile(path):
         raise TicketError(f'ticket file {path!r} does not exist; export one with a pruning '
                           'run (see configs/recprune/README.md) or fix the `ticket` path')
+    if osp.getsize(path) == 0:
+        raise TicketError(f'ticket file {path!r} is empty (0 bytes): an interrupted copy or '
+                          'export; copy or export it again')
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since 1.6
+        raise TicketError(f'{path!r} is not a readable ticket (truncated or corrupted file?): '
+                          'it is not a PyTorch zip archive')
     try:
         payload = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
+        hint = _training_checkpoint_hint(path)
+        if hint:
+            raise TicketError(hint) from None
         raise TicketError(
             f'{path!r} is not a ticket: it holds objects that a weights-only load refuses '
-            f'(refused, nothing was executed): {str(err).splitlines()[0]}') from None
+            f'(refused, nothing was executed): {refusal_reason(err)}') from None
     except Exception as err:  # truncated / corrupted zip or pickle data: many error types
         raise TicketError(f'{path!r} is not a readable ticket (truncated or corrupted file?): '
-                          f'{str(err).splitlines()[0]}') from None
+                          f'{_first_line(err)}') from None
+    if isinstance(payload, dict) and 'state_dict' in payload and 'meta' in payload and \
+            isinstance(payload['meta'], dict) and payload['meta'].get('format') != TICKET_FORMAT:
+        raise TicketError(_training_checkpoint_hint(path) or
+                          f'{path!r} is a checkpoint, not an mmrecprune ticket')
     return validate_ticket(payload, path)
 
 

@@ -7,6 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmrecprune.methods import LotteryTicketPruner
+from mmrecprune.hooks.starting_weights import adapt_starting_weights
 from mmrecprune.registry import HOOKS
 from mmrecprune.sparsity import plot_layer_sparsity, sparsity_report
 from mmrecprune.tickets import save_ticket
@@ -178,3 +179,6 @@ class LotteryTicketHook(Hook):
         # starts a new run from its weights.
         if getattr(runner, '_resume', False):
             self._resumed_state = checkpoint.get('lottery_ticket')
+        else:
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            adapt_starting_weights(model, checkpoint, f'load_from={runner._load_from}')

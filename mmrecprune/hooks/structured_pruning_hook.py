@@ -9,6 +9,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop
 
 from mmrecprune.methods.psap import STRUCTURED_PRUNERS, build_structured_pruner, parse_target
+from mmrecprune.hooks.starting_weights import adapt_starting_weights
 from mmrecprune.registry import HOOKS, MODELS
 from mmrecprune.sparsity import (apply_channel_structure, count_flops_params, inference_forward,
                                  plot_kept_channels)
@@ -294,3 +295,6 @@ class StructuredPruningHook(Hook):
         # from the checkpoint's weights.
         if getattr(runner, '_resume', False):
             self._resumed_state = checkpoint.get('structured_pruning')
+        else:
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            adapt_starting_weights(model, checkpoint, f'load_from={runner._load_from}')

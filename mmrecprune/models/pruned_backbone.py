@@ -1,39 +1,91 @@
-"""``mmrecprune.PrunedBackbone``: the backbone of a ticket, inside any mmdet / mmseg config."""
-import copy
+"""``mmrecprune.PrunedBackbone``: the backbone of a ticket, inside any mmdet / mmseg config.
 
+Structure (widths, masks) and weights come from the ticket; behaviour (out_indices, frozen
+stages, norm config, strides / dilations) from the config. The built backbone is the ticket's
+own registered type (e.g. ``mmdet.ResNet``), so state_dict keys are those of a dense backbone.
+
+A model trained on a ticket carries the ticket's structure in its own checkpoint: the backbone
+adds one entry, ``<prefix>ticket`` (the ticket header: meta, channel structure, packed masks),
+to its state_dict. When the ticket file named in the config is gone (the detector was copied to
+another machine), the backbone is built lazily from that entry while the checkpoint loads, so
+``init_detector``, ``DetInferencer``, ``tools/test.py`` and mmseg's ``init_model`` work with the
+checkpoint alone.
+"""
+import copy
+import os.path as osp
+
+import torch
 from mmengine.logging import print_log
+from torch import nn
 
 from mmrecprune.registry import MODELS
-from mmrecprune.sparsity import apply_channel_structure, freeze_masks
-from mmrecprune.tickets import TicketError, load_ticket
+from mmrecprune.sparsity import apply_channel_structure, freeze_masks, pack_mask
+from mmrecprune.tickets import Ticket, TicketError, load_ticket, validate_ticket
 
 #: Options a downstream config may set; everything that defines the structure (depth, widths,
 #: stem) comes from the ticket.
 BEHAVIOUR_KEYS = ('out_indices', 'frozen_stages', 'norm_cfg', 'norm_eval', 'strides',
                   'dilations', 'with_cp', 'style', 'contract_dilation')
+#: Set by shipped configs (mmseg pushes its model-level ``pretrained`` into the backbone); a
+#: ticket holds its weights, so these are accepted and ignored with a log line.
+IGNORED_KEYS = ('pretrained', 'init_cfg')
+#: The state_dict entry (under the backbone's prefix) that holds the ticket header.
+TICKET_STATE_KEY = 'ticket'
+#: mmseg's ResNet takes ``contract_dilation`` (its dilated V1c configs set it); mmdet's does not.
+#: Both name their weights alike, so the ticket's mmdet type is built as mmseg's twin.
+_MMSEG_TWINS = {'mmdet.ResNet': 'mmseg.ResNet', 'ResNet': 'mmseg.ResNet',
+                'mmdet.ResNetV1d': 'mmseg.ResNetV1d', 'ResNetV1d': 'mmseg.ResNetV1d'}
 
 
-def build_backbone_from_ticket(ticket, keep_masks=True, **behaviour):
+def build_backbone_from_ticket(ticket=None, keep_masks=True, **options):
     """Build the ticket's backbone, load its weights, and keep its masks fixed if asked.
 
     Args:
-        ticket (str | Ticket): path of a ticket file, or a loaded ticket.
+        ticket (str | Ticket): path of a ticket file, or a loaded ticket. If the file does not
+            exist, the backbone is built from the checkpoint that is loaded into the model
+            (a model trained on the ticket holds it); using the model before that is an error.
         keep_masks (bool): unstructured tickets only: keep pruned weights at zero during
             fine-tuning. Defaults to True.
-        **behaviour: any of :data:`BEHAVIOUR_KEYS`, e.g. ``out_indices=(0, 1, 2, 3)``,
+        **options: any of :data:`BEHAVIOUR_KEYS`, e.g. ``out_indices=(0, 1, 2, 3)``,
             ``frozen_stages=1``, ``norm_eval=True``, and for segmentation
-            ``strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4)``.
+            ``strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), contract_dilation=True``.
+            ``pretrained`` / ``init_cfg`` are ignored (the ticket's weights are used).
     """
-    unknown = sorted(set(behaviour) - set(BEHAVIOUR_KEYS))
+    ignored = {k: options.pop(k) for k in IGNORED_KEYS if k in options}
+    unknown = sorted(set(options) - set(BEHAVIOUR_KEYS))
     if unknown:
         raise TicketError(f'PrunedBackbone got options {unknown} it cannot apply; allowed are '
                           f'{list(BEHAVIOUR_KEYS)} (structure comes from the ticket)')
+    for key, value in ignored.items():
+        if value is not None:
+            print_log(f'PrunedBackbone: ignoring {key}={value!r}: the ticket\'s weights are '
+                      'used', logger='current')
+    if ticket is None:
+        raise TicketError('PrunedBackbone needs `ticket`: the path of a ticket file written by '
+                          'a pruning run, e.g. ticket="work_dirs/recprune/tickets/round_7.pth"')
     if isinstance(ticket, str):
+        if not osp.lexists(ticket):
+            return DeferredTicketBackbone(ticket, keep_masks, options)
         ticket = load_ticket(ticket)
+    elif not isinstance(ticket, Ticket):
+        raise TicketError(f'PrunedBackbone `ticket` must be the path of a ticket file, got '
+                          f'{type(ticket).__name__} {ticket!r}')
+    return _build(ticket, keep_masks, options)
+
+
+def _build(ticket, keep_masks, behaviour, attach=True):
     cfg = copy.deepcopy(ticket.backbone_cfg)
     cfg.update({k: v for k, v in behaviour.items() if v is not None})
     cfg.pop('init_cfg', None)
     cfg.pop('pretrained', None)
+    if 'contract_dilation' in cfg:
+        if cfg['type'] not in _MMSEG_TWINS:
+            raise TicketError(f'contract_dilation applies to ResNet tickets (built as mmseg\'s '
+                              f'ResNet); this ticket\'s backbone is {cfg["type"]!r}: remove '
+                              'contract_dilation from model.backbone')
+        cfg['type'] = _MMSEG_TWINS[cfg['type']]
+        # mmseg's stem defaults to 64 channels whatever base_channels is; mmdet's follows it
+        cfg.setdefault('stem_channels', cfg.get('base_channels', 64))
     backbone = MODELS.build(cfg)
     if ticket.channel_structure:
         try:
@@ -48,15 +100,19 @@ def build_backbone_from_ticket(ticket, keep_masks=True, **behaviour):
                           f'{unexpected[:5]}')
     if hasattr(backbone, '_freeze_stages'):
         backbone._freeze_stages()  # modules replaced by the channel structure must freeze too
-    if ticket.masks and keep_masks:
+    masks = ticket.masks if keep_masks else {}
+    if masks:
         params = dict(backbone.named_parameters())
-        freeze_masks({n: params[n] for n in ticket.masks}, ticket.masks)
+        freeze_masks({n: params[n] for n in masks}, masks)
     # The weights come from the ticket: the runner's init_weights() must not re-initialise them.
     backbone._is_init = True
+    if attach:
+        attach_ticket_state(backbone, ticket_header(ticket, masks))
+    check_consumer_widths_once(backbone)
     meta = ticket.meta
     print_log(f'PrunedBackbone: {meta["kind"]} ticket from {meta.get("method", "?")} '
-              f'(round {meta.get("round", "-")}, sparsity {meta.get("sparsity", 0):.3f})',
-              logger='current')
+              f'(round {meta.get("round", "-")}, sparsity {meta.get("sparsity", 0):.3f}), '
+              f'stage widths {stage_widths(backbone)}', logger='current')
     return backbone
 
 
@@ -73,6 +129,168 @@ def _load_strict(module, state_dict):
                               'made for another architecture or width')
     module.load_state_dict(state_dict, strict=True)
     return [], []
+
+
+def stage_widths(backbone):
+    """Output channels of each stage in ``out_indices`` (what a neck's ``in_channels`` must be),
+    from the last conv of every residual layer; None for a backbone of another shape."""
+    layers = [getattr(backbone, name, None) for name in getattr(backbone, 'res_layers', [])]
+    indices = getattr(backbone, 'out_indices', None)
+    if not layers or indices is None or any(layer is None for layer in layers):
+        return None
+    widths = []
+    for layer in layers:
+        convs = [m for m in layer[-1].modules() if isinstance(m, nn.Conv2d)]
+        widths.append(convs[-1].out_channels if convs else None)
+    return [widths[i] for i in indices]
+
+
+def _as_widths(value):
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+        return list(value)
+    return None
+
+
+def check_consumer_widths_once(backbone):
+    """At the first forward, check that the module taking the backbone's outputs (the neck,
+    or a decode head's first conv) expects their widths, and raise a :class:`TicketError`
+    naming both instead of a raw conv shape error. A ticket pruned with ``prune_residual``, or
+    one of another depth, changes the widths a neck's ``in_channels`` must list.
+
+    The check is armed for one forward pass only: a global forward pre-hook, installed when
+    the backbone returns, looks for the next module called with those outputs and is removed
+    then, or when the backbone runs again.
+    """
+    armed = {}
+
+    def after_backbone(module, args, outputs):
+        for handle in armed.pop('handles', ()):
+            handle.remove()
+        feats = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+        feats = [f for f in feats if torch.is_tensor(f) and f.dim() == 4]
+        widths = [int(f.shape[1]) for f in feats]
+
+        def before_consumer(consumer, cargs):
+            first = cargs[0] if cargs else None
+            if first is outputs:
+                got = widths
+            elif any(first is f for f in feats):
+                got = int(first.shape[1])
+            else:
+                return
+            expected = _as_widths(getattr(consumer, 'in_channels', None))
+            if expected is None or type(expected) is not type(got):
+                return  # a container or pooling layer: the check waits for the next module
+            for handle in armed.pop('global', ()):
+                handle.remove()
+            if expected != got:
+                raise TicketError(
+                    f'the ticket backbone outputs {widths} channels (out_indices '
+                    f'{list(getattr(module, "out_indices", []))}), but the '
+                    f'{type(consumer).__name__} that takes them expects in_channels '
+                    f'{expected}; set the neck\'s in_channels to {widths} (or the decode '
+                    'head\'s in_channels to the widths it reads), or use a ticket of the '
+                    'depth and widths this config was written for')
+
+        armed['global'] = [nn.modules.module.register_module_forward_pre_hook(before_consumer)]
+
+    def before_backbone(*_):  # a pre-hook's return value would replace the input: None
+        for handle in armed.pop('global', ()):
+            handle.remove()
+
+    armed['handles'] = [backbone.register_forward_hook(after_backbone)]
+    backbone.register_forward_pre_hook(before_backbone)
+
+
+# -- the ticket travels in the model's checkpoints ---------------------------------------------
+def ticket_header(ticket, masks):
+    """The ticket without its weights, as plain values and tensors (weights-only loadable)."""
+    return dict(meta=copy.deepcopy(ticket.meta),
+                channel_structure=copy.deepcopy(ticket.channel_structure),
+                masks={n: dict(bits=pack_mask(m.cpu()), shape=list(m.shape))
+                       for n, m in masks.items()})
+
+
+def attach_ticket_state(backbone, header):
+    """Save ``header`` with the backbone's state_dict; on load, check that a checkpoint's
+    header describes the same structure (its weights would not fit otherwise)."""
+    backbone._ticket_header = header
+
+    def save_header(module, state_dict, prefix, local_metadata):
+        state_dict[prefix + TICKET_STATE_KEY] = module._ticket_header
+
+    def check_header(module, state_dict, prefix, *args):
+        saved = state_dict.pop(prefix + TICKET_STATE_KEY, None)
+        if saved is None or not isinstance(saved, dict):
+            return  # a checkpoint of the dense model, or one saved before headers existed
+        own = module._ticket_header
+        if saved.get('channel_structure') != own['channel_structure']:
+            raise TicketError(
+                f'the checkpoint\'s backbone was trained on another ticket (method '
+                f'{saved.get("meta", {}).get("method")!r}, round '
+                f'{saved.get("meta", {}).get("round")!r}) with other channel widths than '
+                f'`ticket` in the config ({own["meta"].get("method")!r}, round '
+                f'{own["meta"].get("round")!r}); point model.backbone.ticket at the ticket the '
+                'model was trained on, or move it away so the checkpoint\'s own is used')
+
+    backbone._register_state_dict_hook(save_header)
+    backbone._register_load_state_dict_pre_hook(check_header, with_module=True)
+
+
+class DeferredTicketBackbone(nn.Module):
+    """Stands in for a ticket backbone whose ticket file is missing, until a checkpoint of a
+    model trained on that ticket is loaded: its ``<prefix>ticket`` entry and backbone weights
+    build the real backbone, which this object then becomes (same object, so the parent model
+    and the loader that is iterating over it keep working)."""
+
+    def __init__(self, ticket_path, keep_masks, behaviour):
+        super().__init__()
+        self.ticket_path = ticket_path
+        self.keep_masks = keep_masks
+        self.behaviour = dict(behaviour)
+        # follows .to(device) / .half() calls so the real backbone lands where the model is
+        self.register_buffer('_device_probe', torch.zeros(0), persistent=False)
+
+    def _missing(self, action):
+        return TicketError(
+            f'ticket file {self.ticket_path!r} does not exist, so the backbone cannot '
+            f'{action}. Fix model.backbone.ticket, export a ticket with a pruning run (see '
+            'configs/recprune/README.md), or load a checkpoint of a model trained on the ticket '
+            '(it carries the ticket) before using the model')
+
+    def forward(self, *args, **kwargs):
+        raise self._missing('run')
+
+    def init_weights(self):
+        raise self._missing('be built for training')
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        header = state_dict.pop(prefix + TICKET_STATE_KEY, None)
+        if not isinstance(header, dict):
+            raise TicketError(
+                f'ticket file {self.ticket_path!r} does not exist and the checkpoint being '
+                f'loaded holds no ticket ({prefix}{TICKET_STATE_KEY} is missing: it was not '
+                'trained on a ticket, or by an mmrecprune older than 0.2). Restore the ticket '
+                'file at that path or fix model.backbone.ticket')
+        weights = {k[len(prefix):]: v for k, v in state_dict.items()
+                   if k.startswith(prefix) and isinstance(v, torch.Tensor)}
+        ticket = validate_ticket(dict(header, state_dict=weights),
+                                 f'{self.ticket_path} (carried by the checkpoint)')
+        real = _build(ticket, self.keep_masks, self.behaviour, attach=False)
+        real.to(self._device_probe.device)
+        real.train(self.training)
+        print_log(f'PrunedBackbone: {self.ticket_path!r} is missing; built the backbone from '
+                  'the ticket carried by the checkpoint', logger='current')
+        kept_masks = ticket.masks if self.keep_masks else {}
+        self.__class__ = type(real)
+        self.__dict__ = real.__dict__
+        # hooks hold the module they belong to: attach them to this object, not to `real`
+        attach_ticket_state(self, ticket_header(ticket, kept_masks))
+        self._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                   unexpected_keys, error_msgs)
 
 
 MODELS.register_module(name='PrunedBackbone', module=build_backbone_from_ticket)

@@ -10,14 +10,25 @@ from mmrecprune.registry import WEIGHT_INITIALIZERS
 class StrictPretrained(PretrainedInit):
     """Load ``checkpoint`` (keys under ``prefix``) and require an exact fit.
 
+    Every weight and buffer of the module must be in the checkpoint with the same shape, except
+    BN's ``num_batches_tracked`` counters (torchvision checkpoints omit them; they only matter
+    for ``momentum=None``). Checkpoint entries the module does not have are refused unless
+    ``ignore_keys`` names them: for a torchvision-style classifier state_dict (``conv1.weight``,
+    ..., ``fc.*``) loaded as a backbone, ``prefix=None, ignore_keys=('fc.',)``.
+
     Args:
         checkpoint (str): checkpoint path, e.g. a classifier trained by ``tools/train.py``.
         prefix (str, optional): key prefix to take and strip, e.g. ``'backbone.'``.
+        ignore_keys (Sequence[str]): key prefixes (after stripping ``prefix``) of checkpoint
+            entries to leave out, e.g. a classifier's ``('fc.',)``. Defaults to ().
         map_location (str): device to load to. Defaults to ``'cpu'``.
     """
 
-    def __init__(self, checkpoint, prefix=None, map_location='cpu'):
+    def __init__(self, checkpoint, prefix=None, ignore_keys=(), map_location='cpu'):
+        if isinstance(ignore_keys, str):
+            ignore_keys = (ignore_keys, )
         super().__init__(checkpoint, prefix=prefix, map_location=map_location)
+        self.ignore_keys = tuple(ignore_keys)
 
     def __call__(self, module):
         ckpt = _load_checkpoint(self.checkpoint, map_location=self.map_location)
@@ -30,8 +41,12 @@ class StrictPretrained(PretrainedInit):
             if not state:
                 raise ValueError(f'{self.checkpoint!r} has no weights under prefix '
                                  f'{self.prefix!r}; check `prefix` in init_cfg')
-        own = module.state_dict()
-        missing = sorted(set(own) - set(state))
+        # tensors only: a model trained on a ticket also saves the ticket header (a dict)
+        state = {k: v for k, v in state.items()
+                 if hasattr(v, 'shape') and not k.startswith(self.ignore_keys)}
+        own = {k: v for k, v in module.state_dict().items() if hasattr(v, 'shape')}
+        missing = sorted(k for k in set(own) - set(state)
+                         if not k.endswith('num_batches_tracked'))
         unexpected = sorted(set(state) - set(own))
         mismatched = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model '
                             f'{tuple(own[k].shape)}' for k in set(own) & set(state)
@@ -41,9 +56,10 @@ class StrictPretrained(PretrainedInit):
                 f'checkpoint {self.checkpoint!r} does not fit {type(module).__name__}: '
                 f'{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys '
                 f'{unexpected[:3]}, {len(mismatched)} shape mismatches {mismatched[:3]}. Was it '
-                'trained with the same depth / base_channels? A pruned ticket goes into '
+                'trained with the same depth / base_channels? Entries to leave out (a '
+                'classifier\'s fc.*) go into ignore_keys; a pruned ticket goes into '
                 'type="mmrecprune.PrunedBackbone" instead.')
-        module.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=False)  # all fits but num_batches_tracked
 
     def _get_init_info(self):
         return f'{self.__class__.__name__}: load from {self.checkpoint}'

@@ -10,6 +10,9 @@ def freeze_masks(params, masks):
     leave the weight at exactly zero, so a detector or segmenter config needs no special
     optimizer to keep an unstructured ticket's sparsity.
 
+    A weight that does not require gradients (a frozen stage, e.g. mmdet's ``frozen_stages``)
+    is zeroed but gets no hook: it never receives a gradient, so it stays as it is.
+
     Args:
         params (dict[str, nn.Parameter]): the masked weights.
         masks (dict[str, BoolTensor]): their masks (same keys and shapes).
@@ -21,6 +24,8 @@ def freeze_masks(params, masks):
     apply_masks(params, masks)
     handles = []
     for name, param in params.items():
+        if not param.requires_grad:
+            continue
         keep = masks[name].to(param.device)
         handles.append(param.register_hook(lambda grad, keep=keep: grad * keep))
     return handles
