@@ -1,12 +1,12 @@
 """Rounds of train -> prune -> rewind, with a ticket saved after every round."""
 import os.path as osp
 
-import torch
-from mmengine.dist import all_gather, broadcast, get_world_size, is_main_process
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmrecprune.methods import LotteryTicketPruner
+from mmrecprune.hooks.rank_sync import broadcast_masks, check_ranks_agree
 from mmrecprune.hooks.starting_weights import adapt_starting_weights
 from mmrecprune.registry import HOOKS
 from mmrecprune.sparsity import plot_layer_sparsity, sparsity_report
@@ -111,14 +111,9 @@ class LotteryTicketHook(Hook):
     def after_train_epoch(self, runner):
         if (runner.epoch + 1) % self.epochs_per_round:
             return
-        masks = self.pruner.prune_and_rewind()
-        # All ranks hold the same weights under DDP, but rank 0 decides so masks are identical
-        # even if floating-point ties were broken differently.
-        for mask in masks.values():
-            as_int = mask.to(torch.uint8)
-            broadcast(as_int, src=0)
-            mask.copy_(as_int.bool())
-        self._check_ranks_agree(runner, masks)
+        # rank 0 decides and every rank commits its masks (ranks could differ in float ties)
+        masks = self.pruner.commit(broadcast_masks(self.pruner.plan()))
+        check_ranks_agree(runner.logger, 'LotteryTicketHook', masks, self.pruner.params)
         runner.optim_wrapper.set_masks(self.pruner.params, masks)
         self._reset_optimizer(runner)
         report = sparsity_report(masks)
@@ -127,17 +122,6 @@ class LotteryTicketHook(Hook):
         runner.message_hub.update_scalar('train/sparsity', report['sparsity'])
         if is_main_process():
             self._export(runner, report)
-
-    @staticmethod
-    def _check_ranks_agree(runner, masks):
-        if get_world_size() == 1:
-            return
-        flat = torch.cat([m.flatten() for m in masks.values()]).double()
-        digest = torch.stack([flat.sum(), (flat * torch.arange(len(flat)).double()).sum()])
-        digests = all_gather(digest)
-        if any(not torch.equal(d, digests[0]) for d in digests):
-            raise RuntimeError('pruning masks differ between ranks after broadcast')
-        runner.logger.info(f'LotteryTicketHook: masks identical on {len(digests)} ranks')
 
     def _reset_optimizer(self, runner):
         runner.optim_wrapper.reset_optimizer_state()

@@ -3,12 +3,13 @@ import copy
 import os.path as osp
 
 import torch
-from mmengine.dist import all_gather, all_reduce, broadcast, get_world_size, is_main_process
+from mmengine.dist import all_reduce, get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop
 
 from mmrecprune.methods.psap import STRUCTURED_PRUNERS, build_structured_pruner, parse_target
+from mmrecprune.hooks.rank_sync import broadcast_masks, check_ranks_agree
 from mmrecprune.hooks.starting_weights import adapt_starting_weights
 from mmrecprune.registry import HOOKS, MODELS
 from mmrecprune.sparsity import (apply_channel_structure, count_flops_params, inference_forward,
@@ -176,14 +177,13 @@ class StructuredPruningHook(Hook):
         if p.monitor is not None and world > 1:
             all_reduce(p.monitor.ema, op='mean')  # every rank decides on the same statistics
         plan = p.plan_step()
-        if world > 1:  # rank 0 decides, the others follow; then prove they agree
-            for masks in (plan.masks, plan.restored):
-                for name, mask in masks.items():
-                    as_int = mask.to(torch.uint8)
-                    broadcast(as_int, src=0)
-                    masks[name] = as_int.bool()
-            self._check_ranks_agree(runner, plan.masks)
+        # rank 0 decides, the others follow; commit, then prove every rank agrees
+        broadcast_masks(plan.masks)
+        broadcast_masks(plan.restored)
         changed = p.commit(plan)
+        check_ranks_agree(runner.logger, 'StructuredPruningHook', plan.masks,
+                          dict(self._model(runner).backbone.named_parameters()),
+                          what='channel masks')
         runner.optim_wrapper.reset_state_slices(p.channel_param_slices(changed))
         kept = sum(w for w, _ in p.kept_widths().values())
         total = sum(n for _, n in p.kept_widths().values())
@@ -194,16 +194,6 @@ class StructuredPruningHook(Hook):
             f'{plan.target / p.dense_cost:.4f}), {kept}/{total} channels kept, '
             f'{restored} restored')
         runner.message_hub.update_scalar(f'train/{p.metric}_kept', plan.cost / p.dense_cost)
-
-    @staticmethod
-    def _check_ranks_agree(runner, masks):
-        flat = torch.cat([m.flatten().cpu() for m in masks.values()]).double()
-        digest = torch.stack([flat.sum(), (flat * torch.arange(len(flat)).double()).sum()])
-        digests = all_gather(digest)
-        if any(not torch.equal(d, digests[0]) for d in digests):
-            raise RuntimeError('channel masks differ between ranks after broadcast')
-        runner.logger.info(f'StructuredPruningHook: channel masks identical on '
-                           f'{len(digests)} ranks')
 
     # -- export ---------------------------------------------------------------------------
     def after_train(self, runner):

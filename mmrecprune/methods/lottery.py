@@ -42,10 +42,16 @@ class LotteryTicketPruner:
         """Remember the current model state as the rewind target."""
         self.rewind_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
+    def plan(self):
+        """The masks of the next round (global magnitude pruning); changes nothing yet, so a
+        DDP run can replace them by rank 0's before :meth:`commit`."""
+        return global_magnitude_masks(self.params, self.masks, self.prune_ratio)
+
     @torch.no_grad()
-    def prune_and_rewind(self):
-        """End a round: prune globally by magnitude, then rewind the survivors."""
-        self.masks = global_magnitude_masks(self.params, self.masks, self.prune_ratio)
+    def commit(self, masks):
+        """End the round with ``masks``: rewind the survivors, zero the pruned weights."""
+        check_masks(self.params, masks)
+        self.masks = masks
         self.round += 1
         if self.rewind_to != 'none':
             if self.rewind_state is None:
@@ -54,6 +60,10 @@ class LotteryTicketPruner:
             rewind(self.params, self.rewind_state, self.masks)
         apply_masks(self.params, self.masks)
         return self.masks
+
+    def prune_and_rewind(self):
+        """End a round on one process: :meth:`plan` then :meth:`commit`."""
+        return self.commit(self.plan())
 
     @property
     def sparsity(self):

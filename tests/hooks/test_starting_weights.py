@@ -64,7 +64,6 @@ def test_unrelated_checkpoint_stops_the_run(tmp_path):
 
 
 def test_strict_pretrained_takes_torchvision_backbone_with_ignore_keys(tmp_path):
-    from mmengine.model import BaseModule  # noqa: F401  (init_cfg machinery)
     state = torchvision_style()
     path = str(tmp_path / 'tv.pth')
     torch.save(state, path)

@@ -11,6 +11,27 @@ rounds = 2
 custom_hooks = [dict(type='LotteryTicketHook', rounds=2, epochs_per_round=1, method='imp')]
 """)
     log = dist_train(config, tmp_path / 'work')
-    assert log.count('masks identical on 2 ranks') == 2, log[-3000:]
+    assert log.count('masks identical on 2 ranks (weights too)') == 2, log[-3000:]
     ticket = load_ticket(str(tmp_path / 'work' / 'tickets' / 'round_2.pth'))
     assert abs(ticket.meta['sparsity'] - 0.36) < 1e-3
+
+
+def test_ranks_take_rank0_masks_and_weights_when_their_plans_differ(tmp_path):
+    """Rank 1's weights are perturbed just before the round ends, so its own magnitude plan
+    differs. Rank 0's masks must win *before* rewinding: afterwards both ranks hold the same
+    masks and the same weights (before the fix, rank 1 rewound with its own masks and kept
+    other weights while the mask check still passed)."""
+    config = tiny_dist_config(
+        tmp_path / 'imp_diverging.py', 'configs/imp/imp_r18-w16_7r-1e_fashionmnist.py', """
+custom_imports = dict(imports=['mmrecprune', 'tests.hooks.ddp_probe'],
+                      allow_failed_imports=False)
+rounds = 1
+train_cfg = dict(max_epochs=1, val_interval=1)
+custom_hooks = [dict(type='LotteryTicketHook', rounds=1, epochs_per_round=1, method='imp'),
+                dict(type='DivergingRankProbeHook')]
+""")
+    log = dist_train(config, tmp_path / 'work')
+    assert 'masks identical on 2 ranks (weights too)' in log, log[-3000:]
+    # every rank compares all ranks' digests; rank 0's report reaches the log
+    assert 'probe: weights identical on 2 ranks' in log, log[-3000:]
+    assert 'probe: weights DIFFER' not in log

@@ -1,0 +1,36 @@
+"""The one DDP path of the pruning hooks: rank 0 decides, every rank takes its decision, then
+every rank proves it holds the same masks and weights. Pruners plan without side effects and
+commit a plan, so nothing is applied before the broadcast."""
+import torch
+from mmengine.dist import all_gather, broadcast, get_world_size
+
+
+def broadcast_masks(masks):
+    """Replace, in place, every bool mask in ``masks`` by rank 0's (no-op without DDP)."""
+    if get_world_size() == 1:
+        return masks
+    for name, mask in masks.items():
+        as_int = mask.to(torch.uint8)
+        broadcast(as_int, src=0)
+        masks[name] = as_int.bool()
+    return masks
+
+
+def _digest(tensors):
+    flat = torch.cat([t.detach().flatten().double().cpu() for t in tensors])
+    position = torch.arange(1, len(flat) + 1, dtype=torch.float64)
+    return torch.stack([flat.sum(), (flat * position).sum(), (flat * position.sqrt()).sum()])
+
+
+def check_ranks_agree(logger, owner, masks, weights, what='masks'):
+    """Raise unless every rank holds the same ``masks`` and ``weights`` (dicts of tensors);
+    log ``'<owner>: <what> identical on N ranks (weights too)'``."""
+    world = get_world_size()
+    if world == 1:
+        return
+    for kind, tensors in ((what, masks), ('weights', weights)):
+        digests = all_gather(_digest([tensors[k] for k in sorted(tensors)]))
+        if any(not torch.equal(d, digests[0]) for d in digests):
+            raise RuntimeError(f'{owner}: {kind} differ between ranks after rank 0\'s '
+                               'decision was broadcast')
+    logger.info(f'{owner}: {what} identical on {world} ranks (weights too)')
