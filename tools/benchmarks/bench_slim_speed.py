@@ -37,6 +37,7 @@ import os
 import os.path as osp
 import sys
 import time
+from importlib.metadata import version  # torch-pruning 1.6 has no __version__
 
 import torch
 from mmdet.models.backbones import ResNet
@@ -147,8 +148,8 @@ def main():
         model, times['torch_pruning'] = prune_torch_pruning(tp, dense, shape, best[0],
                                                             args.round_to)
         models['torch_pruning'] = model
-        print(f'Torch-Pruning {tp.__version__}: pruning_ratio {best[0]:.4f} comes closest to '
-              f'our FLOPs (ratio search {search:.1f} s, not counted below)')
+        print(f'Torch-Pruning {version("torch-pruning")}: pruning_ratio {best[0]:.4f} comes '
+              f'closest to our FLOPs (ratio search {search:.1f} s, not counted below)')
         if abs(best[1] - goal) > 0.005 * dense_flops:
             # its uniform widths jump a whole round_to at once and it has no slack to give back,
             # so compare latency at equal FLOPs too: ours pruned to the FLOPs it reached
