@@ -161,47 +161,54 @@ def check_consumer_widths_once(backbone):
 
     The check is armed for one forward pass only: a global forward pre-hook, installed when
     the backbone returns, looks for the next module called with those outputs and is removed
-    then, or when the backbone runs again.
+    then, or when a ticket backbone runs again. The hooks are module-level functions and the
+    flag lives on the backbone, so a deep copy (EMA, deployment) carries no shared state.
     """
-    armed = {}
+    backbone._consumer_width_check = True
+    backbone.register_forward_pre_hook(_disarm_width_check)
+    backbone.register_forward_hook(_arm_width_check)
 
-    def after_backbone(module, args, outputs):
-        for handle in armed.pop('handles', ()):
-            handle.remove()
-        feats = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
-        feats = [f for f in feats if torch.is_tensor(f) and f.dim() == 4]
-        widths = [int(f.shape[1]) for f in feats]
 
-        def before_consumer(consumer, cargs):
-            first = cargs[0] if cargs else None
-            if first is outputs:
-                got = widths
-            elif any(first is f for f in feats):
-                got = int(first.shape[1])
-            else:
-                return
-            expected = _as_widths(getattr(consumer, 'in_channels', None))
-            if expected is None or type(expected) is not type(got):
-                return  # a container or pooling layer: the check waits for the next module
-            for handle in armed.pop('global', ()):
-                handle.remove()
-            if expected != got:
-                raise TicketError(
-                    f'the ticket backbone outputs {widths} channels (out_indices '
-                    f'{list(getattr(module, "out_indices", []))}), but the '
-                    f'{type(consumer).__name__} that takes them expects in_channels '
-                    f'{expected}; set the neck\'s in_channels to {widths} (or the decode '
-                    'head\'s in_channels to the widths it reads), or use a ticket of the '
-                    'depth and widths this config was written for')
+_ARMED_WIDTH_CHECKS = []  # handle of the global pre-hook while one is armed
 
-        armed['global'] = [nn.modules.module.register_module_forward_pre_hook(before_consumer)]
 
-    def before_backbone(*_):  # a pre-hook's return value would replace the input: None
-        for handle in armed.pop('global', ()):
-            handle.remove()
+def _disarm_width_check(*_):  # also a forward pre-hook: must return None
+    while _ARMED_WIDTH_CHECKS:
+        _ARMED_WIDTH_CHECKS.pop().remove()
 
-    armed['handles'] = [backbone.register_forward_hook(after_backbone)]
-    backbone.register_forward_pre_hook(before_backbone)
+
+def _arm_width_check(backbone, args, outputs):
+    if not backbone.__dict__.get('_consumer_width_check'):
+        return
+    backbone._consumer_width_check = False
+    feats = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+    feats = [f for f in feats if torch.is_tensor(f) and f.dim() == 4]
+    widths = [int(f.shape[1]) for f in feats]
+
+    def before_consumer(consumer, cargs):
+        first = cargs[0] if cargs else None
+        if first is outputs:
+            got = widths
+        elif any(first is f for f in feats):
+            got = int(first.shape[1])
+        else:
+            return
+        expected = _as_widths(getattr(consumer, 'in_channels', None))
+        if expected is None or type(expected) is not type(got):
+            return  # a container or pooling layer: the check waits for the next module
+        _disarm_width_check()
+        if expected != got:
+            raise TicketError(
+                f'the ticket backbone outputs {widths} channels (out_indices '
+                f'{list(getattr(backbone, "out_indices", []))}), but the '
+                f'{type(consumer).__name__} that takes them expects in_channels {expected}; '
+                f'set the neck\'s in_channels to {widths} (or the decode head\'s '
+                'in_channels to the widths it reads), or use a ticket of the depth and widths '
+                'this config was written for')
+
+    _disarm_width_check()
+    _ARMED_WIDTH_CHECKS.append(nn.modules.module.register_module_forward_pre_hook(
+        before_consumer))
 
 
 # -- the ticket travels in the model's checkpoints ---------------------------------------------

@@ -171,3 +171,17 @@ def test_ticket_file_is_not_reopened_after_build(tmp_path, r18_tickets):
     backbone.eval()  # mmdet's ResNet.train() returns None: no chaining
     os.remove(path)
     assert backbone(torch.randn(1, 3, 32, 32))[0].shape[1] == 64
+
+
+def test_deep_copy_checks_nothing_after_the_first_forward(r18_tickets):
+    """Deployment and EMA deep-copy the backbone: the copy carries no armed hooks."""
+    import copy
+    backbone = build(r18_tickets['structured'], out_indices=(0, 1, 2, 3))
+    backbone.eval()
+    backbone(torch.randn(1, 3, 32, 32))  # arms the check (no consumer follows here)
+    backbone(torch.randn(1, 3, 32, 32))  # disarms it, arms nothing
+    hooks = len(torch.nn.modules.module._global_forward_pre_hooks)
+    clone = copy.deepcopy(backbone)
+    clone(torch.randn(1, 3, 32, 32))
+    assert not clone._consumer_width_check
+    assert len(torch.nn.modules.module._global_forward_pre_hooks) == hooks
