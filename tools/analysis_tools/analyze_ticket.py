@@ -9,7 +9,8 @@ both the dense backbone of its config and the pruned one are measured:
 * latency at batch 1 and 8 for ``--input-size``: ``torch.inference_mode``, ``--warmup`` untimed
   runs, then ``--repeats`` rounds in which the models run in turn (interleaved, so a load
   change on the machine hits all of them alike), median per model; with ``--deployed`` also
-  as deployed (BN fused, TorchScript frozen for oneDNN; see :func:`deployed`);
+  as deployed (BN fused, TorchScript frozen for oneDNN; see
+  :func:`mmrecprune.analysis.deployed`);
 * a PNG of the kept output channels of every conv (structured / dense) or the per-layer
   sparsity (unstructured), next to the input file unless ``--out`` says otherwise.
 
@@ -19,11 +20,8 @@ Example::
         work_dirs/psap_r18-w16_fashionmnist/tickets/slim.pth --input-size 56
 """
 import argparse
-import copy
 import itertools
 import os.path as osp
-import statistics
-import time
 
 import torch
 from mmengine.config import Config
@@ -31,6 +29,7 @@ from mmengine.registry import DefaultScope
 from torch.nn.modules.conv import _ConvNd
 
 import mmrecprune  # noqa: F401  registries
+from mmrecprune.analysis import deployed, interleaved_latency
 from mmrecprune.models.pruned_backbone import build_backbone_from_ticket
 from mmrecprune.registry import MODELS
 from mmrecprune.sparsity import (count_flops_params, plot_kept_channels, plot_layer_sparsity,
@@ -52,50 +51,6 @@ def parse_args():
                         'oneDNN (see deployed())')
     parser.add_argument('--out', default=None, help='PNG path (default: next to the input)')
     return parser.parse_args()
-
-
-@torch.inference_mode()
-def interleaved_latency(models, input_shape, repeats=10, warmup=2, seed=0):
-    """Median seconds per forward of every model, measured in interleaved rounds.
-
-    Args:
-        models (dict[str, nn.Module]): Models in eval mode, called as ``model(x)``.
-        input_shape (Sequence[int]): ``(N, C, H, W)``.
-        repeats (int): Timed rounds; each round runs every model once, in turn.
-        warmup (int): Untimed runs per model first.
-
-    Returns:
-        dict[str, float]: Median latency per model name, in seconds.
-    """
-    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
-    for model in models.values():
-        for _ in range(warmup):
-            model(x)
-    times = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model(x)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def deployed(model, input_shape):
-    """``model`` as it would be deployed on a CPU: BN folded into the convs (MMCV's
-    ``fuse_conv_bn``, as ``tools/test.py --fuse-conv-bn`` in MMDetection), channels-last, then
-    traced, frozen and ``torch.jit.optimize_for_inference`` (oneDNN: prepacked weights, blocked
-    layouts, conv + add + ReLU fused). Eager PyTorch pays the memory-bound BN / ReLU / add on the
-    full-width residual stream, and the max-pool, whatever the pruning; deployment removes most
-    of that fixed cost. A deep copy is converted; ``model`` is left as it is.
-    """
-    from mmcv.cnn import fuse_conv_bn
-    model = copy.deepcopy(model)
-    model.eval()  # not chained: mmdet's ResNet.train() returns None
-    model = fuse_conv_bn(model).to(memory_format=torch.channels_last)
-    example = torch.randn(*input_shape)
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example, check_trace=False)
-        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
 
 def conv_widths(dense, slim):

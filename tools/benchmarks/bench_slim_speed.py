@@ -11,7 +11,7 @@ interleaved rounds at batch 1 and 8 (``torch.inference_mode``, warm-up, median o
 Every model is timed twice (``--modes``): **eager** (the ``nn.Module`` as it is) and
 **deployed** (BN folded into the convs, channels-last, TorchScript frozen and optimised for
 inference, i.e. oneDNN with prepacked weights and conv + add + ReLU fused; see
-``tools/analysis_tools/analyze_ticket.py:deployed``), the same conversion for every model. Eager
+``mmrecprune.analysis.deployed``), the same conversion for every model. Eager
 mode pays BN, ReLU, the residual adds and the max-pool at full width whatever the pruning, so
 part of its time cannot shrink; deployment removes most of that fixed cost.
 
@@ -35,18 +35,15 @@ import copy
 import json
 import os
 import os.path as osp
-import sys
 import time
 from importlib.metadata import version  # torch-pruning 1.6 has no __version__
 
 import torch
 from mmdet.models.backbones import ResNet
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', 'analysis_tools'))
-from analyze_ticket import deployed, interleaved_latency  # noqa: E402
-
-from mmrecprune.methods.psap import L1UniformPruner  # noqa: E402
-from mmrecprune.sparsity import count_flops_params, slim_model  # noqa: E402
+from mmrecprune.analysis import deployed, interleaved_latency
+from mmrecprune.methods.psap import L1UniformPruner
+from mmrecprune.sparsity import count_flops_params, slim_model
 
 
 def parse_args():
