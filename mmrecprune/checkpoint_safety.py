@@ -64,6 +64,11 @@ def history_buffer_statistic(obj, name):
 
 
 def _describe(obj):
+    """How the pickle names ``obj`` (stand-ins under the names they replace)."""
+    if obj is history_buffer_statistic:
+        return 'builtins.getattr'
+    if obj in (HistoryBuffer, CheckedHistoryBuffer):
+        return 'HistoryBuffer'
     kind = type(obj).__name__
     return f'<{kind} {getattr(obj, "__name__", "")}>'.replace(' >', '>')
 
@@ -77,7 +82,7 @@ def _check_history_array(key, value):
 def _check_history_state(state):
     if not isinstance(state, dict) or not set(state) <= _HISTORY_STATE_KEYS or not all(
             isinstance(k, str) for k in state):
-        keys = sorted(map(repr, state)) if isinstance(state, dict) else _describe(state)
+        keys = sorted(map(str, state)) if isinstance(state, dict) else _describe(state)
         raise pickle.UnpicklingError(
             f'HistoryBuffer state with keys {keys}; MMEngine writes only '
             f'{sorted(_HISTORY_STATE_KEYS)}')
