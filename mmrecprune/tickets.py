@@ -11,6 +11,7 @@ Layout (only dicts, lists, str, int, float, bool, None and tensors, so it loads 
      'masks': {name: {'bits': uint8, 'shape': [...]}},   # unstructured: packed masks
      'channel_structure': {module: {'in': c, 'out': c}}} # structured: the slim widths
 """
+import copy
 import os
 import os.path as osp
 import pickle
@@ -61,12 +62,22 @@ def _plain(obj):
                       'backbone configs must hold plain values')
 
 
+def clean_backbone_cfg(cfg):
+    """The backbone config a ticket stores and builds from: a plain dict without ``init_cfg``
+    / ``pretrained`` (a ticket holds its weights; nothing may load others over them)."""
+    cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else copy.deepcopy(dict(cfg))
+    cfg.pop('init_cfg', None)
+    cfg.pop('pretrained', None)
+    return cfg
+
+
 def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=None, **meta):
     """Write a ticket atomically (a failed write never leaves a half-written ``path``).
 
     Args:
         path (str): output file.
-        backbone_cfg (dict): config that builds the dense backbone (e.g. ``mmdet.ResNet``).
+        backbone_cfg (dict): config that builds the dense backbone (e.g. ``mmdet.ResNet``);
+            stored through :func:`clean_backbone_cfg`.
         state_dict (dict): backbone weights, keys relative to the backbone.
         masks (dict, optional): unstructured masks (bool tensors) for some weights.
         channel_structure (dict, optional): slim widths from
@@ -87,7 +98,7 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
         packed[name] = dict(bits=pack_mask(mask.cpu()), shape=list(mask.shape))
     payload = dict(
         meta=_plain(dict(meta, format=TICKET_FORMAT, version=TICKET_VERSION, kind=kind,
-                         backbone=backbone_cfg)),
+                         backbone=clean_backbone_cfg(backbone_cfg))),
         state_dict=state_dict, masks=packed, channel_structure=_plain(channel_structure or {}))
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)

@@ -138,10 +138,7 @@ class LotteryTicketHook(Hook):
         path = osp.join(folder, f'round_{self.pruner.round}.pth')
         masks = {n[len(BACKBONE_PREFIX):]: m for n, m in self.pruner.masks.items()
                  if n.startswith(BACKBONE_PREFIX)}
-        backbone_cfg = runner.cfg.model.backbone.to_dict() if hasattr(
-            runner.cfg.model.backbone, 'to_dict') else dict(runner.cfg.model.backbone)
-        backbone_cfg.pop('init_cfg', None)
-        save_ticket(path, backbone_cfg, backbone.state_dict(), masks=masks,
+        save_ticket(path, runner.cfg.model.backbone, backbone.state_dict(), masks=masks,
                     method=self.method, round=self.pruner.round,
                     sparsity=report['sparsity'], prune_ratio=self.prune_ratio,
                     rewind_to=self.rewind_to, source=str(runner.cfg.get('load_from')),

@@ -14,7 +14,7 @@ from mmrecprune.hooks.starting_weights import adapt_starting_weights
 from mmrecprune.registry import HOOKS, MODELS
 from mmrecprune.sparsity import (apply_channel_structure, count_flops_params, inference_forward,
                                  plot_kept_channels)
-from mmrecprune.tickets import save_ticket
+from mmrecprune.tickets import clean_backbone_cfg, save_ticket
 
 BACKBONE = 'backbone'
 
@@ -208,13 +208,6 @@ class StructuredPruningHook(Hook):
         if is_main_process():
             self._export(runner)
 
-    def _backbone_cfg(self, runner):
-        cfg = runner.cfg.model.backbone
-        cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else copy.deepcopy(dict(cfg))
-        cfg.pop('init_cfg', None)
-        cfg.pop('pretrained', None)
-        return cfg
-
     def _stage_widths(self, backbone_cfg, structure, x):
         """Output widths of every stage of the (slim) backbone, for a neck's in_channels."""
         cfg = copy.deepcopy(backbone_cfg)
@@ -242,7 +235,7 @@ class StructuredPruningHook(Hook):
         shape = self.example_input_shape
         dense_flops, dense_params = count_flops_params(model.backbone, shape)
         flops, params = count_flops_params(slim.backbone, shape)
-        backbone_cfg = self._backbone_cfg(runner)
+        backbone_cfg = clean_backbone_cfg(runner.cfg.model.backbone)
         meta = dict(
             method=self.method, round=p.step_count, steps=p.step_count, target=self.target,
             flops=flops, params=params, flops_dense=dense_flops, params_dense=dense_params,

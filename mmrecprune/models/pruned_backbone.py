@@ -20,7 +20,8 @@ from torch import nn
 
 from mmrecprune.registry import MODELS
 from mmrecprune.sparsity import apply_channel_structure, freeze_masks, pack_mask
-from mmrecprune.tickets import Ticket, TicketError, load_ticket, validate_ticket
+from mmrecprune.tickets import (Ticket, TicketError, clean_backbone_cfg, load_ticket,
+                                validate_ticket)
 
 #: Options a downstream config may set; everything that defines the structure (depth, widths,
 #: stem) comes from the ticket.
@@ -74,10 +75,8 @@ def build_backbone_from_ticket(ticket=None, keep_masks=True, **options):
 
 
 def _build(ticket, keep_masks, behaviour, attach=True):
-    cfg = copy.deepcopy(ticket.backbone_cfg)
+    cfg = clean_backbone_cfg(ticket.backbone_cfg)
     cfg.update({k: v for k, v in behaviour.items() if v is not None})
-    cfg.pop('init_cfg', None)
-    cfg.pop('pretrained', None)
     if 'contract_dilation' in cfg:
         if cfg['type'] not in _MMSEG_TWINS:
             raise TicketError(f'contract_dilation applies to ResNet tickets (built as mmseg\'s '

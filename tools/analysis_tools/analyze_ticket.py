@@ -34,7 +34,7 @@ from mmrecprune.models.pruned_backbone import build_backbone_from_ticket
 from mmrecprune.registry import MODELS
 from mmrecprune.sparsity import (count_flops_params, plot_kept_channels, plot_layer_sparsity,
                                  sparsity_report)
-from mmrecprune.tickets import load_ticket
+from mmrecprune.tickets import clean_backbone_cfg, load_ticket
 
 
 def parse_args():
@@ -61,9 +61,7 @@ def conv_widths(dense, slim):
 
 
 def _build(cfg):
-    cfg = dict(cfg)
-    cfg.pop('init_cfg', None)
-    cfg.pop('pretrained', None)
+    cfg = clean_backbone_cfg(cfg)
     with DefaultScope.overwrite_default_scope('mmrecprune'):
         return MODELS.build(cfg)
 
