@@ -160,20 +160,18 @@ def training_checkpoint(tmp_path_factory):
     return str(work_dir / 'epoch_1.pth')
 
 
-@pytest.fixture(scope='session')
-def r18_tickets(tmp_path_factory):
+def make_r18_tickets(folder, base_channels):
     """An unstructured (60 % sparse) and a structured (-50 % FLOPs) ticket of ResNet-18 at
-    base_channels=8, written with the engine directly."""
+    ``base_channels``, written with the engine directly; ``{kind: path}``."""
     import torch
     from mmdet.models.backbones import ResNet
 
     from mmrecprune.methods.psap import PSAPPruner
     from mmrecprune.sparsity import global_magnitude_masks, init_masks, prunable_parameters
     from mmrecprune.tickets import save_ticket
-    folder = tmp_path_factory.mktemp('r18_tickets')
-    cfg = dict(type='mmdet.ResNet', depth=18, base_channels=8, out_indices=[3])
+    cfg = dict(type='mmdet.ResNet', depth=18, base_channels=base_channels, out_indices=[3])
     torch.manual_seed(0)
-    net = ResNet(depth=18, base_channels=8)
+    net = ResNet(depth=18, base_channels=base_channels)
     params = prunable_parameters(net)
     masks = global_magnitude_masks(params, init_masks(params), 0.6)
     with torch.no_grad():
@@ -181,13 +179,25 @@ def r18_tickets(tmp_path_factory):
             p.mul_(masks[n])
     unstructured = save_ticket(str(folder / 'round_4.pth'), cfg, net.state_dict(), masks=masks,
                                method='test', round=4, sparsity=0.6)
-    net = ResNet(depth=18, base_channels=8)
+    net = ResNet(depth=18, base_channels=base_channels)
     pruner = PSAPPruner(net, torch.randn(1, 3, 64, 64), dict(flops=0.5), 1)
     pruner.step()
     slim, structure = pruner.slim_copy()
     structured = save_ticket(str(folder / 'slim.pth'), cfg, slim.state_dict(),
                              channel_structure=structure, method='psap')
     return dict(unstructured=unstructured, structured=structured)
+
+
+@pytest.fixture(scope='session')
+def r18_tickets(tmp_path_factory):
+    """ResNet-18 tickets at base_channels=8 (see :func:`make_r18_tickets`)."""
+    return make_r18_tickets(tmp_path_factory.mktemp('r18_tickets'), 8)
+
+
+@pytest.fixture(scope='session')
+def r18_w16_tickets(tmp_path_factory):
+    """ResNet-18 tickets at the shipped configs' width, base_channels=16."""
+    return make_r18_tickets(tmp_path_factory.mktemp('r18_w16_tickets'), 16)
 
 
 @pytest.fixture(scope='session')
