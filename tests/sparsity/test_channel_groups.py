@@ -1,5 +1,4 @@
 """Channel dependency groups on real MMDetection / MMSegmentation backbones and toy models."""
-import time
 
 import pytest
 import torch
@@ -189,14 +188,15 @@ def test_importance_criteria():
                           (conv.weight * conv.weight.grad).abs().sum((1, 2, 3)))
 
 
-def test_importance_and_masks_fast_on_resnet50():
+def test_global_channel_masks_on_resnet50():
+    """Global L1 masks over every group of a ResNet-50 remove the asked fraction of channels.
+    (Their speed is measured by tools/benchmarks/bench_global_prune.py, not asserted here.)"""
     from mmdet.models.backbones import ResNet
     model = ResNet(depth=50)
     groups = find_channel_groups(model, X, prune_residual=True)
-    timings = []
-    for _ in range(3):  # best of three: the CPU may be shared
-        start = time.perf_counter()
-        masks = global_channel_masks(group_importances(model, groups, L1Importance()), 0.3)
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 0.5
+    masks = global_channel_masks(group_importances(model, groups, L1Importance()), 0.3)
     assert len(masks) == len(groups)
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    assert abs((1 - kept / total) - 0.3) < 0.01
+    assert all(m.any() for m in masks.values())
