@@ -12,6 +12,7 @@ another machine), the backbone is built lazily from that entry while the checkpo
 checkpoint alone.
 """
 import copy
+import logging
 import os.path as osp
 
 import torch
@@ -240,6 +241,15 @@ def attach_ticket_state(backbone, header):
                 f'`ticket` in the config ({own["meta"].get("method")!r}, round '
                 f'{own["meta"].get("round")!r}); point model.backbone.ticket at the ticket the '
                 'model was trained on, or move it away so the checkpoint\'s own is used')
+        saved_masks, own_masks = saved.get('masks') or {}, own['masks']
+        if set(saved_masks) != set(own_masks) or any(
+                not torch.equal(saved_masks[n]['bits'].cpu(), own_masks[n]['bits'])
+                for n in own_masks):
+            print_log('PrunedBackbone: the checkpoint was trained with other masks than the '
+                      'config\'s ticket; its weights are loaded, but further training keeps '
+                      'the config ticket\'s masks. Point model.backbone.ticket at the ticket '
+                      'the model was trained on to keep its masks', logger='current',
+                      level=logging.WARNING)
 
     backbone._register_state_dict_hook(save_header)
     backbone._register_load_state_dict_pre_hook(check_header, with_module=True)

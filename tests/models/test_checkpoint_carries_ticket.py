@@ -119,3 +119,25 @@ def test_checkpoint_of_another_ticket_is_refused(tmp_path, scenes, r18_tickets):
     cfg.model.backbone.ticket = r18_tickets['unstructured']
     with pytest.raises(TicketError, match='trained on another ticket'):
         init_detector(cfg, ckpt, device='cpu')
+
+
+def test_checkpoint_with_other_masks_warns(tmp_path, scenes, r18_tickets, capsys):
+    """Same widths, other masks (another round of the same run): load, and say so."""
+    from mmdet.apis import init_detector
+    from mmengine.logging import MMLogger
+
+    from mmrecprune.tickets import load_ticket, save_ticket
+    cfg, ckpt, _ = _trained(tmp_path, scenes, r18_tickets['unstructured'], DET_CFG, 1)
+    ticket = load_ticket(r18_tickets['unstructured'])
+    name = next(iter(ticket.masks))
+    masks = dict(ticket.masks, **{name: ticket.masks[name].clone()})
+    masks[name].view(-1)[masks[name].view(-1).nonzero()[0]] = False  # one more weight pruned
+    state = dict(ticket.state_dict)
+    state[name] = state[name] * masks[name]
+    other = save_ticket(str(tmp_path / 'other.pth'), ticket.backbone_cfg, state, masks=masks)
+    cfg.model.backbone.ticket = other
+    MMLogger.get_instance('mmengine', log_level='WARNING')
+    model = init_detector(cfg, ckpt, device='cpu')
+    assert 'trained with other masks' in capsys.readouterr().out
+    weights = load_mmengine_checkpoint(ckpt)['state_dict']
+    assert torch.equal(model.backbone.state_dict()[name], weights['backbone.' + name])
