@@ -269,18 +269,20 @@ class DeferredTicketBackbone(nn.Module):
         # follows .to(device) / .half() calls so the real backbone lands where the model is
         self.register_buffer('_device_probe', torch.zeros(0), persistent=False)
 
-    def _missing(self, action):
-        return TicketError(
-            f'ticket file {self.ticket_path!r} does not exist, so the backbone cannot '
-            f'{action}. Fix model.backbone.ticket, export a ticket with a pruning run (see '
-            'configs/recprune/README.md), or load a checkpoint of a model trained on the ticket '
-            '(it carries the ticket) before using the model')
-
     def forward(self, *args, **kwargs):
-        raise self._missing('run')
+        raise TicketError(
+            f'ticket file {self.ticket_path!r} does not exist, so the backbone cannot run. Fix '
+            'model.backbone.ticket, export a ticket with a pruning run (see '
+            'configs/recprune/README.md), or load a checkpoint of a model trained on the ticket '
+            '(it carries the ticket) before running the model')
 
     def init_weights(self):
-        raise self._missing('be built for training')
+        # a runner initialises weights before it loads load_from / resume checkpoints
+        raise TicketError(
+            f'ticket file {self.ticket_path!r} does not exist; training needs the ticket file '
+            'itself (a checkpoint that carries the ticket loads only after the weights are '
+            'initialised). Fix model.backbone.ticket or export a ticket with a pruning run '
+            '(see configs/recprune/README.md)')
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
