@@ -123,8 +123,8 @@ def main():
         try:
             import torch_pruning as tp
         except ImportError:
-            print('torch_pruning is not installed: comparison skipped '
-                  '(.venv/bin/python -m pip install torch-pruning==1.6.0)')
+            print('torch_pruning is not installed: comparison skipped (.venv/bin/python -m pip '
+                  'install torch-pruning==1.6.0 "setuptools>=77.0.3,<80")')
     if tp is not None:
         goal = count_flops_params(ours, shape)[0]
         lo, hi, search_start = 0.0, 0.95, time.perf_counter()
