@@ -160,10 +160,6 @@ def load_ticket(path):
     except Exception as err:  # truncated / corrupted zip or pickle data: many error types
         raise TicketError(f'{path!r} is not a readable ticket (truncated or corrupted file?): '
                           f'{_first_line(err)}') from None
-    if isinstance(payload, dict) and 'state_dict' in payload and 'meta' in payload and \
-            isinstance(payload['meta'], dict) and payload['meta'].get('format') != TICKET_FORMAT:
-        raise TicketError(_training_checkpoint_hint(path) or
-                          f'{path!r} is a checkpoint, not an mmrecprune ticket')
     return validate_ticket(payload, path)
 
 

@@ -1,5 +1,7 @@
 """The weights a pruning run starts from must really load: a ticket pruned from random weights
 because ``load_from`` did not fit is worse than no ticket."""
+from mmrecprune.models.strict_pretrained import compare_state_dicts
+
 BACKBONE_PREFIX = 'backbone.'
 #: torchvision's classifier layer, and where our ImageClassifier keeps it
 TORCHVISION_FC, CLASSIFIER_FC = 'fc.', 'head.fc.'
@@ -20,8 +22,7 @@ def adapt_starting_weights(model, checkpoint, source='load_from'):
     """
     state = checkpoint.get('state_dict', checkpoint)
     own = {k: v for k, v in model.state_dict().items() if hasattr(v, 'shape')}
-    backbone = {k: v for k, v in own.items()
-                if k.startswith(BACKBONE_PREFIX) and not k.endswith('num_batches_tracked')}
+    backbone = {k: v for k, v in own.items() if k.startswith(BACKBONE_PREFIX)}
     if not any(k in state for k in backbone):
         bare = {BACKBONE_PREFIX + k: k for k in list(state) if BACKBONE_PREFIX + k in backbone}
         if bare:  # a torchvision-style (backbone-only or classifier) state dict
@@ -31,14 +32,11 @@ def adapt_starting_weights(model, checkpoint, source='load_from'):
                 new = CLASSIFIER_FC + key[len(TORCHVISION_FC):]
                 if new in own and own[new].shape == state[key].shape:
                     state[new] = state.pop(key)
-    missing = sorted(k for k in backbone if k not in state)
-    mismatched = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}'
-                        for k, v in backbone.items()
-                        if k in state and hasattr(state[k], 'shape') and state[k].shape != v.shape)
+    missing, _, mismatched = compare_state_dicts(backbone, state)  # other entries may stay
     if missing or mismatched:
         raise ValueError(
             f'the starting weights ({source}) do not fit model.backbone: {len(missing)} of '
-            f'{len(backbone)} backbone weights missing {missing[:3]}, {len(mismatched)} shape '
+            f'{len(backbone)} backbone entries missing {missing[:3]}, {len(mismatched)} shape '
             f'mismatches {mismatched[:3]}. Pruning would start from random weights, so the run '
             'stops here. Give a checkpoint of the same architecture: backbone weights under '
             '"backbone." (MMEngine, mmpretrain, mmdet, mmseg) or a torchvision-style state_dict '

@@ -279,5 +279,5 @@ class StructuredPruningHook(Hook):
         if getattr(runner, '_resume', False):
             self._resumed_state = checkpoint.get('structured_pruning')
         else:
-            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-            adapt_starting_weights(model, checkpoint, f'load_from={runner._load_from}')
+            adapt_starting_weights(self._model(runner), checkpoint,
+                                   f'load_from={runner._load_from}')

@@ -6,6 +6,23 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from mmrecprune.registry import WEIGHT_INITIALIZERS
 
 
+def compare_state_dicts(own, state):
+    """How ``state`` (a checkpoint's) fails to fit ``own`` (a module's), tensors only.
+
+    Returns:
+        tuple[list[str], list[str], list[str]]: keys of ``own`` missing from ``state`` (BN
+        ``num_batches_tracked`` counters excepted), keys of ``state`` that ``own`` lacks, and
+        ``'key: checkpoint (shape) vs model (shape)'`` for every shape mismatch; all sorted.
+    """
+    own = {k: v for k, v in own.items() if hasattr(v, 'shape')}
+    state = {k: v for k, v in state.items() if hasattr(v, 'shape')}
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith('num_batches_tracked'))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
+                        for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    return missing, unexpected, mismatched
+
+
 @WEIGHT_INITIALIZERS.register_module()
 class StrictPretrained(PretrainedInit):
     """Load ``checkpoint`` (keys under ``prefix``) and require an exact fit.
@@ -44,13 +61,7 @@ class StrictPretrained(PretrainedInit):
         # tensors only: a model trained on a ticket also saves the ticket header (a dict)
         state = {k: v for k, v in state.items()
                  if hasattr(v, 'shape') and not k.startswith(self.ignore_keys)}
-        own = {k: v for k, v in module.state_dict().items() if hasattr(v, 'shape')}
-        missing = sorted(k for k in set(own) - set(state)
-                         if not k.endswith('num_batches_tracked'))
-        unexpected = sorted(set(state) - set(own))
-        mismatched = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model '
-                            f'{tuple(own[k].shape)}' for k in set(own) & set(state)
-                            if state[k].shape != own[k].shape)
+        missing, unexpected, mismatched = compare_state_dicts(module.state_dict(), state)
         if missing or unexpected or mismatched:
             raise ValueError(
                 f'checkpoint {self.checkpoint!r} does not fit {type(module).__name__}: '

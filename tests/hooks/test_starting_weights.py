@@ -59,7 +59,7 @@ def test_checkpoint_of_another_architecture_stops_the_run(tmp_path):
 def test_unrelated_checkpoint_stops_the_run(tmp_path):
     torch.save({'state_dict': {'encoder.weight': torch.zeros(3)}}, tmp_path / 'other.pth')
     runner = Runner.from_cfg(_pruning_cfg(tmp_path / 'run', str(tmp_path / 'other.pth')))
-    with pytest.raises(ValueError, match='backbone weights missing'):
+    with pytest.raises(ValueError, match='backbone entries missing'):
         runner.train()
 
 
