@@ -147,7 +147,8 @@ def dist_train(config, work_dir, nproc=2):
     result = subprocess.run(
         ['bash', 'tools/dist_train.sh', str(config), str(nproc), '--work-dir', str(work_dir)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, (result.stdout[-3000:] + '\n--- stderr ---\n'
+                                    + result.stderr[-3000:])
     return result.stdout + result.stderr
 
 

@@ -42,6 +42,7 @@ def main():
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = runner.test()
+    del runner  # see teardown_distributed
     teardown_distributed()
     if args.out:
         import json

@@ -70,6 +70,7 @@ def main():
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    del runner  # its DDP wrapper holds the process group; see teardown_distributed
     teardown_distributed()
 
 
