@@ -5,6 +5,6 @@ from .version import __version__
 allow_mmengine_checkpoints()
 
 # Importing the sub-packages registers every module, so `custom_imports=['mmrecprune']` is enough.
-from . import datasets, evaluation, hooks, models, optim, utils  # noqa: E402,F401
+from . import datasets, evaluation, hooks, methods, models, optim, utils  # noqa: E402,F401
 
 __all__ = ['__version__']

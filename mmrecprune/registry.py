@@ -38,3 +38,6 @@ VISBACKENDS = _child(root.VISBACKENDS)
 LOG_PROCESSORS = _child(root.LOG_PROCESSORS)
 INFERENCERS = _child(root.INFERENCERS)
 FUNCTIONS = _child(root.FUNCTIONS)
+
+# the plugin's own root: pruners (methods) built by the pruning hooks from `pruner=dict(...)`
+PRUNERS = Registry('pruner', scope='mmrecprune', locations=['mmrecprune.methods'])

@@ -3,13 +3,31 @@
 Layout (only dicts, lists, str, int, float, bool, None and tensors, so it loads with
 ``torch.load(weights_only=True)`` and loading never unpickles arbitrary objects)::
 
-    {'meta': {'format': 'mmrecprune-ticket', 'version': 1,
+    {'meta': {'format': 'mmrecprune-ticket', 'version': 2,
               'kind': 'unstructured' | 'structured' | 'dense',
-              'backbone': <backbone config dict>, 'method': str, 'round': int,
-              'sparsity': float, 'flops': int, 'params': int, 'source': str, ...},
+              'backbone': <backbone config dict>, 'method': str, 'round': int, ...},
      'state_dict': {name: tensor},                # backbone weights (slim if structured)
-     'masks': {name: {'bits': uint8, 'shape': [...]}},   # unstructured: packed masks
+     'masks': {name: {'bits': uint8, 'shape': [...],    # unstructured: packed masks,
+                      'fill': tensor}},                 # v2, optional: see below
      'channel_structure': {module: {'in': c, 'out': c}}} # structured: the slim widths
+
+Version 2 adds ``fill``: the value pruned entries hold, a tensor that broadcasts to the weight
+(``[]`` per layer, ``[C_out, 1, 1, 1]`` per filter, the weight's shape per entry). Without it
+(every version-1 ticket) pruned entries are 0. Loading checks that pruned entries equal their
+fill value, and ``PrunedBackbone`` keeps them there during fine-tuning.
+
+Meta keys written by :func:`export_ticket` mean the same for every kind:
+
+* ``params`` / ``flops``: the whole backbone as shipped (its tensors' sizes; multiply-
+  accumulates for one ``input_shape`` input); ``params_dense`` / ``flops_dense``: the dense
+  backbone it was pruned from; ``params_ratio`` / ``flops_ratio``: shipped / dense.
+* ``nonzero_params`` / ``flops_nonzero``: the same counting only entries that are not pruned
+  (unstructured pruned entries are stored but carry no information).
+* ``prunable_params``: weights the method could prune (unstructured: the masked tensors;
+  structured: the backbone's conv and linear weights); ``pruned_params``: those it removed;
+  ``sparsity`` = pruned / prunable.
+* ``method``, ``round`` (steps or rounds done), ``source`` (the starting weights), ``input_shape``
+  and the method's own arguments.
 """
 import copy
 import os
@@ -25,7 +43,7 @@ from mmrecprune.checkpoint_safety import load_mmengine_checkpoint, refusal_reaso
 from mmrecprune.sparsity import pack_mask, unpack_mask
 
 TICKET_FORMAT = 'mmrecprune-ticket'
-TICKET_VERSION = 1
+TICKET_VERSION = 2
 TICKET_KINDS = ('unstructured', 'structured', 'dense')
 
 
@@ -40,6 +58,7 @@ class Ticket:
     state_dict: dict
     masks: dict = field(default_factory=dict)
     channel_structure: dict = field(default_factory=dict)
+    fill_values: dict = field(default_factory=dict)  # v2: non-zero values of pruned entries
 
     @property
     def kind(self):
@@ -71,7 +90,8 @@ def clean_backbone_cfg(cfg):
     return cfg
 
 
-def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=None, **meta):
+def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=None,
+                fill_values=None, **meta):
     """Write a ticket atomically (a failed write never leaves a half-written ``path``).
 
     Args:
@@ -82,6 +102,8 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
         masks (dict, optional): unstructured masks (bool tensors) for some weights.
         channel_structure (dict, optional): slim widths from
             :func:`mmrecprune.sparsity.slim_model`.
+        fill_values (dict, optional): for some masks, the value their pruned entries hold
+            (tensor broadcasting to the weight); the default is 0.
         **meta: provenance (method, round, sparsity, flops, params, source, ...).
     """
     if masks and channel_structure:
@@ -92,10 +114,16 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
     state_dict = {k: v.detach().cpu().clone() for k, v in state_dict.items()
                   if isinstance(v, torch.Tensor)}
     packed = {}
+    for name in sorted(set(fill_values or {}) - set(masks or {})):
+        raise TicketError(f'fill value for {name!r}, which has no mask')
     for name, mask in (masks or {}).items():
         if name not in state_dict or state_dict[name].shape != mask.shape:
             raise TicketError(f'mask {name!r} does not match any weight of the same shape')
         packed[name] = dict(bits=pack_mask(mask.cpu()), shape=list(mask.shape))
+        if fill_values and name in fill_values:
+            fill = torch.as_tensor(fill_values[name]).detach().cpu().to(state_dict[name].dtype)
+            check_fill(name, state_dict[name], mask.cpu(), fill)
+            packed[name]['fill'] = fill.clone()
     payload = dict(
         meta=_plain(dict(meta, format=TICKET_FORMAT, version=TICKET_VERSION, kind=kind,
                          backbone=clean_backbone_cfg(backbone_cfg))),
@@ -111,6 +139,23 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
         if osp.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def check_fill(name, weight, mask, fill=None, where='ticket'):
+    """Raise TicketError unless ``weight``'s pruned entries equal ``fill`` (default 0)."""
+    if fill is None:
+        if weight[~mask].any():
+            raise TicketError(f'{where}: weight {name!r} is non-zero where its mask prunes it')
+        return
+    try:
+        expected = torch.broadcast_to(fill, weight.shape)
+    except RuntimeError:
+        raise TicketError(f'{where}: fill value of {name!r} has shape {tuple(fill.shape)}, '
+                          f'which does not broadcast to the weight {tuple(weight.shape)}') \
+            from None
+    if not torch.equal(weight[~mask], expected[~mask]):
+        raise TicketError(f'{where}: weight {name!r} differs from its fill value where its mask '
+                          'prunes it')
 
 
 def _first_line(err):
@@ -179,7 +224,7 @@ def validate_ticket(payload, path='<ticket>'):
     if not isinstance(state_dict, dict) or not all(
             isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise TicketError(f'{path!r}: ticket has no tensor state_dict')
-    masks = {}
+    masks, fills = {}, {}
     for name, entry in (payload.get('masks') or {}).items():
         weight = state_dict.get(name)
         shape = list(entry.get('shape', [])) if isinstance(entry, dict) else None
@@ -190,7 +235,113 @@ def validate_ticket(payload, path='<ticket>'):
             masks[name] = unpack_mask(entry['bits'], shape)
         except ValueError as err:
             raise TicketError(f'{path!r}: mask {name!r} is corrupted: {err}') from None
-        if weight[~masks[name]].any():
-            raise TicketError(f'{path!r}: weight {name!r} is non-zero where its mask prunes it')
+        fill = entry.get('fill')
+        if fill is not None and not isinstance(fill, torch.Tensor):
+            raise TicketError(f'{path!r}: fill value of mask {name!r} is not a tensor')
+        if fill is not None:
+            fills[name] = fill
+        check_fill(name, weight, masks[name], fill, where=repr(path))
     return Ticket(meta=meta, state_dict=state_dict, masks=masks,
-                  channel_structure=payload.get('channel_structure') or {})
+                  channel_structure=payload.get('channel_structure') or {}, fill_values=fills)
+
+
+# -- export: the one way a pruner's result becomes a ticket ----------------------------------
+def _conv_linear_weights(module):
+    return sum(m.weight.numel() for m in module.modules()
+               if isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.Linear)))
+
+
+def _example_input(input_shape, device):
+    generator = torch.Generator().manual_seed(0)  # leaves the global RNG alone
+    return torch.randn(tuple(input_shape), generator=generator).to(device)
+
+
+def stage_out_channels(backbone_cfg, structure, x):
+    """Output widths of every stage of the backbone built from ``backbone_cfg`` and slimmed to
+    ``structure`` (``{}``: dense), for a neck's ``in_channels``."""
+    from mmrecprune.registry import MODELS
+    from mmrecprune.sparsity import apply_channel_structure, inference_forward
+    cfg = copy.deepcopy(backbone_cfg)
+    if 'num_stages' in cfg:
+        cfg['out_indices'] = tuple(range(cfg['num_stages']))
+    net = MODELS.build(cfg)
+    apply_channel_structure(net, structure)
+    outs = inference_forward(net, x.cpu())
+    outs = [outs] if isinstance(outs, torch.Tensor) else list(outs)
+    return [int(o.shape[1]) for o in outs]
+
+
+def export_ticket(path, pruner, backbone_cfg, input_shape=(1, 3, 224, 224), source=None,
+                  prefix='backbone', plot=True):
+    """Write the ticket of ``pruner``'s sub-module ``prefix`` (every hook, tool and test uses
+    this), with the meta keys of the module docstring and a PNG beside it.
+
+    Args:
+        path (str): The ticket file, e.g. ``work_dir/tickets/round_3.pth``.
+        pruner (BasePruner): An attached pruner; its :meth:`ticket_content` says what to store.
+        backbone_cfg (dict): Config that builds the dense backbone (cleaned of ``init_cfg`` /
+            ``pretrained``).
+        input_shape (Sequence[int]): ``(1, C, H, W)`` the FLOPs are counted for.
+        source (str, optional): The starting weights, for provenance.
+        prefix (str): The pruned sub-module of ``pruner.model``. Defaults to ``'backbone'``.
+        plot (bool): Also write ``<ticket>_sparsity.png`` (unstructured: per-layer sparsity) or
+            ``<ticket>_channels.png`` (structured: kept channels per group).
+
+    Returns:
+        dict: The ticket's ``meta``.
+    """
+    from mmrecprune.sparsity import (count_flops_params, inference_forward, plot_kept_channels,
+                                     plot_layer_sparsity, sparsity_report)
+    content = pruner.ticket_content(prefix)
+    dense_backbone = getattr(pruner.model, prefix)
+    shape = tuple(int(v) for v in input_shape)
+    flops_dense, params_dense = count_flops_params(dense_backbone, shape)
+    backbone_cfg = clean_backbone_cfg(backbone_cfg)
+    meta = dict(content.get('meta', {}), input_shape=list(shape), source=str(source),
+                flops_dense=flops_dense, params_dense=params_dense)
+    stem = osp.splitext(path)[0]
+    if 'masks' in content:
+        masks, fills = content['masks'], content.get('fill_values') or {}
+        report = sparsity_report(masks)
+        meta.update(flops=flops_dense, params=params_dense, prunable_params=report['total'],
+                    pruned_params=report['total'] - report['kept'],
+                    nonzero_params=params_dense - (report['total'] - report['kept']))
+        if not fills:
+            meta['flops_nonzero'] = count_flops_params(dense_backbone, shape,
+                                                       nonzero_only=True)[0]
+        save_ticket(path, backbone_cfg, dense_backbone.state_dict(), masks=masks,
+                    fill_values=fills, **_ratios(meta))
+        if plot:
+            plot_layer_sparsity(report, f'{stem}_sparsity.png',
+                                title=f'{meta.get("method")} round {meta.get("round")}: '
+                                      f'{100 * report["sparsity"]:.1f} % sparse')
+        return _ratios(meta)
+    slim_model, structure = content['model'], content['channel_structure']
+    x = _example_input(shape, next(pruner.model.parameters()).device)
+    dense_out, slim_out = inference_forward(pruner.model, x), inference_forward(slim_model, x)
+    if isinstance(dense_out, torch.Tensor) and not torch.allclose(dense_out, slim_out,
+                                                                  rtol=1e-4, atol=1e-4):
+        raise RuntimeError('the slimmed model does not compute what the masked one does '
+                           f'(max diff {(dense_out - slim_out).abs().max():.3g})')
+    slim_backbone = getattr(slim_model, prefix)
+    flops, params = count_flops_params(slim_backbone, shape)
+    prunable = _conv_linear_weights(dense_backbone)
+    meta.update(flops=flops, params=params, prunable_params=prunable,
+                pruned_params=prunable - _conv_linear_weights(slim_backbone),
+                nonzero_params=params, flops_nonzero=flops)
+    if meta.get('prune_residual'):
+        meta['out_channels'] = stage_out_channels(backbone_cfg, structure, x)
+        meta['dense_out_channels'] = stage_out_channels(backbone_cfg, {}, x)
+    save_ticket(path, backbone_cfg, slim_backbone.state_dict(), channel_structure=structure,
+                **_ratios(meta))
+    if plot:
+        plot_kept_channels(content['kept_widths'], f'{stem}_channels.png',
+                           title=f'{meta.get("method")}: FLOPs {flops / flops_dense:.1%}, '
+                                 f'params {params / params_dense:.1%} of dense')
+    return _ratios(meta)
+
+
+def _ratios(meta):
+    return dict(meta, flops_ratio=meta['flops'] / meta['flops_dense'],
+                params_ratio=meta['params'] / meta['params_dense'],
+                sparsity=meta['pruned_params'] / max(meta['prunable_params'], 1))

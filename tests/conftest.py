@@ -167,7 +167,7 @@ def make_r18_tickets(folder, base_channels):
     import torch
     from mmdet.models.backbones import ResNet
 
-    from mmrecprune.methods.psap import PSAPPruner
+    from mmrecprune.methods import PSAPPruner
     from mmrecprune.sparsity import global_magnitude_masks, init_masks, prunable_parameters
     from mmrecprune.tickets import save_ticket
     cfg = dict(type='mmdet.ResNet', depth=18, base_channels=base_channels, out_indices=[3])
@@ -181,7 +181,8 @@ def make_r18_tickets(folder, base_channels):
     unstructured = save_ticket(str(folder / 'round_4.pth'), cfg, net.state_dict(), masks=masks,
                                method='test', round=4, sparsity=0.6)
     net = ResNet(depth=18, base_channels=base_channels)
-    pruner = PSAPPruner(net, torch.randn(1, 3, 64, 64), dict(flops=0.5), 1)
+    pruner = PSAPPruner(target=dict(flops=0.5), num_steps=1, scope='')
+    pruner.attach(net, torch.randn(1, 3, 64, 64))
     pruner.step()
     slim, structure = pruner.slim_copy()
     structured = save_ticket(str(folder / 'slim.pth'), cfg, slim.state_dict(),

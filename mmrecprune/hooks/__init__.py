@@ -1,5 +1,5 @@
 from .lottery_ticket_hook import LotteryTicketHook
-
-__all__ = ['LotteryTicketHook']
+from .pruning_hook import PruningHook, build_pruner
 from .structured_pruning_hook import StructuredPruningHook
-__all__ += ['StructuredPruningHook']
+
+__all__ = ['PruningHook', 'build_pruner', 'LotteryTicketHook', 'StructuredPruningHook']

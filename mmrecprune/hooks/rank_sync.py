@@ -2,7 +2,7 @@
 every rank proves it holds the same masks and weights. Pruners plan without side effects and
 commit a plan, so nothing is applied before the broadcast."""
 import torch
-from mmengine.dist import all_gather, broadcast, get_world_size
+from mmengine.dist import all_gather, all_reduce, broadcast, get_world_size
 
 
 def broadcast_masks(masks):
@@ -34,3 +34,18 @@ def check_ranks_agree(logger, owner, masks, weights, what='masks'):
             raise RuntimeError(f'{owner}: {kind} differ between ranks after rank 0\'s '
                                'decision was broadcast')
     logger.info(f'{owner}: {what} identical on {world} ranks (weights too)')
+
+
+def synchronized_step(pruner, logger, owner):
+    """One pruning step on every rank: average the pruner's statistics, plan, broadcast rank 0's
+    plan, commit it, check that all ranks agree. Returns ``(plan, changed)``."""
+    if get_world_size() > 1:
+        for tensor in pruner.statistics():
+            all_reduce(tensor, op='mean')  # every rank decides on the same statistics
+    plan = pruner.plan()
+    broadcast_masks(plan.masks)
+    broadcast_masks(plan.restored)
+    changed = pruner.commit(plan)
+    check_ranks_agree(logger, owner, pruner.masks, pruner.synced_tensors(),
+                      what='masks' if pruner.kind == 'unstructured' else 'channel masks')
+    return plan, changed

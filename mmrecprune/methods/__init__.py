@@ -1,6 +1,10 @@
-from .lottery import LotteryTicketPruner
-from .psap import (L1GlobalPruner, L1UniformPruner, PSAPPruner, StructuredPruner,
-                   build_structured_pruner)
+"""Pruners: one module per algorithm, all speaking :class:`~.base.BasePruner`'s protocol and
+registered in ``mmrecprune.registry.PRUNERS`` (hooks build them from ``pruner=dict(...)``)."""
+from .base import BasePruner, PruningPlan
+from .iterative_magnitude import IterativeMagnitudePruner, LotteryTicketPruner
+from .l1_baselines import L1GlobalPruner, L1UniformPruner
+from .psap import PSAPPruner
+from .structured import StructuredPruner
 
-__all__ = ['LotteryTicketPruner', 'StructuredPruner', 'PSAPPruner', 'L1UniformPruner',
-           'L1GlobalPruner', 'build_structured_pruner']
+__all__ = ['BasePruner', 'PruningPlan', 'IterativeMagnitudePruner', 'LotteryTicketPruner',
+           'StructuredPruner', 'PSAPPruner', 'L1UniformPruner', 'L1GlobalPruner']

@@ -1,4 +1,9 @@
-"""OptimWrapper subclasses: masked updates, protective gradient supervision, penalties."""
-from .masked_optim_wrapper import AmpMaskedOptimWrapper, MaskedOptimWrapper, MaskedUpdateMixin
-from .protective_optim_wrapper import (AmpProtectiveOptimWrapper, ProtectiveOptimWrapper,
-                                       ProtectiveUpdateMixin)
+"""The optimizer wrapper that serves a pruner around every optimizer step."""
+from .pruning_optim_wrapper import (AmpMaskedOptimWrapper, AmpProtectiveOptimWrapper,
+                                    AmpPruningOptimWrapper, MaskedOptimWrapper,
+                                    ProtectiveOptimWrapper, PruningOptimWrapper,
+                                    PruningUpdateMixin)
+
+__all__ = ['PruningOptimWrapper', 'AmpPruningOptimWrapper', 'PruningUpdateMixin',
+           'MaskedOptimWrapper', 'AmpMaskedOptimWrapper', 'ProtectiveOptimWrapper',
+           'AmpProtectiveOptimWrapper']

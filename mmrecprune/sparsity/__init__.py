@@ -1,16 +1,27 @@
-"""The pruning engine: plain PyTorch, no MMEngine imports."""
-from .masks import (DEFAULT_EXCLUDE, apply_masks, check_masks, init_masks, name_matches,
-                    pack_mask, prunable_parameters, rewind, unpack_mask, zero_pruned_)
+"""The pruning engine: plain PyTorch, no MMEngine imports. One home per question:
+
+* what is coupled: :mod:`.channel_groups`;
+* what matters: :mod:`.importance` (channels), :mod:`.thresholds` (weight magnitudes);
+* how to cut: :mod:`.masks` (weight masks), :mod:`.channel_masks` and :mod:`.soft_channel_masks`
+  (channel masks), :mod:`.slimming` (removing channels), :mod:`.frozen_masks` (downstream);
+* when and how much: :mod:`.cost_schedule` with :mod:`.channel_cost` and :mod:`.flops`;
+  :mod:`.gradient_monitor` feeds protective restoration; :mod:`.report` plots and compares.
+"""
+from .masks import (DEFAULT_EXCLUDE, WeightMasks, apply_masks, check_masks, init_masks,
+                    name_matches, pack_mask, prunable_parameters, rewind, unpack_mask,
+                    zero_pruned_)
 from .report import mask_overlap, plot_kept_channels, plot_layer_sparsity, sparsity_report
 from .thresholds import (global_magnitude_masks, global_magnitude_threshold,
                          layerwise_magnitude_masks)
 from .frozen_masks import freeze_masks
-from .channel_groups import (CHANNEL_PARAMS, ChannelGroup, find_channel_groups,
-                             out_channels_after_pruning)
-from .channel_masks import (apply_channel_masks, global_channel_masks, keep_mask_from_ratio,
-                            layer_channel_masks)
+from .channel_groups import CHANNEL_PARAMS, FILTER_KINDS, ChannelGroup, find_channel_groups
+from .channel_masks import apply_channel_masks, global_channel_masks
+from .soft_channel_masks import ZEROED_KINDS, SoftChannelMasks
 from .flops import count_flops_params, inference_forward
 from .importance import (IMPORTANCES, BNScaleImportance, L1Importance, L2Importance,
                          TaylorImportance, build_importance, group_importances)
 from .slimming import apply_channel_structure, channel_sizes, slim_model
 from .channel_cost import ChannelCostModel
+from .cost_schedule import (METRICS, CostSchedule, bisect, bracket, check_schedule_args,
+                            parse_target, round_half_up, round_up_to)
+from .gradient_monitor import ChannelGradientMonitor

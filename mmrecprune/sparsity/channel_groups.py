@@ -78,10 +78,6 @@ class ChannelGroup:
     kind: str = 'internal'
     outputs: tuple[int, ...] = ()
 
-    def modules_of(self, kinds: tuple[str, ...]) -> list[str]:
-        """Names of the members whose kind is in ``kinds``."""
-        return [n for n, k in self.members if k in kinds]
-
 
 @dataclass
 class _Space:
@@ -339,8 +335,8 @@ def find_channel_groups(model: nn.Module,
         example_input (torch.Tensor): A small input, e.g. ``torch.randn(1, 3, 64, 64)``.
         prune_residual (bool): If False (default) return only ``'internal'`` groups, so block output
             widths (and a neck's ``in_channels``) stay unchanged. If True also return
-            ``'residual'`` and ``'boundary'`` groups; see :func:`out_channels_after_pruning` for
-            the resulting output widths. Axes that are model outputs produced by a linear layer
+            ``'residual'`` and ``'boundary'`` groups (their ``outputs`` name the model
+            outputs whose width they set). Axes that are model outputs produced by a linear layer
             (logits) are never returned.
 
     Returns:
@@ -415,25 +411,3 @@ def find_channel_groups(model: nn.Module,
         groups.append(ChannelGroup(name, members, space.size, kind, tuple(sorted(space.outputs))))
     groups.sort(key=lambda g: order[g.name])
     return groups
-
-
-def out_channels_after_pruning(groups: list[ChannelGroup],
-                               masks: Mapping[str, torch.Tensor]) -> dict[int, int]:
-    """New widths of the model outputs whose channels a set of masks would remove.
-
-    For a backbone returning one feature map per ``out_indices`` entry, output ``i`` is the i-th
-    returned stage, so this is the ``out_channels`` / neck ``in_channels`` to write in a config.
-
-    Args:
-        groups (list[ChannelGroup]): Groups from :func:`find_channel_groups`.
-        masks (Mapping[str, Tensor]): Bool keep-mask per group name; missing groups keep all.
-
-    Returns:
-        dict[int, int]: ``{output_index: kept_channels}`` for outputs that are in some group.
-    """
-    widths = {}
-    for g in groups:
-        kept = int(masks[g.name].sum()) if g.name in masks else g.num_channels
-        for i in g.outputs:
-            widths[i] = kept
-    return dict(sorted(widths.items()))

@@ -36,59 +36,6 @@ def _top_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return mask
 
 
-def keep_mask_from_ratio(importance: torch.Tensor, ratio: float, round_to: int = 1,
-                         min_keep: int = 1) -> torch.Tensor:
-    """Keep-mask that drops the ``ratio`` least important channels of one group.
-
-    ``round(ratio * n)`` channels are dropped; the kept count is then rounded *up* to a multiple
-    of ``round_to`` (never above ``n``), e.g. 8 for hardware-friendly widths.
-
-    Args:
-        importance (Tensor): Scores of shape ``[n]``, higher = more important.
-        ratio (float): Fraction of channels to drop, in ``[0, 1)``.
-        round_to (int): Kept count is a multiple of this (or ``n``). Defaults to 1.
-        min_keep (int): Fewest channels a layer may keep. Defaults to 1.
-
-    Returns:
-        Tensor: Bool mask of shape ``[n]``, True = keep.
-
-    Raises:
-        ValueError: If ``ratio`` is outside ``[0, 1)`` or fewer than ``min_keep`` would remain.
-    """
-    _check_ratio(ratio)
-    n = importance.numel()
-    n_keep = _round_up(n - math.floor(ratio * n + 0.5), n, round_to)
-    if n_keep < min_keep:
-        raise ValueError(f'pruning ratio {ratio} would keep {n_keep} of {n} channels, fewer than '
-                         f'min_keep={min_keep}')
-    return _top_mask(importance.detach().flatten(), n_keep)
-
-
-def layer_channel_masks(importances: Mapping[str, torch.Tensor],
-                        ratios: Union[float, Mapping[str, float]], round_to: int = 1,
-                        min_keep: int = 1) -> dict[str, torch.Tensor]:
-    """Per-group ratios (uniform, or one per group such as PSAP's self-adaptive ratios).
-
-    Args:
-        importances (Mapping[str, Tensor]): Scores per group name.
-        ratios (float | Mapping[str, float]): One ratio for all groups, or one per group name
-            (missing names keep everything).
-        round_to (int): See :func:`keep_mask_from_ratio`.
-        min_keep (int): See :func:`keep_mask_from_ratio`.
-
-    Returns:
-        dict[str, Tensor]: Keep-mask per group name.
-    """
-    masks = {}
-    for name, scores in importances.items():
-        ratio = ratios if isinstance(ratios, (int, float)) else ratios.get(name, 0.0)
-        try:
-            masks[name] = keep_mask_from_ratio(scores, ratio, round_to, min_keep)
-        except ValueError as e:
-            raise ValueError(f'group {name!r}: {e}') from None
-    return masks
-
-
 def global_channel_masks(importances: Mapping[str, torch.Tensor], ratio: float,
                          round_to: int = 1, min_keep: int = 1,
                          normalize: bool = False) -> dict[str, torch.Tensor]:

@@ -1,7 +1,9 @@
 """Filter importance criteria, all behind one interface.
 
-Every criterion is a callable ``imp(model_or_modules, group) -> Tensor[group.num_channels]`` that
-scores the channels of one :class:`ChannelGroup`. Channels that are coupled (the same channel in
+Every criterion is a callable ``imp(model_or_modules, group, weights=None) ->
+Tensor[group.num_channels]`` that scores the channels of one :class:`ChannelGroup`; ``weights``
+(``{member name: tensor}``) scores given tensors in place of some members' weights, e.g. the
+backups of soft-pruned channels. Channels that are coupled (the same channel in
 every member of the group) are scored together by summing over the members, so a residual
 channel's score covers all the convs that write it. By default the members that *compute* the
 channel count (conv out-filters, depthwise filters, linear rows); ``include_inputs=True`` also adds
@@ -56,8 +58,13 @@ class _WeightImportance:
     def finish(self, score: torch.Tensor) -> torch.Tensor:
         return score
 
-    def __call__(self, model_or_modules: ModulesLike, group: ChannelGroup) -> torch.Tensor:
+    #: True for criteria that read ``.grad`` (a pruner accumulates them at optimizer steps)
+    needs_gradients = False
+
+    def __call__(self, model_or_modules: ModulesLike, group: ChannelGroup,
+                 weights: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         modules = _modules(model_or_modules)
+        weights = weights or {}
         score = None
         kinds = self.member_kinds()
         for name, kind in group.members:
@@ -65,7 +72,7 @@ class _WeightImportance:
                 continue
             module = modules[name]
             attr, dim = CHANNEL_PARAMS[kind][0]  # the weight; biases and stats are not scored
-            weight = getattr(module, attr, None)
+            weight = weights.get(name, getattr(module, attr, None))
             if weight is None:
                 continue
             part = self.reduce(module, weight, dim).float()
@@ -110,8 +117,10 @@ class BNScaleImportance(_WeightImportance):
 class TaylorImportance(_WeightImportance):
     """First-order Taylor score ``sum |w * dL/dw|`` over each channel's filters (Molchanov et al.).
 
-    Needs gradients: call it after ``loss.backward()`` (and before ``zero_grad``).
+    Needs gradients: call it after ``loss.backward()`` (and before ``zero_grad``). Structured
+    pruners average it over the optimizer steps since their last pruning step.
     """
+    needs_gradients = True
 
     def reduce(self, module, weight, dim):
         if weight.grad is None:
@@ -121,31 +130,41 @@ class TaylorImportance(_WeightImportance):
 
 
 IMPORTANCES = {
-    'l1': L1Importance,
-    'l2': L2Importance,
-    'bn_scale': BNScaleImportance,
-    'taylor': TaylorImportance,
+    'L1': L1Importance,
+    'L2': L2Importance,
+    'BNScale': BNScaleImportance,
+    'Taylor': TaylorImportance,
 }
 
 
-def build_importance(name: str, **kwargs) -> _WeightImportance:
-    """Build a criterion from its config name (``'l1'``, ``'l2'``, ``'bn_scale'``, ``'taylor'``)."""
-    if name not in IMPORTANCES:
-        raise ValueError(f'unknown importance {name!r}; choose one of {sorted(IMPORTANCES)}')
-    return IMPORTANCES[name](**kwargs)
+def build_importance(cfg) -> _WeightImportance:
+    """Build a criterion from a config: ``dict(type='L1' | 'L2' | 'BNScale' | 'Taylor', **kw)``
+    (or just the type name), or return an already built criterion."""
+    if callable(cfg) and not isinstance(cfg, (str, dict)):
+        return cfg
+    cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
+    kind = cfg.pop('type', None)
+    if kind not in IMPORTANCES:
+        raise ValueError(f'unknown importance {kind!r}; choose one of {sorted(IMPORTANCES)}, '
+                         "e.g. importance=dict(type='L1')")
+    try:
+        return IMPORTANCES[kind](**cfg)
+    except TypeError as err:
+        raise ValueError(f'importance {kind}: {err}') from None
 
 
-def group_importances(model: nn.Module, groups: list[ChannelGroup],
+def group_importances(model: ModulesLike, groups: list[ChannelGroup],
                       criterion) -> dict[str, torch.Tensor]:
     """Score every group with one criterion.
 
     Args:
-        model (nn.Module): The model the groups were found on.
+        model (nn.Module | Mapping[str, nn.Module]): The model the groups were found on (or
+            its ``named_modules()`` as a dict).
         groups (list[ChannelGroup]): The groups to score.
         criterion (callable): An importance object, e.g. ``L1Importance()``.
 
     Returns:
         dict[str, Tensor]: ``{group.name: scores}``.
     """
-    modules = dict(model.named_modules())  # once, not once per group
+    modules = _modules(model)  # once, not once per group
     return {g.name: criterion(modules, g) for g in groups}

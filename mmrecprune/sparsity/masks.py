@@ -197,3 +197,45 @@ def unpack_mask(packed, shape):
     weights = torch.tensor(_PACK_BIT_WEIGHTS, dtype=torch.uint8, device=packed.device)
     bits = (packed.unsqueeze(1) & weights) != 0
     return bits.reshape(-1)[:numel].reshape(shape)
+
+
+class WeightMasks:
+    """Fixed unstructured masks enforced around optimizer steps (how an unstructured cut holds).
+
+    The parameters are kept by reference and the inverted masks are cached on their devices
+    once, so a step costs one ``masked_fill_`` per masked tensor: :meth:`zero_gradients` before
+    the optimizer (momentum, Adam moments and gradient clipping ignore pruned entries) and
+    :meth:`apply` after it (catches what weight decay or ``eps`` terms could still move).
+
+    Args:
+        params (dict[str, nn.Parameter]): The masked parameters.
+        masks (dict[str, BoolTensor]): One mask per parameter, same keys and shapes.
+    """
+
+    def __init__(self, params, masks):
+        check_masks(params, masks)
+        self.params = dict(params)
+        self.masks = {name: mask.to(params[name].device) for name, mask in masks.items()}
+        self._hot_params = [self.params[name] for name in self.masks]
+        self._hot_pruned = [~mask for mask in self.masks.values()]
+
+    def apply(self):
+        """Zero the pruned weights in place."""
+        zero_pruned_(self._hot_params, self._hot_pruned)
+
+    def zero_gradients(self):
+        """Zero the gradients of pruned entries (parameters without a gradient are skipped)."""
+        with_grad = [(p.grad, pruned) for p, pruned in zip(self._hot_params, self._hot_pruned)
+                     if p.grad is not None]
+        zero_pruned_([g for g, _ in with_grad], [m for _, m in with_grad])
+
+    def mask_optimizer_state(self, optimizer):
+        """Zero every optimizer state tensor of a masked parameter's shape (momentum buffers,
+        Adam moments) at the pruned entries, so entries pruned now restart from zero state."""
+        for name, p in self.params.items():
+            state = optimizer.state.get(p)
+            if not state:
+                continue
+            buffers = {key: value for key, value in state.items()
+                       if hasattr(value, 'shape') and value.shape == p.shape}
+            apply_masks(buffers, dict.fromkeys(buffers, self.masks[name]))

@@ -2,7 +2,7 @@
 
 MMDetection's ResNet-50 (random init: speed does not depend on the weights) at
 ``--input-size`` (224) is pruned to ``1 - --flops`` of its FLOPs by our engine
-(``mmrecprune.methods.psap.L1UniformPruner``: L1-norm filters, one ratio for every group,
+(``mmrecprune.methods.L1UniformPruner``: L1-norm filters, one ratio for every group,
 channels inside the bottlenecks only so the stage outputs stay 256..2048, kept widths a multiple
 of ``--round-to``) and physically slimmed. Then, in one run, the dense and slim backbones run in
 interleaved rounds at batch 1 and 8 (``torch.inference_mode``, warm-up, median of
@@ -42,7 +42,7 @@ import torch
 from mmdet.models.backbones import ResNet
 
 from mmrecprune.analysis import deployed, interleaved_latency
-from mmrecprune.methods.psap import L1UniformPruner
+from mmrecprune.methods import L1UniformPruner
 from mmrecprune.sparsity import count_flops_params, slim_model
 
 
@@ -70,7 +70,9 @@ def parse_args():
 def prune_ours(model, shape, fraction, round_to):
     start = time.perf_counter()
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    pruner = L1UniformPruner(model, x, dict(flops=fraction), 1, round_to=round_to)
+    pruner = L1UniformPruner(target=dict(flops=fraction), num_steps=1, round_to=round_to,
+                             scope='')
+    pruner.attach(model, x)
     pruner.step()
     slim_model(model, pruner.groups, pruner.masks)
     return time.perf_counter() - start

@@ -3,7 +3,7 @@
 Compares, on the embedded default's classifier (ResNet-18 at width 16, 56x56 inputs):
 
 - plain: ``ImageClassifier`` + ``OptimWrapper`` (SGD momentum)
-- masked: the same + ``MaskedOptimWrapper`` holding 79 % sparse masks + the
+- masked: the same + ``PruningOptimWrapper`` serving a 79 % sparse pruner + the
   ``LotteryTicketHook.after_train_iter`` call of every iteration
 - recprune: ``ReconstructionClassifier`` (decoder frozen, lambda = 10) + masked training
 
@@ -23,8 +23,7 @@ from mmengine.structures import BaseDataElement
 
 import mmrecprune  # noqa: F401
 from mmrecprune.hooks import LotteryTicketHook
-from mmrecprune.methods import LotteryTicketPruner
-from mmrecprune.optim import MaskedOptimWrapper
+from mmrecprune.optim import PruningOptimWrapper
 from mmrecprune.registry import MODELS
 
 
@@ -44,13 +43,14 @@ def variant(model, masked, rounds=7):
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     if not masked:
         return SimpleNamespace(model=model, wrapper=OptimWrapper(opt), hook=None)
-    wrapper = MaskedOptimWrapper(opt)
-    pruner = LotteryTicketPruner(model, rewind_to='none')
+    wrapper = PruningOptimWrapper(opt)
+    hook = LotteryTicketHook(rounds=rounds, epochs_per_round=1,
+                             pruner=dict(type='IterativeMagnitudePruner', rewind_to='none'))
+    pruner = hook.pruner
+    pruner.attach(model)
     for _ in range(rounds):
-        pruner.prune_and_rewind()
-    wrapper.set_masks(pruner.params, pruner.masks)
-    hook = LotteryTicketHook(rounds=rounds, epochs_per_round=1)
-    hook.pruner = pruner
+        pruner.step()
+    wrapper.attach(pruner)
     return SimpleNamespace(model=model, wrapper=wrapper, hook=hook)
 
 
@@ -90,7 +90,7 @@ def main():
     print(f'threads={torch.get_num_threads()} batch={args.batch_size} input={args.size}x{args.size}')
     for k, t in med.items():
         print(f'{k:>9}: median step {1000 * t:.1f} ms over {len(times[k])} steps')
-    print(f'masked training (MaskedOptimWrapper + LotteryTicketHook) / plain: '
+    print(f'masked training (PruningOptimWrapper + LotteryTicketHook) / plain: '
           f'{med["masked"] / med["plain"]:.3f}')
     print(f'RecPrune decoder step / masked IMP step: {med["recprune"] / med["masked"]:.3f}')
 

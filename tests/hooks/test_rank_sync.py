@@ -1,4 +1,5 @@
-"""Under DDP (2 processes, gloo, CPU, tools/dist_train.sh) every rank holds identical masks."""
+"""The one DDP path (``mmrecprune.hooks.rank_sync``) through both hooks: under DDP (2 processes,
+gloo, CPU, ``tools/dist_train.sh``) every rank holds rank 0's masks and identical weights."""
 
 from mmrecprune.tickets import load_ticket
 from tests.conftest import dist_train, tiny_dist_config
@@ -35,3 +36,17 @@ custom_hooks = [dict(type='LotteryTicketHook', rounds=1, epochs_per_round=1, met
     # every rank compares all ranks' digests; rank 0's report reaches the log
     assert 'probe: weights identical on 2 ranks' in log, log[-3000:]
     assert 'probe: weights DIFFER' not in log
+
+
+def test_dist_train_channel_masks_identical_on_every_rank(tmp_path):
+    config = tiny_dist_config(
+        tmp_path / 'psap_tiny.py', 'configs/psap/psap_r18-w16_fashionmnist.py', """
+custom_hooks = [dict(type='StructuredPruningHook', interval=1, example_input_shape=(1, 3, 32, 32),
+                     pruner=dict(type='PSAPPruner', target=dict(flops=0.5), num_steps=2,
+                                 protect_factor=1.0))]
+param_scheduler = []
+""")
+    log = dist_train(config, tmp_path / 'work')
+    assert log.count('channel masks identical on 2 ranks') == 2, log[-3000:]
+    meta = load_ticket(str(tmp_path / 'work' / 'tickets' / 'slim.pth')).meta
+    assert meta['flops_ratio'] <= 0.5 and meta['steps'] == 2

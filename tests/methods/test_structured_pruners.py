@@ -1,4 +1,5 @@
-"""PSAP and the L1 baselines on bare modules: schedule, costs, soft masks, protection, state."""
+"""PSAP and the L1 baselines (``mmrecprune.methods``) on bare modules, built from configs as the
+hooks build them: schedule, costs, soft masks, protection, importance, state."""
 import copy
 import io
 from functools import partial
@@ -9,13 +10,15 @@ import torch.nn.functional as F
 from mmdet.models.backbones import ResNet
 from torch import nn
 
-from mmrecprune.methods.psap import (ChannelCostModel, L1GlobalPruner, L1UniformPruner,
-                                     PSAPPruner, build_structured_pruner)
-from mmrecprune.optim import AmpProtectiveOptimWrapper, ProtectiveOptimWrapper
-from mmrecprune.sparsity import apply_channel_masks, count_flops_params, inference_forward
+from mmrecprune.methods import L1GlobalPruner, L1UniformPruner, PSAPPruner
+from mmrecprune.optim import AmpPruningOptimWrapper, PruningOptimWrapper
+from mmrecprune.registry import PRUNERS
+from mmrecprune.sparsity import (ChannelCostModel, apply_channel_masks, bisect,
+                                 count_flops_params, inference_forward)
 
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 METHODS = ('psap', 'l1_uniform', 'l1_global')
+TYPES = dict(psap='PSAPPruner', l1_uniform='L1UniformPruner', l1_global='L1GlobalPruner')
 
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -40,8 +43,10 @@ def classifier(depth=18, seed=0):
 
 def pruner(method='psap', model=None, target=None, num_steps=3, **kwargs):
     model = classifier() if model is None else model
-    return build_structured_pruner(method, model, X, target or dict(flops=0.5), num_steps,
-                                   scope='backbone', **kwargs)
+    p = PRUNERS.build(dict(type=TYPES[method], target=target or dict(flops=0.5),
+                           num_steps=num_steps, **kwargs))
+    p.attach(model, X)
+    return p
 
 
 @pytest.mark.parametrize('depth, prune_residual', [(18, False), (18, True), (50, False),
@@ -104,7 +109,7 @@ def test_rounding_slack_is_given_back_without_breaking_the_target(method):
     p = pruner(method, Classifier(18, width=16), num_steps=1, round_to=4)
     target = p.target_cost(1)
     cost = partial(p.cost_model.cost, metric='flops')
-    bisected = p._bisect(p._uniform_widths, cost, target, 0.0, 1.0)[1] \
+    bisected = bisect(p.uniform_widths, cost, target, 0.0, 1.0)[1] \
         if method == 'l1_uniform' else None
     p.step()
     widths = p.widths()
@@ -149,7 +154,7 @@ def _train(model, wrapper, steps, seed=0):
         wrapper.update_params(loss)
 
 
-def _wrapper(model, cls=ProtectiveOptimWrapper, **kwargs):
+def _wrapper(model, cls=PruningOptimWrapper, **kwargs):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-2)
     return cls(optimizer=optimizer, **kwargs)
 
@@ -158,7 +163,7 @@ def test_wrapper_keeps_soft_masks_and_records_activation_gradients():
     p = pruner('psap', num_steps=3)
     model = p.model
     wrapper = _wrapper(model, accumulative_counts=2)
-    wrapper.supervise(p)
+    wrapper.attach(p)
     wrapper.initialize_count_status(model, 0, 8)
     _train(model, wrapper, 2)
     assert not p.monitor.active and int(p.monitor.count.sum()) == 0  # nothing pruned yet
@@ -199,15 +204,15 @@ def test_protective_restoration_restores_backup_and_exempts():
     ema[chosen] = 3.0  # > 2 x the median (1.0) of the kept channels
     p.monitor.view(p.monitor.count, gi).fill_(1)
     optimizer = torch.optim.SGD(p.model.parameters(), lr=0.1, momentum=0.9)
-    wrapper = ProtectiveOptimWrapper(optimizer=optimizer)
+    wrapper = PruningOptimWrapper(optimizer=optimizer)
     conv = modules[g.name]
     optimizer.state[conv.weight]['momentum_buffer'] = torch.ones_like(conv.weight)
 
-    plan = p.plan_step()
+    plan = p.plan()
     assert plan.restored[g.name].nonzero().flatten().tolist() == [chosen]
     assert plan.masks[g.name][chosen]  # exempt from this step
     changed = p.commit(plan)
-    wrapper.reset_state_slices(p.channel_param_slices(changed))
+    wrapper.reset_state(p.optimizer_slices(changed))
     torch.testing.assert_close(conv.weight[chosen], dense[g.name + '.weight'][chosen])
     bn = g.name.replace('conv', 'bn')
     torch.testing.assert_close(modules[bn].bias[chosen], dense[bn + '.bias'][chosen])
@@ -222,7 +227,7 @@ def test_protective_restoration_restores_backup_and_exempts():
 def test_state_dict_round_trips_weights_only_and_continues_identically():
     p = pruner('psap', num_steps=3, protect_factor=1.0)
     wrapper = _wrapper(p.model)
-    wrapper.supervise(p)
+    wrapper.attach(p)
     p.step()
     _train(p.model, wrapper, 3)
     buffer = io.BytesIO()
@@ -270,9 +275,9 @@ def test_uniform_ratio_that_would_empty_a_layer_is_refused():
     with pytest.raises(ValueError, match=r"keep 0 of 8 channels of group "
                                          r"'backbone.layer1.0.conv1' \(min_keep=1\): the ratio "
                                          r'would empty the layer'):
-        L1UniformPruner(classifier(), X, dict(channels=0.95), 2, scope='backbone')
+        L1UniformPruner(target=dict(channels=0.95), num_steps=2).attach(classifier(), X)
     # the same target is fine where ratios may differ between groups
-    L1GlobalPruner(classifier(), X, dict(channels=0.95), 2, scope='backbone')
+    L1GlobalPruner(target=dict(channels=0.95), num_steps=2).attach(classifier(), X)
 
 
 @pytest.mark.parametrize('kwargs, match', [
@@ -284,11 +289,11 @@ def test_uniform_ratio_that_would_empty_a_layer_is_refused():
     (dict(ratio_floor=1.5), r'ratio_floor must be in \[0, 1\]'),
     (dict(grad_momentum=1.0), r'grad_momentum must be in \[0, 1\)'),
 ])
-def test_bad_arguments(kwargs, match):
+def test_bad_arguments_fail_at_construction_without_a_model(kwargs, match):
     args = dict(target=dict(flops=0.5), num_steps=2)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        PSAPPruner(classifier(), X, scope='backbone', **args)
+        PSAPPruner(**args)
 
 
 def test_amp_wrapper_composes_on_cpu(monkeypatch):
@@ -300,8 +305,8 @@ def test_amp_wrapper_composes_on_cpu(monkeypatch):
     monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
     p = pruner('psap', num_steps=2)
     with pytest.warns(UserWarning):
-        wrapper = _wrapper(p.model, AmpProtectiveOptimWrapper)
-    wrapper.supervise(p)
+        wrapper = _wrapper(p.model, AmpPruningOptimWrapper)
+    wrapper.attach(p)
     p.step()
     _train(p.model, wrapper, 2)
     assert wrapper.gradient_scale() == 1.0 and (p.monitor.count == 2).all()

@@ -1,0 +1,90 @@
+"""What the pruning hooks share: building the pruner from its config, attaching it to the
+model and the optimizer wrapper, and carrying its state through checkpoints."""
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from mmrecprune.hooks.starting_weights import adapt_starting_weights
+from mmrecprune.optim import PruningUpdateMixin
+from mmrecprune.registry import PRUNERS
+
+
+def build_pruner(cfg, owner):
+    """Build a pruner config; a bad argument raises ValueError naming the hook and the pruner."""
+    cfg = dict(cfg)
+    kind = cfg.get('type')
+    try:
+        return PRUNERS.build(cfg)
+    except TypeError as err:  # an argument the pruner does not take
+        raise ValueError(f'{owner}: pruner {kind}: {err}') from None
+    except KeyError as err:
+        raise ValueError(f'{owner}: unknown pruner type {kind!r} ({err}); registered: '
+                         f'{sorted(PRUNERS.module_dict)}') from None
+
+
+class PruningHook(Hook):
+    """Base of the pruning hooks: they decide *when*; the pruner decides *what*.
+
+    Subclasses set ``state_key`` (where the pruner's state goes in a checkpoint) and call
+    :meth:`attach_pruner` in ``before_train``.
+    """
+    priority = 'LOW'  # after the param scheduler, before the checkpoint hook (VERY_LOW)
+    state_key = 'pruning'
+
+    def __init__(self, pruner, example_input_shape=(1, 3, 224, 224)):
+        shape = tuple(example_input_shape)
+        if len(shape) != 4 or shape[0] != 1 or min(shape) < 1:
+            raise ValueError(f'example_input_shape must be (1, C, H, W), got {example_input_shape}')
+        self.example_input_shape = shape
+        self.pruner_cfg = dict(pruner)
+        self.pruner = build_pruner(self.pruner_cfg, type(self).__name__)
+        self._resumed_state = None
+
+    @staticmethod
+    def _model(runner):
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    def _example_input(self, model):
+        import torch
+        param = next(model.parameters())
+        generator = torch.Generator().manual_seed(0)  # leaves the global RNG alone
+        return torch.randn(self.example_input_shape, generator=generator).to(param.device)
+
+    def attach_pruner(self, runner):
+        """Attach the pruner to the model, restore a resumed state, serve it from the
+        optimizer wrapper. Returns whether a state was resumed."""
+        wrapper = runner.optim_wrapper
+        if not isinstance(wrapper, PruningUpdateMixin):
+            raise TypeError(f'{type(self).__name__} needs optim_wrapper=dict(type='
+                            '"mmrecprune.PruningOptimWrapper", ...) (or its Amp twin; the old '
+                            'names MaskedOptimWrapper / ProtectiveOptimWrapper work too) to '
+                            f'keep pruned weights at zero; got {type(wrapper).__name__}')
+        model = self._model(runner)
+        if not hasattr(model, 'backbone'):
+            raise TypeError(f'{type(self).__name__} prunes `model.backbone`; '
+                            f'{type(model).__name__} has none')
+        self.pruner.attach(model, self._example_input(model))
+        resumed = self._resumed_state is not None
+        if resumed:
+            self.load_resumed_state(self._resumed_state)
+            self._resumed_state = None
+        wrapper.attach(self.pruner)
+        return resumed
+
+    def load_resumed_state(self, state):
+        self.pruner.load_state_dict(state)
+
+    def saved_state(self):
+        return self.pruner.state_dict()
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        if self.pruner.model is not None:
+            checkpoint[self.state_key] = self.saved_state()
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        # Only a resumed run continues the pruning state; `load_from` alone starts a new run
+        # from the checkpoint's weights.
+        if getattr(runner, '_resume', False):
+            self._resumed_state = checkpoint.get(self.state_key)
+        else:
+            adapt_starting_weights(self._model(runner), checkpoint,
+                                   f'load_from={runner._load_from}')

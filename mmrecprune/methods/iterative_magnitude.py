@@ -1,0 +1,150 @@
+"""Iterative magnitude pruning with rewinding: the loop behind RecPrune, IMP and the
+self-supervised method (they differ in the training loss, not here). Plain PyTorch."""
+import torch
+
+from mmrecprune.methods.base import BasePruner, PruningPlan
+from mmrecprune.registry import PRUNERS
+from mmrecprune.sparsity import (WeightMasks, check_masks, global_magnitude_masks, init_masks,
+                                 layerwise_magnitude_masks, pack_mask, prunable_parameters,
+                                 rewind, sparsity_report, unpack_mask)
+
+REWIND_MODES = ('pretrained', 'iteration', 'none')
+RANKINGS = {'global': global_magnitude_masks, 'layerwise': layerwise_magnitude_masks}
+
+
+@PRUNERS.register_module()
+class IterativeMagnitudePruner(BasePruner):
+    """Each round removes ``prune_ratio`` of the surviving prunable weights (global magnitude)
+    and rewinds the survivors and the rest of the model to the rewind target.
+
+    Args:
+        prune_ratio (float): Fraction of the surviving weights removed per round, in (0, 1).
+            Defaults to 0.2.
+        include / exclude (Sequence[str]): Which conv weights are prunable (fnmatch on parameter
+            names, see :func:`~mmrecprune.sparsity.prunable_parameters`). Defaults: backbone
+            convs except the stem.
+        rewind_to (str): ``'pretrained'`` (the weights at the start of the run), ``'iteration'``
+            (after ``rewind_iter`` iterations of round 1: late resetting) or ``'none'``.
+        rewind_iter (int): Iteration for ``rewind_to='iteration'``. Defaults to 0.
+        ranking (str): ``'global'`` (one magnitude threshold over all prunable layers, as the
+            lottery-ticket papers prune conv nets) or ``'layerwise'`` (``prune_ratio`` of every
+            layer). Defaults to ``'global'``.
+        method (str): Name written into tickets (``'imp'``, ``'recprune'``, ...).
+    """
+    kind = 'unstructured'
+
+    def __init__(self, prune_ratio=0.2, include=('backbone.*', ), exclude=('conv1.*', 'stem.*'),
+                 rewind_to='pretrained', rewind_iter=0, ranking='global', method='imp'):
+        super().__init__()
+        if not isinstance(prune_ratio, (int, float)) or not 0.0 < prune_ratio < 1.0:
+            raise ValueError(f'prune_ratio must be in (0, 1), got {prune_ratio!r}')
+        if rewind_to not in REWIND_MODES:
+            raise ValueError(f'rewind_to must be one of {REWIND_MODES}, got {rewind_to!r}')
+        if not isinstance(rewind_iter, int) or rewind_iter < 0:
+            raise ValueError(f'rewind_iter must be an int >= 0, got {rewind_iter!r}')
+        if ranking not in RANKINGS:
+            raise ValueError(f'ranking must be one of {tuple(RANKINGS)}, got {ranking!r}')
+        self.ranking = ranking
+        self.prune_ratio = prune_ratio
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+        self.rewind_to = rewind_to
+        self.rewind_iter = rewind_iter
+        self.method = method
+        self.params = {}
+        self.enforced = None
+        self.rewind_state = None  # the whole model state (BN, head) to rewind to
+
+    def attach(self, model, example_input=None):
+        self.params = prunable_parameters(model, include=self.include, exclude=self.exclude)
+        if not self.params:
+            raise ValueError(f'no prunable conv weights match include={self.include}, '
+                             f'exclude={self.exclude}')
+        self.model = model
+        self.enforced = WeightMasks(self.params, init_masks(self.params))
+
+    @property
+    def masks(self):
+        return self.enforced.masks
+
+    @property
+    def round(self):
+        return self.step_count
+
+    @property
+    def sparsity(self):
+        return sparsity_report(self.masks)['sparsity']
+
+    @property
+    def wants_snapshot_at_start(self):
+        """Whether the rewind target is the state at the start of training."""
+        return self.rewind_to == 'pretrained' or (self.rewind_to == 'iteration'
+                                                  and self.rewind_iter == 0)
+
+    def snapshot(self):
+        """Remember the current model state as the rewind target."""
+        self.rewind_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def plan(self):
+        """The masks of the next round (magnitude pruning); changes nothing yet."""
+        masks = RANKINGS[self.ranking](self.params, self.masks, self.prune_ratio)
+        return PruningPlan(step=self.step_count + 1, masks=masks)
+
+    @torch.no_grad()
+    def commit(self, plan):
+        """End the round with ``plan.masks``: rewind the survivors, zero the pruned weights."""
+        check_masks(self.params, plan.masks)
+        if self.rewind_to != 'none':
+            if self.rewind_state is None:
+                raise RuntimeError('no rewind target stored before the end of the round')
+            self.model.load_state_dict(self.rewind_state)
+            rewind(self.params, self.rewind_state, plan.masks)
+        self.enforced = WeightMasks(self.params, plan.masks)
+        self.enforced.apply()
+        self.step_count = plan.step
+        return {n: ~m for n, m in self.masks.items()}
+
+    def step(self):
+        """End a round on one process: :meth:`plan` then :meth:`commit`."""
+        return self.commit(self.plan())
+
+    def synced_tensors(self):
+        return self.params
+
+    def optimizer_slices(self, changed):
+        return None  # every weight was rewound: no optimizer state belongs to them any more
+
+    def attach_optimizer(self, optimizer):
+        self.enforced.apply()
+        self.enforced.mask_optimizer_state(optimizer)
+
+    def before_optimizer_step(self, scale=1.0):
+        self.enforced.zero_gradients()
+
+    def after_optimizer_step(self):
+        self.enforced.apply()
+
+    def state_dict(self):
+        """Plain, weights-only-loadable state (packed masks) for checkpoints."""
+        return dict(round=self.step_count,
+                    masks={n: pack_mask(m.cpu()) for n, m in self.masks.items()},
+                    rewind_state=self.rewind_state)
+
+    def load_state_dict(self, state):
+        masks = {n: unpack_mask(bits, self.params[n].shape).to(self.params[n].device)
+                 for n, bits in state['masks'].items() if n in self.params}
+        self.enforced = WeightMasks(self.params, masks)
+        self.step_count = int(state['round'])
+        self.rewind_state = state.get('rewind_state')
+
+    def ticket_content(self, prefix='backbone'):
+        start = prefix + '.'
+        return dict(masks={n[len(start):]: m for n, m in self.masks.items()
+                           if n.startswith(start)},
+                    meta=dict(method=self.method, round=self.step_count,
+                              prune_ratio=self.prune_ratio, rewind_to=self.rewind_to,
+                              ranking=self.ranking))
+
+
+# the name of earlier releases, kept for code that imports it
+LotteryTicketPruner = IterativeMagnitudePruner
