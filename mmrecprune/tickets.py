@@ -283,7 +283,8 @@ def export_ticket(path, pruner, backbone_cfg, input_shape=(1, 3, 224, 224), sour
             ``pretrained``).
         input_shape (Sequence[int]): ``(1, C, H, W)`` the FLOPs are counted for.
         source (str, optional): The starting weights, for provenance.
-        prefix (str): The pruned sub-module of ``pruner.model``. Defaults to ``'backbone'``.
+        prefix (str): The pruned sub-module of ``pruner.model``. Defaults to ``'backbone'``
+            (``''``: the pruner's model is the backbone itself).
         plot (bool): Also write ``<ticket>_sparsity.png`` (unstructured: per-layer sparsity) or
             ``<ticket>_channels.png`` (structured: kept channels per group).
 
@@ -293,7 +294,7 @@ def export_ticket(path, pruner, backbone_cfg, input_shape=(1, 3, 224, 224), sour
     from mmrecprune.sparsity import (count_flops_params, inference_forward, plot_kept_channels,
                                      plot_layer_sparsity, sparsity_report)
     content = pruner.ticket_content(prefix)
-    dense_backbone = getattr(pruner.model, prefix)
+    dense_backbone = pruner.model.get_submodule(prefix)
     shape = tuple(int(v) for v in input_shape)
     flops_dense, params_dense = count_flops_params(dense_backbone, shape)
     backbone_cfg = clean_backbone_cfg(backbone_cfg)
@@ -323,7 +324,7 @@ def export_ticket(path, pruner, backbone_cfg, input_shape=(1, 3, 224, 224), sour
                                                                   rtol=1e-4, atol=1e-4):
         raise RuntimeError('the slimmed model does not compute what the masked one does '
                            f'(max diff {(dense_out - slim_out).abs().max():.3g})')
-    slim_backbone = getattr(slim_model, prefix)
+    slim_backbone = slim_model.get_submodule(prefix)
     flops, params = count_flops_params(slim_backbone, shape)
     prunable = _conv_linear_weights(dense_backbone)
     meta.update(flops=flops, params=params, prunable_params=prunable,

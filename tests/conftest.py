@@ -161,33 +161,34 @@ def training_checkpoint(tmp_path_factory):
     return str(work_dir / 'epoch_1.pth')
 
 
+UNSTRUCTURED_60 = dict(type='IterativeMagnitudePruner', prune_ratio=0.6, rewind_to='none',
+                      include=('*', ), method='test')
+STRUCTURED_50 = dict(type='PSAPPruner', target=dict(flops=0.5), num_steps=1, scope='')
+
+
+def export_test_ticket(path, backbone_cfg, pruner_cfg, input_shape=(1, 3, 64, 64), seed=0):
+    """Build ``backbone_cfg`` (random init, ``seed``), prune it with one step of the pruner
+    ``pruner_cfg`` and write its ticket with :func:`mmrecprune.tickets.export_ticket`, the path
+    every pruning run takes; return ``path``."""
+    import torch
+
+    from mmrecprune.registry import MODELS, PRUNERS
+    from mmrecprune.tickets import export_ticket
+    torch.manual_seed(seed)
+    net = MODELS.build(backbone_cfg)
+    pruner = PRUNERS.build(pruner_cfg)
+    pruner.attach(net, torch.randn(input_shape))
+    pruner.step()
+    export_ticket(str(path), pruner, backbone_cfg, input_shape, prefix='', plot=False)
+    return str(path)
+
+
 def make_r18_tickets(folder, base_channels):
     """An unstructured (60 % sparse) and a structured (-50 % FLOPs) ticket of ResNet-18 at
-    ``base_channels``, written with the engine directly; ``{kind: path}``."""
-    import torch
-    from mmdet.models.backbones import ResNet
-
-    from mmrecprune.methods import PSAPPruner
-    from mmrecprune.sparsity import global_magnitude_masks, init_masks, prunable_parameters
-    from mmrecprune.tickets import save_ticket
+    ``base_channels``; ``{kind: path}``."""
     cfg = dict(type='mmdet.ResNet', depth=18, base_channels=base_channels, out_indices=[3])
-    torch.manual_seed(0)
-    net = ResNet(depth=18, base_channels=base_channels)
-    params = prunable_parameters(net)
-    masks = global_magnitude_masks(params, init_masks(params), 0.6)
-    with torch.no_grad():
-        for n, p in params.items():
-            p.mul_(masks[n])
-    unstructured = save_ticket(str(folder / 'round_4.pth'), cfg, net.state_dict(), masks=masks,
-                               method='test', round=4, sparsity=0.6)
-    net = ResNet(depth=18, base_channels=base_channels)
-    pruner = PSAPPruner(target=dict(flops=0.5), num_steps=1, scope='')
-    pruner.attach(net, torch.randn(1, 3, 64, 64))
-    pruner.step()
-    slim, structure = pruner.slim_copy()
-    structured = save_ticket(str(folder / 'slim.pth'), cfg, slim.state_dict(),
-                             channel_structure=structure, method='psap')
-    return dict(unstructured=unstructured, structured=structured)
+    return dict(unstructured=export_test_ticket(folder / 'round_4.pth', cfg, UNSTRUCTURED_60),
+                structured=export_test_ticket(folder / 'slim.pth', cfg, STRUCTURED_50))
 
 
 @pytest.fixture(scope='session')
@@ -221,8 +222,23 @@ def r50_tickets(tmp_path_factory):
         if kind == 'unstructured':
             hook.update(rounds=1, epochs_per_round=1)
         else:
-            hook.update(num_steps=1, example_input_shape=(1, 3, 32, 32))
+            hook.update(example_input_shape=(1, 3, 32, 32))
+            hook.pruner.update(num_steps=1)
         Runner.from_cfg(cfg).train()
         name = 'round_1.pth' if kind == 'unstructured' else 'slim.pth'
         tickets[kind] = str(work_dir / 'tickets' / name)
     return tickets
+
+
+def half_width_masks(model, groups):
+    """Keep, in every channel group, the half of its channels (rounded up) with the largest
+    filter L1 norm: a fixed structured cut for the engine tests."""
+    import torch
+    from mmrecprune.sparsity import L1Importance, group_importances
+    out = {}
+    for name, scores in group_importances(model, groups, L1Importance()).items():
+        order = torch.argsort(scores, descending=True, stable=True)
+        keep = torch.zeros_like(scores, dtype=torch.bool)
+        keep[order[:scores.numel() - scores.numel() // 2]] = True
+        out[name] = keep
+    return out

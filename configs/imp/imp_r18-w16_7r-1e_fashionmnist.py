@@ -8,7 +8,9 @@ model = dict(data_preprocessor={{_base_.data_preprocessor}})
 load_from = 'work_dirs/resnet18-w16_1xb128-6e_fashionmnist/epoch_6.pth'
 custom_hooks = [
     dict(type='LotteryTicketHook', rounds=rounds, epochs_per_round=epochs_per_round,
-         prune_ratio=0.2, rewind_to='pretrained', method='imp')
+         example_input_shape=(1, 3, 56, 56),
+         pruner=dict(type='IterativeMagnitudePruner', prune_ratio=0.2, rewind_to='pretrained',
+                     method='imp'))
 ]
 train_cfg = dict(by_epoch=True, max_epochs=rounds * epochs_per_round,
                  val_interval=epochs_per_round)

@@ -9,7 +9,9 @@ load_from = 'work_dirs/resnet50_8xb32-90e_imagenet/epoch_90.pth'
 train_dataloader = dict(batch_size=32)
 custom_hooks = [
     dict(type='LotteryTicketHook', rounds=rounds, epochs_per_round=epochs_per_round,
-         prune_ratio=0.2, rewind_to='pretrained', method='imp')
+         example_input_shape=(1, 3, 224, 224),
+         pruner=dict(type='IterativeMagnitudePruner', prune_ratio=0.2, rewind_to='pretrained',
+                     method='imp'))
 ]
 train_cfg = dict(by_epoch=True, max_epochs=rounds * epochs_per_round,
                  val_interval=epochs_per_round)

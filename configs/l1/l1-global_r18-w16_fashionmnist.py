@@ -2,6 +2,6 @@
 # PSAP's schedule, soft masks and fine-tuning (no protective restoration).
 _base_ = '../psap/psap_r18-w16_fashionmnist.py'
 custom_hooks = [
-    dict(type='StructuredPruningHook', method='l1_global', target=dict(flops=0.5), num_steps=3,
-         interval=1, begin=0, example_input_shape=(1, 3, 56, 56))
+    dict(type='StructuredPruningHook', interval=1, begin=0, example_input_shape=(1, 3, 56, 56),
+         pruner=dict(type='L1GlobalPruner', target=dict(flops=0.5), num_steps=3))
 ]

@@ -8,15 +8,15 @@ _base_ = [
 model = dict(data_preprocessor={{_base_.data_preprocessor}})
 load_from = 'work_dirs/resnet18-w16_1xb128-6e_fashionmnist/epoch_6.pth'
 optim_wrapper = dict(
-    type='mmrecprune.ProtectiveOptimWrapper',
+    type='mmrecprune.PruningOptimWrapper',
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True))
 param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=4, by_epoch=True, begin=0, end=4,
          convert_to_iter_based=True)
 ]
 custom_hooks = [
-    dict(type='StructuredPruningHook', method='psap', target=dict(flops=0.5), num_steps=3,
-         interval=1, begin=0, example_input_shape=(1, 3, 56, 56))
+    dict(type='StructuredPruningHook', interval=1, begin=0, example_input_shape=(1, 3, 56, 56),
+         pruner=dict(type='PSAPPruner', target=dict(flops=0.5), num_steps=3))
 ]
 train_cfg = dict(by_epoch=True, max_epochs=4, val_interval=1)
 val_cfg = dict()

@@ -5,9 +5,9 @@ _base_ = [
     '../_base_/schedules/fashion_mnist_cls_6e.py', '../_base_/default_runtime.py'
 ]
 model = dict(data_preprocessor={{_base_.data_preprocessor}})
-optim_wrapper = dict(type='mmrecprune.ProtectiveOptimWrapper')
+optim_wrapper = dict(type='mmrecprune.PruningOptimWrapper')
 custom_hooks = [
-    dict(type='StructuredPruningHook', method='psap', target=dict(flops=0.5), num_steps=3,
-         interval=1, begin=1, example_input_shape=(1, 3, 56, 56))
+    dict(type='StructuredPruningHook', interval=1, begin=1, example_input_shape=(1, 3, 56, 56),
+         pruner=dict(type='PSAPPruner', target=dict(flops=0.5), num_steps=3))
 ]
 train_cfg = dict(val_interval=1)

@@ -10,15 +10,15 @@ load_from = 'work_dirs/resnet50_8xb32-90e_imagenet/epoch_90.pth'
 train_dataloader = dict(batch_size=32)
 val_dataloader = dict(batch_size=32)
 optim_wrapper = dict(
-    type='mmrecprune.ProtectiveOptimWrapper',
+    type='mmrecprune.PruningOptimWrapper',
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4))
 param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=30, by_epoch=True, begin=0, end=30,
          convert_to_iter_based=True)
 ]
 custom_hooks = [
-    dict(type='StructuredPruningHook', method='psap', target=dict(flops=0.5), num_steps=5,
-         interval=2, begin=0, round_to=8, example_input_shape=(1, 3, 224, 224))
+    dict(type='StructuredPruningHook', interval=2, begin=0, example_input_shape=(1, 3, 224, 224),
+         pruner=dict(type='PSAPPruner', target=dict(flops=0.5), num_steps=5, round_to=8))
 ]
 train_cfg = dict(by_epoch=True, max_epochs=30, val_interval=2)
 val_cfg = dict()

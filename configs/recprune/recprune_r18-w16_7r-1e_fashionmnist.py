@@ -17,7 +17,9 @@ model = dict(
 load_from = 'work_dirs/recprune_r18-w16_decoder-stage_fashionmnist/epoch_3.pth'
 custom_hooks = [
     dict(type='LotteryTicketHook', rounds=rounds, epochs_per_round=epochs_per_round,
-         prune_ratio=0.2, rewind_to='pretrained', method='recprune')
+         example_input_shape=(1, 3, 56, 56),
+         pruner=dict(type='IterativeMagnitudePruner', prune_ratio=0.2, rewind_to='pretrained',
+                     method='recprune'))
 ]
 train_cfg = dict(by_epoch=True, max_epochs=rounds * epochs_per_round,
                  val_interval=epochs_per_round)

@@ -18,7 +18,9 @@ load_from = 'work_dirs/recprune_r50_decoder-stage_8xb32_imagenet/epoch_10.pth'
 train_dataloader = dict(batch_size=32)
 custom_hooks = [
     dict(type='LotteryTicketHook', rounds=rounds, epochs_per_round=epochs_per_round,
-         prune_ratio=0.2, rewind_to='pretrained', method='recprune')
+         example_input_shape=(1, 3, 224, 224),
+         pruner=dict(type='IterativeMagnitudePruner', prune_ratio=0.2, rewind_to='pretrained',
+                     method='recprune'))
 ]
 train_cfg = dict(by_epoch=True, max_epochs=rounds * epochs_per_round,
                  val_interval=epochs_per_round)

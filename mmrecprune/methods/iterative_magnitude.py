@@ -138,7 +138,7 @@ class IterativeMagnitudePruner(BasePruner):
         self.rewind_state = state.get('rewind_state')
 
     def ticket_content(self, prefix='backbone'):
-        start = prefix + '.'
+        start = prefix + '.' if prefix else ''
         return dict(masks={n[len(start):]: m for n, m in self.masks.items()
                            if n.startswith(start)},
                     meta=dict(method=self.method, round=self.step_count,

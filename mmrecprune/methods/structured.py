@@ -301,7 +301,7 @@ class StructuredPruner(BasePruner):
 
     def ticket_content(self, prefix='backbone'):
         slim, structure = self.slim_copy()
-        start = prefix + '.'
+        start = prefix + '.' if prefix else ''
         return dict(
             model=slim, dense_model=self.model,
             channel_structure={k[len(start):]: v for k, v in structure.items()

@@ -7,7 +7,7 @@ can still receive gradients and be restored; :func:`~.slimming.slim_model` later
 from __future__ import annotations
 
 import math
-from typing import Mapping, Union
+from typing import Mapping
 
 import torch
 from torch import nn

@@ -10,24 +10,16 @@ import sys
 
 import pytest
 import torch
-from mmdet.models.backbones import ResNet
 
-from mmrecprune.methods.psap import PSAPPruner
-from mmrecprune.tickets import load_ticket, save_ticket
-from tests.conftest import repo_path, train_downstream
+from mmrecprune.tickets import load_ticket
+from tests.conftest import STRUCTURED_50, export_test_ticket, repo_path, train_downstream
 
 
 @pytest.fixture(scope='module')
 def slim_ticket(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('ticket') / 'slim.pth')
-    torch.manual_seed(0)
-    net = ResNet(depth=18, base_channels=16)
-    pruner = PSAPPruner(net, torch.randn(1, 3, 64, 64), dict(flops=0.5), 1)
-    pruner.step()
-    slim, structure = pruner.slim_copy()
-    save_ticket(path, dict(type='mmdet.ResNet', depth=18, base_channels=16, out_indices=[3]),
-                slim.state_dict(), channel_structure=structure, method='psap')
-    return path
+    return export_test_ticket(
+        tmp_path_factory.mktemp('ticket') / 'slim.pth',
+        dict(type='mmdet.ResNet', depth=18, base_channels=16, out_indices=[3]), STRUCTURED_50)
 
 
 def _assert_slim_and_trained(model, ticket_path):

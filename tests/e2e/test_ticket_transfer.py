@@ -1,25 +1,15 @@
 """Unstructured tickets fine-tuned inside real mmdet / mmseg runners keep their zeros."""
 import pytest
-import torch
-from mmdet.models.backbones import ResNet
 
-from mmrecprune.sparsity import global_magnitude_masks, init_masks, prunable_parameters
-from mmrecprune.tickets import load_ticket, save_ticket
-from tests.conftest import train_downstream
+from mmrecprune.tickets import load_ticket
+from tests.conftest import UNSTRUCTURED_60, export_test_ticket, train_downstream
 
 
 @pytest.fixture(scope='module')
 def ticket(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('ticket') / 'ticket.pth')
-    net = ResNet(depth=18, base_channels=8)
-    params = prunable_parameters(net)
-    masks = global_magnitude_masks(params, init_masks(params), 0.6)
-    with torch.no_grad():
-        for n, p in params.items():
-            p.mul_(masks[n])
-    save_ticket(path, dict(type='mmdet.ResNet', depth=18, base_channels=8, out_indices=[3]),
-                net.state_dict(), masks=masks, method='test', round=4, sparsity=0.6)
-    return path
+    return export_test_ticket(
+        tmp_path_factory.mktemp('ticket') / 'ticket.pth',
+        dict(type='mmdet.ResNet', depth=18, base_channels=8, out_indices=[3]), UNSTRUCTURED_60)
 
 
 def _assert_zeros_kept(model, ticket_path):

@@ -7,7 +7,7 @@ from mmrecprune.hooks import StructuredPruningHook
 from mmrecprune.registry import MODELS
 from mmrecprune.sparsity import count_flops_params, inference_forward
 from mmrecprune.tickets import TicketError, load_ticket, save_ticket
-from tests.conftest import tiny_cls_cfg
+from tests.conftest import STRUCTURED_50, export_test_ticket, tiny_cls_cfg
 
 PSAP = 'configs/psap/psap_r18-w16_fashionmnist.py'
 SHAPE = (1, 3, 32, 32)
@@ -20,11 +20,21 @@ def pretrained(tmp_path_factory):
     return str(work_dir / 'epoch_1.pth')
 
 
-def psap_cfg(work_dir, load_from=None, max_epochs=3, **hook):
+SCHEDULE_ARGS = ('interval', 'begin', 'by_epoch', 'example_input_shape')
+TYPES = dict(psap='PSAPPruner', l1_uniform='L1UniformPruner', l1_global='L1GlobalPruner')
+
+
+def psap_cfg(work_dir, load_from=None, max_epochs=3, method=None, **args):
+    """The shipped PSAP config, shrunk; ``args`` go to the hook (schedule) or its pruner."""
     cfg = tiny_cls_cfg(work_dir, config=PSAP, max_epochs=max_epochs)
     cfg.load_from = load_from
     cfg.optim_wrapper.optimizer.lr = 0.05
-    cfg.custom_hooks = [dict(cfg.custom_hooks[0].to_dict(), example_input_shape=SHAPE, **hook)]
+    hook = cfg.custom_hooks[0].to_dict()
+    hook.update(example_input_shape=SHAPE, **{k: v for k, v in args.items() if k in SCHEDULE_ARGS})
+    hook['pruner'].update({k: v for k, v in args.items() if k not in SCHEDULE_ARGS})
+    if method is not None:
+        hook['pruner']['type'] = TYPES[method]
+    cfg.custom_hooks = [hook]
     return cfg
 
 
@@ -81,6 +91,37 @@ def test_resume_mid_pruning_matches_uninterrupted_run(tmp_path, pretrained):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
 
 
+@pytest.mark.parametrize('importance', ['L1', 'L2', 'BNScale', 'Taylor'])
+def test_every_importance_criterion_prunes_end_to_end(tmp_path, importance):
+    # one epoch of training before the step, so Taylor has gradients to average
+    cfg = psap_cfg(tmp_path, max_epochs=2, method='l1_uniform', num_steps=1, begin=1,
+                   importance=dict(type=importance))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    meta = load_ticket(str(tmp_path / 'tickets' / 'slim.pth')).meta
+    assert meta['importance'] == dict(type=importance) and meta['flops_ratio'] <= 0.5
+    assert hook_of(runner).pruner.history[0]['cost'] <= hook_of(runner).pruner.history[0][
+        'target']
+
+
+def test_taylor_importance_needs_training_before_its_first_step(tmp_path):
+    cfg = psap_cfg(tmp_path, max_epochs=2, method='l1_uniform', num_steps=1, begin=0,
+                   importance=dict(type='Taylor'))
+    with pytest.raises(RuntimeError, match='use begin >= 1'):
+        Runner.from_cfg(cfg).train()
+
+
+def test_config_of_earlier_releases_builds_the_same_pruner():
+    old = StructuredPruningHook(method='l1_global', target=dict(params=0.4), num_steps=2,
+                                round_to=2, protective=True)
+    new = StructuredPruningHook(pruner=dict(type='L1GlobalPruner', target=dict(params=0.4),
+                                            num_steps=2, round_to=2, protective=True))
+    for hook in (old, new):
+        assert type(hook.pruner).__name__ == 'L1GlobalPruner' and hook.num_steps == 2
+        assert (hook.pruner.target, hook.pruner.round_to, hook.pruner.protective) == (
+            dict(params=0.4), 2, True)
+
+
 def test_iteration_schedule_and_residual_pruning_report_out_channels(tmp_path):
     # from scratch (random init), steps every 2 iterations, residual streams pruned too
     cfg = psap_cfg(tmp_path, max_epochs=1, method='l1_global', target=dict(params=0.4),
@@ -102,10 +143,15 @@ def test_iteration_schedule_and_residual_pruning_report_out_channels(tmp_path):
     (dict(target=dict(flops=0.5, params=0.5)), 'one key out of'),
     (dict(num_steps=0), 'num_steps must be an int >= 1'),
     (dict(interval=0), 'interval must be an int >= 1'),
-    (dict(method='l1_global', adaptive=True), 'adaptive applies to method="psap" only'),
+    (dict(method='l1_global', adaptive=True), "unexpected keyword argument 'adaptive'"),
     (dict(example_input_shape=(2, 3, 32, 32)), r'must be \(1, C, H, W\)'),
+    (dict(pruner=dict(type='PSAPPruner', protect_factor=0)), 'protect_factor must be > 0'),
+    (dict(pruner=dict(type='PSAPPruner', importance=dict(type='L3'))), 'unknown importance'),
+    (dict(pruner=dict(type='NoSuchPruner')), 'unknown pruner type'),
+    (dict(pruner=dict(type='PSAPPruner'), num_steps=2), 'inside `pruner=dict'),
 ])
-def test_bad_hook_arguments(kwargs, match):
+def test_bad_hook_arguments_fail_when_the_hook_is_built(kwargs, match):
+    # before any runner, model or data exists
     with pytest.raises(ValueError, match=match):
         StructuredPruningHook(**kwargs)
 
@@ -133,17 +179,12 @@ def test_unreachable_target_is_refused_before_training(tmp_path):
 
 @pytest.fixture(scope='module')
 def slim_ticket(tmp_path_factory):
-    from mmdet.models.backbones import ResNet
-
-    from mmrecprune.methods.psap import PSAPPruner
-    path = str(tmp_path_factory.mktemp('slim') / 'slim.pth')
-    net = ResNet(depth=18, base_channels=8)
-    pruner = PSAPPruner(net, torch.randn(*SHAPE), dict(flops=0.4), 1)
-    pruner.step()
-    slim, structure = pruner.slim_copy()
-    save_ticket(path, dict(type='mmdet.ResNet', depth=18, base_channels=8), slim.state_dict(),
-                channel_structure=structure, method='psap')
-    return path, slim, structure
+    path = export_test_ticket(
+        tmp_path_factory.mktemp('slim') / 'slim.pth',
+        dict(type='mmdet.ResNet', depth=18, base_channels=8),
+        dict(STRUCTURED_50, target=dict(flops=0.4)), input_shape=SHAPE)
+    ticket = load_ticket(path)
+    return path, ticket.state_dict, ticket.channel_structure
 
 
 def _build(path):
@@ -151,9 +192,10 @@ def _build(path):
 
 
 def _resave(tmp_path, slim_ticket, structure):
-    _, slim, _ = slim_ticket
+    """The ticket written again with an edited channel structure (a corrupted file)."""
+    _, state_dict, _ = slim_ticket
     path = str(tmp_path / 'edited.pth')
-    save_ticket(path, dict(type='mmdet.ResNet', depth=18, base_channels=8), slim.state_dict(),
+    save_ticket(path, dict(type='mmdet.ResNet', depth=18, base_channels=8), state_dict,
                 channel_structure=structure, method='psap')
     return path
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from mmrecprune.sparsity import (L1Importance, count_flops_params, find_channel_groups,
-                                 group_importances, inference_forward, layer_channel_masks,
+from mmrecprune.sparsity import (count_flops_params, find_channel_groups, inference_forward,
                                  slim_model)
+from tests.conftest import half_width_masks
 
 
 def test_conv_bn_linear_analytic():
@@ -68,7 +68,6 @@ def test_slimmed_resnet18_matches_analytic():
             block_macs += s * s * width * (9 * block_in + 9 * width + 1)
         cin = width
     groups = find_channel_groups(model, torch.randn(1, 3, size, size))
-    slim_model(model, groups,
-               layer_channel_masks(group_importances(model, groups, L1Importance()), 0.5))
+    slim_model(model, groups, half_width_masks(model, groups))
     slim, _ = count_flops_params(model, (1, 3, size, size))
     assert slim == dense - block_macs // 2

@@ -7,9 +7,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmrecprune.sparsity import (L1Importance, apply_channel_masks, apply_channel_structure,
-                                 find_channel_groups, global_channel_masks, group_importances,
-                                 keep_mask_from_ratio, layer_channel_masks, slim_model)
+from mmrecprune.sparsity import (apply_channel_masks, apply_channel_structure,
+                                 find_channel_groups, global_channel_masks,
+                                 slim_model)
+from tests.conftest import half_width_masks
 
 X = torch.randn(2, 3, 32, 32)
 
@@ -73,7 +74,7 @@ def test_slim_equals_masked_dense(name, prune_residual):
     with torch.no_grad():
         original = as_tuple(model(X))
     groups = find_channel_groups(model, X, prune_residual=prune_residual)
-    masks = layer_channel_masks(group_importances(model, groups, L1Importance()), 0.5)
+    masks = half_width_masks(model, groups)
     apply_channel_masks(model, groups, masks)
     keys = list(model.state_dict())
     with torch.no_grad():
@@ -108,8 +109,7 @@ def test_slimmed_layers_keep_their_settings():
     dw_model = build('mobilenetv2')
     for m in (model, dw_model):
         groups = find_channel_groups(m, X)
-        slim_model(m, groups, layer_channel_masks(group_importances(m, groups, L1Importance()),
-                                                  0.5))
+        slim_model(m, groups, half_width_masks(m, groups))
     conv, bn = model.layer2[0].conv1, model.layer2[0].bn1
     assert (conv.out_channels, conv.stride, conv.padding, conv.bias) == (8, (2, 2), (1, 1), None)
     assert conv.weight.shape == (8, 8, 3, 3)
@@ -118,23 +118,6 @@ def test_slimmed_layers_keep_their_settings():
     dw = dw_model.layer2[1].depthwise_conv.conv
     assert dw.groups == dw.in_channels == dw.out_channels == dw.weight.shape[0]
     assert dw.weight.shape[1] == 1 and dw.stride == (1, 1)
-
-
-def test_keep_mask_from_ratio():
-    scores = torch.tensor([0.5, 0.1, 0.9, 0.3])
-    assert keep_mask_from_ratio(scores, 0.5).tolist() == [True, False, True, False]
-    assert keep_mask_from_ratio(scores, 0.0).all()
-    assert int(keep_mask_from_ratio(torch.rand(64), 0.3, round_to=8).sum()) == 48  # 45 -> 48
-    assert int(keep_mask_from_ratio(torch.rand(6), 0.9, round_to=8).sum()) == 6  # capped at n
-    for bad in (1.0, -0.1, 1.5):
-        with pytest.raises(ValueError, match=r'\[0, 1\)'):
-            keep_mask_from_ratio(scores, bad)
-    with pytest.raises(ValueError, match='would keep 0 of 2'):
-        keep_mask_from_ratio(torch.rand(2), 0.75)
-    with pytest.raises(ValueError, match='min_keep=3'):
-        keep_mask_from_ratio(scores, 0.5, min_keep=3)
-    with pytest.raises(ValueError, match="group 'b'"):
-        layer_channel_masks({'a': torch.rand(8), 'b': torch.rand(2)}, {'a': 0.5, 'b': 0.75})
 
 
 def test_global_channel_masks():

@@ -36,8 +36,9 @@ PRUNE_CFGS = dict(  # from the dense checkpoint; the scratch runs use SCRATCH_CF
     l1_uniform='configs/l1/l1-uniform_r18-w16_fashionmnist.py',
     l1_global='configs/l1/l1-global_r18-w16_fashionmnist.py')
 SCRATCH_CFG = 'configs/psap/psap_r18-w16_scratch_fashionmnist.py'
-ABLATIONS = dict(psap_no_adaptive='custom_hooks.0.adaptive=False',
-                 psap_no_protective='custom_hooks.0.protective=False')
+ABLATIONS = dict(psap_no_adaptive='custom_hooks.0.pruner.adaptive=False',
+                 psap_no_protective='custom_hooks.0.pruner.protective=False')
+PRUNER_TYPES = dict(psap='PSAPPruner', l1_uniform='L1UniformPruner', l1_global='L1GlobalPruner')
 METHODS = ('psap', 'l1_uniform', 'l1_global')
 
 
@@ -72,7 +73,7 @@ def prune(pipe, args, init, method, target, seed):
     work = osp.join(args.work_dir, tag.replace('/', '_'))
     # no validation during training: tools/test.py scores the final model once
     opts = [f'randomness.seed={seed}', f'train_dataloader.dataset.indices={args.subset}',
-            f'custom_hooks.0.target.flops={target}', 'train_cfg.val_interval=1000']
+            f'custom_hooks.0.pruner.target.flops={target}', 'train_cfg.val_interval=1000']
     if init == 'pretrained':
         base = method if method in PRUNE_CFGS else 'psap'
         cfg = PRUNE_CFGS[base]
@@ -82,7 +83,7 @@ def prune(pipe, args, init, method, target, seed):
         last = 'epoch_4.pth'
     else:
         cfg = SCRATCH_CFG
-        opts += [f'custom_hooks.0.method={method}']
+        opts += [f'custom_hooks.0.pruner.type={PRUNER_TYPES[method]}']
         last = 'epoch_6.pth'
     ticket = osp.join(work, 'tickets', 'slim.pth')
     record = train_and_test(pipe, f'prune/{tag}', cfg, work, last,
