@@ -100,3 +100,74 @@ def test_failed_save_leaves_existing_ticket_intact(tmp_path):
         save_ticket(str(tmp_path / 't.pth'), dict(CFG, bad=object()), {})
     assert (tmp_path / 't.pth').read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ['t.pth']
+
+
+# -- format version 2: pruned entries with a fill value ------------------------------------------
+def _filled_ticket(path):
+    """A 50 % sparse ticket whose pruned entries hold their filter's mean pruned value."""
+    torch.manual_seed(0)
+    net = ResNet(depth=18, base_channels=8)
+    params = prunable_parameters(net)
+    masks = global_magnitude_masks(params, init_masks(params), 0.5)
+    fills = {}
+    with torch.no_grad():
+        for n, p in params.items():
+            pruned = (~masks[n]).float()
+            mean = (p * pruned).sum((1, 2, 3), keepdim=True) / pruned.sum(
+                (1, 2, 3), keepdim=True).clamp(min=1)
+            fills[n] = mean
+            p.copy_(torch.where(masks[n], p, mean))
+    save_ticket(str(path), CFG, net.state_dict(), masks=masks, fill_values=fills, method='test')
+    return masks, fills
+
+
+def test_version_1_ticket_loads_unchanged(tmp_path):
+    net, masks = _unstructured_ticket(tmp_path / 'v2.pth')
+    payload = torch.load(tmp_path / 'v2.pth', weights_only=True)
+    payload['meta']['version'] = 1  # what every ticket written before format 2 looks like
+    assert all('fill' not in entry for entry in payload['masks'].values())
+    torch.save(payload, tmp_path / 'v1.pth')
+    ticket = load_ticket(str(tmp_path / 'v1.pth'))
+    assert ticket.fill_values == {} and ticket.meta['version'] == 1
+    assert all(torch.equal(ticket.masks[n], m) for n, m in masks.items())
+    backbone = build_backbone_from_ticket(str(tmp_path / 'v1.pth'))
+    for name, p in backbone.named_parameters():
+        if name in masks:
+            assert not p[~masks[name]].any()
+
+
+def test_fill_values_round_trip_and_stay_through_training_with_weight_decay(tmp_path):
+    masks, fills = _filled_ticket(tmp_path / 'filled.pth')
+    ticket = load_ticket(str(tmp_path / 'filled.pth'))
+    assert ticket.meta['version'] == 2 and set(ticket.fill_values) == set(fills)
+    backbone = build_backbone_from_ticket(str(tmp_path / 'filled.pth'), out_indices=(3, ))
+    params = dict(backbone.named_parameters())
+    before = {n: params[n].detach().clone() for n in masks}
+    optimizer = torch.optim.SGD(backbone.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    for _ in range(3):
+        backbone(torch.rand(2, 3, 32, 32))[-1].square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    backbone(torch.rand(2, 3, 32, 32))  # the forward puts the fill values back first
+    for n, m in masks.items():
+        expected = torch.broadcast_to(fills[n], m.shape)[~m]
+        assert torch.equal(params[n].detach()[~m], expected), n
+    assert any(not torch.equal(params[n].detach()[m], before[n][m]) for n, m in masks.items())
+
+
+def test_fill_values_that_do_not_fit_are_refused(tmp_path):
+    masks, fills = _filled_ticket(tmp_path / 'filled.pth')
+    payload = torch.load(tmp_path / 'filled.pth', weights_only=True)
+    name = next(iter(payload['masks']))
+    payload['masks'][name]['fill'] = payload['masks'][name]['fill'] + 1.0
+    torch.save(payload, tmp_path / 'edited.pth')
+    with pytest.raises(TicketError, match='differs from its fill value'):
+        load_ticket(str(tmp_path / 'edited.pth'))
+    payload['masks'][name]['fill'] = torch.zeros(3, 1, 1, 1, 1)
+    torch.save(payload, tmp_path / 'shape.pth')
+    with pytest.raises(TicketError, match='does not broadcast'):
+        load_ticket(str(tmp_path / 'shape.pth'))
+    net = ResNet(depth=18, base_channels=8)
+    with pytest.raises(TicketError, match='has no mask'):
+        save_ticket(str(tmp_path / 'x.pth'), CFG, net.state_dict(), masks=masks,
+                    fill_values={'nope.weight': torch.zeros(())})

@@ -103,7 +103,7 @@ def _build(ticket, keep_masks, behaviour, attach=True):
     masks = ticket.masks if keep_masks else {}
     if masks:
         params = dict(backbone.named_parameters())
-        freeze_masks({n: params[n] for n in masks}, masks)
+        freeze_masks({n: params[n] for n in masks}, masks, ticket.fill_values, owner=backbone)
     # The weights come from the ticket: the runner's init_weights() must not re-initialise them.
     backbone._is_init = True
     if attach:
@@ -214,10 +214,13 @@ def _arm_width_check(backbone, args, outputs):
 # -- the ticket travels in the model's checkpoints ---------------------------------------------
 def ticket_header(ticket, masks):
     """The ticket without its weights, as plain values and tensors (weights-only loadable)."""
+    packed = {}
+    for n, m in masks.items():
+        packed[n] = dict(bits=pack_mask(m.cpu()), shape=list(m.shape))
+        if n in ticket.fill_values:
+            packed[n]['fill'] = ticket.fill_values[n].clone()
     return dict(meta=copy.deepcopy(ticket.meta),
-                channel_structure=copy.deepcopy(ticket.channel_structure),
-                masks={n: dict(bits=pack_mask(m.cpu()), shape=list(m.shape))
-                       for n, m in masks.items()})
+                channel_structure=copy.deepcopy(ticket.channel_structure), masks=packed)
 
 
 def attach_ticket_state(backbone, header):

@@ -66,7 +66,7 @@ def test_detector_loads_without_ticket_file(tmp_path, scenes, r18_tickets, photo
         if torch.is_tensor(value):
             assert torch.equal(value, state['backbone.' + name]), name
     if kind == 'unstructured':
-        assert model.backbone._ticket_header['masks']  # the masks travelled too
+        assert model.backbone.state_dict()['ticket']['masks']  # the masks travelled too
     inferencer = DetInferencer(model=cfg, weights=ckpt, device='cpu', show_progress=False)
     assert len(inferencer(photo)['predictions'][0]['scores']) == len(without[0])
 
