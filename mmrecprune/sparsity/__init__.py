@@ -15,7 +15,8 @@ from .thresholds import (global_magnitude_masks, global_magnitude_threshold,
                          layerwise_magnitude_masks)
 from .frozen_masks import freeze_masks
 from .channel_groups import CHANNEL_PARAMS, FILTER_KINDS, ChannelGroup, find_channel_groups
-from .channel_masks import apply_channel_masks, global_channel_masks
+from .channel_masks import (apply_channel_masks, channel_zero_targets, global_channel_masks,
+                            zero_channel_targets_)
 from .soft_channel_masks import ZEROED_KINDS, SoftChannelMasks
 from .flops import count_flops_params, inference_forward
 from .importance import (IMPORTANCES, BNScaleImportance, L1Importance, L2Importance,

@@ -78,44 +78,58 @@ def global_channel_masks(importances: Mapping[str, torch.Tensor], ratio: float,
     return masks
 
 
-def apply_channel_masks(model: nn.Module, groups: list[ChannelGroup],
-                        masks: Mapping[str, torch.Tensor]) -> None:
-    """Soft-prune in place: zero the pruned channels' filters, biases and BN affine parameters.
+def channel_zero_targets(modules: Mapping[str, nn.Module], groups: list[ChannelGroup],
+                         masks: Mapping[str, torch.Tensor]) -> list:
+    """The one zeroing rule of soft pruning: ``(module, attr, dim, index)`` of every tensor
+    slice a pruned channel sets to zero.
 
     A pruned channel's conv / depthwise / linear filter and bias and its BN ``weight`` *and*
     ``bias`` are zeroed (a BN with zero scale but non-zero shift would still emit a constant, so
-    zeroing only filters is not enough). The channel's activation is then exactly 0 after BN, ReLU
-    and any later depthwise conv, which makes :func:`~.slimming.slim_model` output-exact.
+    zeroing only filters is not enough). BN running statistics stay (with weight = bias = 0 the
+    output is 0 anyway), except a non-affine BN's ``running_mean``, which would map an all-zero
+    channel to ``-mean / std``. The channel's activation is then exactly 0 after BN, ReLU and
+    any later depthwise conv, which makes :func:`~.slimming.slim_model` output-exact.
     Consumers' input weights are left alone so a restored channel gets its old fan-out back.
+    """
+    targets = []
+    for g in groups:
+        if g.name not in masks:
+            continue
+        mask = masks[g.name]
+        if mask.numel() != g.num_channels:
+            raise ValueError(f'mask for group {g.name!r} has {mask.numel()} entries, the group '
+                             f'has {g.num_channels} channels')
+        pruned = (~mask.bool()).nonzero().flatten()
+        if pruned.numel() == 0:
+            continue
+        for name, kind in g.members:
+            if kind in _IN_KINDS:
+                continue
+            module = modules[name]
+            affine = getattr(module, 'weight', None) is not None
+            for attr, dim in CHANNEL_PARAMS[kind]:
+                t = getattr(module, attr, None)
+                if t is None or (attr.startswith('running_')
+                                 and (affine or attr != 'running_mean')):
+                    continue
+                targets.append((module, attr, dim, pruned.to(t.device)))
+    return targets
+
+
+def apply_channel_masks(model: nn.Module, groups: list[ChannelGroup],
+                        masks: Mapping[str, torch.Tensor]) -> None:
+    """Soft-prune in place: zero the pruned channels' slices by :func:`channel_zero_targets`.
 
     Args:
         model (nn.Module): The dense model.
         groups (list[ChannelGroup]): Its groups.
         masks (Mapping[str, Tensor]): Bool keep-mask per group name; missing groups are skipped.
     """
-    modules = dict(model.named_modules())
-    with torch.no_grad():
-        for g in groups:
-            if g.name not in masks:
-                continue
-            mask = masks[g.name]
-            if mask.numel() != g.num_channels:
-                raise ValueError(f'mask for group {g.name!r} has {mask.numel()} entries, the group '
-                                 f'has {g.num_channels} channels')
-            pruned = (~mask.bool()).nonzero().flatten()
-            if pruned.numel() == 0:
-                continue
-            for name, kind in g.members:
-                if kind in _IN_KINDS:
-                    continue
-                module = modules[name]
-                for attr, dim in CHANNEL_PARAMS[kind]:
-                    t = getattr(module, attr, None)
-                    # running stats stay: with weight = bias = 0 the BN output is 0 anyway
-                    if t is None or attr.startswith('running_'):
-                        continue
-                    t.index_fill_(dim, pruned.to(t.device), 0)
-                if kind == 'bn' and getattr(module, 'weight', None) is None and \
-                        getattr(module, 'running_mean', None) is not None:
-                    # a non-affine BN maps an all-zero channel to -mean/std unless mean is 0
-                    module.running_mean.index_fill_(0, pruned.to(module.running_mean.device), 0)
+    zero_channel_targets_(channel_zero_targets(dict(model.named_modules()), groups, masks))
+
+
+@torch.no_grad()
+def zero_channel_targets_(targets: list) -> None:
+    """Zero the slices of :func:`channel_zero_targets` output: one ``index_fill_`` each."""
+    for module, attr, dim, idx in targets:
+        getattr(module, attr).index_fill_(dim, idx, 0)

@@ -1,7 +1,7 @@
 """How a channel is cut during training: soft masks with backups, restore and re-zeroing.
 
-Soft pruning zeroes a pruned channel's filter, bias and BN affine entries (the zeroing rule of
-:func:`~.channel_masks.apply_channel_masks`) but keeps every shape, so the channel can be
+Soft pruning zeroes a pruned channel's filter, bias and BN affine entries (the one zeroing rule,
+:func:`~.channel_masks.channel_zero_targets`) but keeps every shape, so the channel can be
 restored from the backup taken when it was pruned, an optimizer built on the model stays valid,
 and :func:`~.slimming.slim_model` removes the channels only at export.
 """
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .channel_groups import CHANNEL_PARAMS, FILTER_KINDS, ChannelGroup
-from .channel_masks import apply_channel_masks
+from .channel_masks import channel_zero_targets, zero_channel_targets_
 
 # member kinds whose tensors soft pruning zeroes (and restoration brings back)
 ZEROED_KINDS = FILTER_KINDS + ('bn', )
@@ -99,24 +99,12 @@ class SoftChannelMasks:
 
     def apply(self) -> None:
         """Zero every pruned channel and cache what to zero after each optimizer step."""
-        apply_channel_masks(self.model, self.groups, self.masks)
-        targets = []
-        for g in self.groups:
-            idx = (~self.masks[g.name]).nonzero().flatten()
-            if idx.numel() == 0:
-                continue
-            for _, module, attr, dim in self.tensors(g):
-                affine = getattr(module, 'weight', None) is not None
-                if attr.startswith('running_') and (affine or attr != 'running_mean'):
-                    continue  # as apply_channel_masks: BN statistics stay (weight = bias = 0)
-                targets.append((module, attr, dim, idx.to(getattr(module, attr).device)))
-        self._zero_targets = targets
+        self._zero_targets = channel_zero_targets(self.modules, self.groups, self.masks)
+        zero_channel_targets_(self._zero_targets)
 
-    @torch.no_grad()
     def reapply(self) -> None:
         """Re-zero the pruned channels (after an optimizer step): one ``index_fill_`` each."""
-        for module, attr, dim, idx in self._zero_targets:
-            getattr(module, attr).index_fill_(dim, idx, 0)
+        zero_channel_targets_(self._zero_targets)
 
     def param_slices(self, channels: Mapping[str, torch.Tensor]) -> list:
         """``(parameter, dim, index)`` of the filter / BN parameters of the given channels, e.g.
