@@ -1,3 +1,3 @@
-from .accuracy import Accuracy
+from .accuracy import Accuracy, RotationAccuracy
 
-__all__ = ['Accuracy']
+__all__ = ['Accuracy', 'RotationAccuracy']

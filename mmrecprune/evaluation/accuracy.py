@@ -34,3 +34,20 @@ class Accuracy(BaseMetric):
         hits = scores.topk(maxk, dim=1).indices == labels[:, None]
         return {f'top{k}': hits[:, :min(k, maxk)].any(dim=1).float().mean().item() * 100
                 for k in self.topk}
+
+
+@METRICS.register_module()
+class RotationAccuracy(BaseMetric):
+    """RotNet's pretext accuracy in percent (``rotation/top1``): how many of the four rotated
+    copies (0 / 90 / 180 / 270 degrees) of every image get their rotation right."""
+    default_prefix = 'rotation'
+
+    def process(self, data_batch, data_samples):
+        for sample in data_samples:
+            pred = sample['pred_rotation'].cpu()
+            self.results.append(int((pred == torch.arange(len(pred))).sum()))
+            self.results.append(len(pred))
+
+    def compute_metrics(self, results):
+        hits, total = sum(results[0::2]), sum(results[1::2])
+        return dict(top1=100.0 * hits / max(total, 1))

@@ -63,6 +63,15 @@ class LotteryTicketHook(PruningHook):
             raise ValueError(f'train_cfg.max_epochs is {runner.max_epochs}, but rounds x '
                              f'epochs_per_round = {self.rounds} x {self.epochs_per_round} = '
                              f'{expected}; set max_epochs={expected}')
+        p = self.pruner
+        round_iters = self.epochs_per_round * len(runner.train_dataloader)
+        if p.rewind_to == 'iteration' and p.rewind_iter > round_iters:
+            raise ValueError(f'rewind_iter={p.rewind_iter} is after the end of round 1 '
+                             f'({self.epochs_per_round} epoch(s) x {len(runner.train_dataloader)}'
+                             f' iterations = {round_iters}); late resetting rewinds to a point '
+                             f'inside the first round: set rewind_iter <= {round_iters}')
+        if p.seed is None:
+            p.seed = runner.seed  # 'reinit' draws from the run's seed
         # what reset_lr restores; a resumed run takes it from the checkpoint, not from the
         # schedulers' mid-run state
         self._initial_schedulers = [s.state_dict() for s in self._schedulers(runner)]

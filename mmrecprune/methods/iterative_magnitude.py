@@ -1,14 +1,26 @@
 """Iterative magnitude pruning with rewinding: the loop behind RecPrune, IMP and the
-self-supervised method (they differ in the training loss, not here). Plain PyTorch."""
+self-supervised method (they differ in the training loss, not here)."""
 import torch
 
 from mmrecprune.methods.base import BasePruner, PruningPlan
+from mmrecprune.methods.reinit import reinitialise
 from mmrecprune.registry import PRUNERS
 from mmrecprune.sparsity import (WeightMasks, check_masks, global_magnitude_masks, init_masks,
                                  layerwise_magnitude_masks, pack_mask, prunable_parameters,
                                  rewind, sparsity_report, unpack_mask)
 
-REWIND_MODES = ('pretrained', 'iteration', 'none')
+
+def check_reinitialisable(module):
+    """Refuse ``rewind_to='reinit'`` on a module whose ``init_weights`` would load weights."""
+    cfgs = getattr(module, 'init_cfg', None)
+    for cfg in cfgs if isinstance(cfgs, list) else [cfgs]:
+        if isinstance(cfg, dict) and 'Pretrained' in str(cfg.get('type', '')):
+            raise ValueError(f"rewind_to='reinit' re-initialises the backbone with its "
+                             f'init_weights, but its init_cfg loads weights ({cfg}); start the '
+                             'run with `load_from` instead of init_cfg=Pretrained')
+
+
+REWIND_MODES = ('pretrained', 'iteration', 'reinit', 'none')
 RANKINGS = {'global': global_magnitude_masks, 'layerwise': layerwise_magnitude_masks}
 
 
@@ -24,17 +36,22 @@ class IterativeMagnitudePruner(BasePruner):
             names, see :func:`~mmrecprune.sparsity.prunable_parameters`). Defaults: backbone
             convs except the stem.
         rewind_to (str): ``'pretrained'`` (the weights at the start of the run), ``'iteration'``
-            (after ``rewind_iter`` iterations of round 1: late resetting) or ``'none'``.
+            (after ``rewind_iter`` iterations of round 1: late resetting), ``'reinit'`` (only the
+            mask is kept: the backbone is re-initialised by its own ``init_weights``, BN
+            statistics reset, with seed ``seed + round``; the rest of the model, e.g. the head,
+            returns to its state at the start of the run) or ``'none'``.
         rewind_iter (int): Iteration for ``rewind_to='iteration'``. Defaults to 0.
         ranking (str): ``'global'`` (one magnitude threshold over all prunable layers, as the
             lottery-ticket papers prune conv nets) or ``'layerwise'`` (``prune_ratio`` of every
             layer). Defaults to ``'global'``.
         method (str): Name written into tickets (``'imp'``, ``'recprune'``, ...).
+        seed (int, optional): Seed of ``'reinit'``; the hook sets the run's seed if None.
     """
     kind = 'unstructured'
 
     def __init__(self, prune_ratio=0.2, include=('backbone.*', ), exclude=('conv1.*', 'stem.*'),
-                 rewind_to='pretrained', rewind_iter=0, ranking='global', method='imp'):
+                 rewind_to='pretrained', rewind_iter=0, ranking='global', method='imp',
+                 seed=None):
         super().__init__()
         if not isinstance(prune_ratio, (int, float)) or not 0.0 < prune_ratio < 1.0:
             raise ValueError(f'prune_ratio must be in (0, 1), got {prune_ratio!r}')
@@ -51,11 +68,14 @@ class IterativeMagnitudePruner(BasePruner):
         self.rewind_to = rewind_to
         self.rewind_iter = rewind_iter
         self.method = method
+        self.seed = seed
         self.params = {}
         self.enforced = None
         self.rewind_state = None  # the whole model state (BN, head) to rewind to
 
     def attach(self, model, example_input=None):
+        if self.rewind_to == 'reinit':
+            check_reinitialisable(getattr(model, 'backbone', model))
         self.params = prunable_parameters(model, include=self.include, exclude=self.exclude)
         if not self.params:
             raise ValueError(f'no prunable conv weights match include={self.include}, '
@@ -78,8 +98,8 @@ class IterativeMagnitudePruner(BasePruner):
     @property
     def wants_snapshot_at_start(self):
         """Whether the rewind target is the state at the start of training."""
-        return self.rewind_to == 'pretrained' or (self.rewind_to == 'iteration'
-                                                  and self.rewind_iter == 0)
+        return self.rewind_to in ('pretrained', 'reinit') or (self.rewind_to == 'iteration'
+                                                             and self.rewind_iter == 0)
 
     def snapshot(self):
         """Remember the current model state as the rewind target."""
@@ -98,7 +118,11 @@ class IterativeMagnitudePruner(BasePruner):
             if self.rewind_state is None:
                 raise RuntimeError('no rewind target stored before the end of the round')
             self.model.load_state_dict(self.rewind_state)
-            rewind(self.params, self.rewind_state, plan.masks)
+            if self.rewind_to == 'reinit':
+                reinitialise(getattr(self.model, 'backbone', self.model),
+                             (self.seed or 0) + plan.step)
+            else:
+                rewind(self.params, self.rewind_state, plan.masks)
         self.enforced = WeightMasks(self.params, plan.masks)
         self.enforced.apply()
         self.step_count = plan.step

@@ -4,7 +4,8 @@ from .classifier import ImageClassifier
 from .decoder import InverseResNetDecoder
 from .pruned_backbone import build_backbone_from_ticket
 from .reconstruction_classifier import ReconstructionClassifier
+from .rotnet import RotNetClassifier
 from .strict_pretrained import StrictPretrained
 
-__all__ = ["ImageClassifier", "InverseResNetDecoder", "ReconstructionClassifier",
+__all__ = ["ImageClassifier", "InverseResNetDecoder", "ReconstructionClassifier", "RotNetClassifier",
            "StrictPretrained", "build_backbone_from_ticket"]

@@ -41,8 +41,18 @@ class ImageClassifier(BaseModel):
         return feats if isinstance(feats, (tuple, list)) else (feats,)
 
     def classify(self, feats):
+        return self.head.fc(self.pool(feats))
+
+    def pool(self, feats):
+        """Pool the last feature map; refuse one whose width the head cannot take."""
         pooled = F.adaptive_avg_pool2d(feats[-1], 1).flatten(1)
-        return self.head.fc(pooled)
+        if pooled.shape[1] != self.head.fc.in_features:
+            raise ValueError(
+                f'{type(self).__name__}: the backbone\'s last output has {pooled.shape[1]} '
+                f'channels, the head takes in_channels={self.head.fc.in_features}; set '
+                f'model.in_channels={pooled.shape[1]}, or the backbone\'s out_indices to the '
+                'stage the head was built for')
+        return pooled
 
     def forward(self, inputs, data_samples=None, mode='tensor'):
         if mode == 'tensor':

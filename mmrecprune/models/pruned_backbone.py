@@ -39,7 +39,8 @@ _MMSEG_TWINS = {'mmdet.ResNet': 'mmseg.ResNet', 'ResNet': 'mmseg.ResNet',
                 'mmdet.ResNetV1d': 'mmseg.ResNetV1d', 'ResNetV1d': 'mmseg.ResNetV1d'}
 
 
-def build_backbone_from_ticket(ticket=None, keep_masks=True, **options):
+def build_backbone_from_ticket(ticket=None, keep_masks=True, weights='ticket', masks='ticket',
+                               seed=0, **options):
     """Build the ticket's backbone, load its weights, and keep its masks fixed if asked.
 
     Args:
@@ -48,6 +49,13 @@ def build_backbone_from_ticket(ticket=None, keep_masks=True, **options):
             (a model trained on the ticket holds it); using the model before that is an error.
         keep_masks (bool): unstructured tickets only: keep pruned weights at zero during
             fine-tuning. Defaults to True.
+        weights (str): mask transfer: ``'ticket'`` (its weights), ``'random'`` (the backbone's
+            own random initialisation with ``seed``, pruned entries zeroed) or the path of a
+            checkpoint whose ``backbone.*`` weights of the ticket's shapes start the run (e.g. the
+            rewind point). Defaults to ``'ticket'``.
+        masks (str): ``'ticket'`` or ``'random'``: the same number of kept weights per tensor at
+            random positions (seeded; the random-mask control). Unstructured tickets only.
+        seed (int): Seed of the random weights / masks. Defaults to 0.
         **options: any of :data:`BEHAVIOUR_KEYS`, e.g. ``out_indices=(0, 1, 2, 3)``,
             ``frozen_stages=1``, ``norm_eval=True``, and for segmentation
             ``strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), contract_dilation=True``.
@@ -65,17 +73,71 @@ def build_backbone_from_ticket(ticket=None, keep_masks=True, **options):
     if ticket is None:
         raise TicketError('PrunedBackbone needs `ticket`: the path of a ticket file written by '
                           'a pruning run, e.g. ticket="work_dirs/recprune/tickets/round_7.pth"')
+    transfer = (weights, masks) != ('ticket', 'ticket')
     if isinstance(ticket, str):
         if not osp.lexists(ticket):
+            if transfer:
+                print_log(f'PrunedBackbone: ignoring weights={weights!r} / masks={masks!r}: the '
+                          'backbone comes from the checkpoint being loaded', logger='current')
             return DeferredTicketBackbone(ticket, keep_masks, options)
         ticket = load_ticket(ticket)
     elif not isinstance(ticket, Ticket):
         raise TicketError(f'PrunedBackbone `ticket` must be the path of a ticket file, got '
                           f'{type(ticket).__name__} {ticket!r}')
+    if transfer:
+        ticket = transfer_ticket(ticket, weights, masks, seed, options)
     return _build(ticket, keep_masks, options)
 
 
-def _build(ticket, keep_masks, behaviour, attach=True):
+def transfer_ticket(ticket, weights='ticket', masks='ticket', seed=0, behaviour=None):
+    """The ticket with other starting weights and / or a random mask of the same per-layer
+    sparsity (see :func:`build_backbone_from_ticket`); pruned entries are zero."""
+    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
+    from mmrecprune.methods.reinit import reinitialise
+    from mmrecprune.sparsity import random_masks_like
+    if masks not in ('ticket', 'random'):
+        raise TicketError(f"PrunedBackbone masks must be 'ticket' or 'random', got {masks!r}")
+    if not isinstance(weights, str):
+        raise TicketError(f"PrunedBackbone weights must be 'ticket', 'random' or a checkpoint "
+                          f'path, got {weights!r}')
+    if masks == 'random' and not ticket.masks:
+        raise TicketError('masks="random" needs an unstructured ticket (one with masks); this '
+                          f'one is {ticket.kind}')
+    new_masks = random_masks_like(ticket.masks, seed) if masks == 'random' else ticket.masks
+    state = dict(ticket.state_dict)
+    if weights == 'random':
+        net = _build(Ticket(meta=ticket.meta, state_dict=ticket.state_dict,
+                            channel_structure=ticket.channel_structure), False,
+                     dict(behaviour or {}), attach=False, quiet=True)
+        reinitialise(net, seed)
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()
+                 if isinstance(v, torch.Tensor)}
+    elif weights != 'ticket':
+        if not osp.isfile(weights):
+            raise TicketError(f'PrunedBackbone weights={weights!r}: no such checkpoint file')
+        ckpt = load_mmengine_checkpoint(weights, map_location='cpu')
+        source = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
+        found = {k[len('backbone.'):]: v for k, v in source.items()
+                 if k.startswith('backbone.') and isinstance(v, torch.Tensor)}
+        bad = [k for k, v in state.items()
+               if k not in found or tuple(found[k].shape) != tuple(v.shape)]
+        if bad:
+            raise TicketError(
+                f'PrunedBackbone weights={weights!r} do not fit the ticket\'s backbone: '
+                f'{len(bad)} of its tensors are missing or have other shapes, e.g. '
+                + ', '.join(f'{k} {tuple(state[k].shape)} vs '
+                            f'{tuple(found[k].shape) if k in found else "missing"}'
+                            for k in bad[:3]) + '; give the dense checkpoint the ticket was '
+                'pruned from (its backbone.* weights)')
+        state = {k: found[k].to(v.dtype).clone() for k, v in state.items()}
+    for name, mask in new_masks.items():
+        state[name] = state[name] * mask
+    meta = dict(ticket.meta, transfer=dict(weights=weights, masks=masks, seed=seed))
+    return Ticket(meta=meta, state_dict=state, masks=new_masks,
+                  channel_structure=ticket.channel_structure)
+
+
+def _build(ticket, keep_masks, behaviour, attach=True, quiet=False):
     cfg = clean_backbone_cfg(ticket.backbone_cfg)
     cfg.update({k: v for k, v in behaviour.items() if v is not None})
     if 'contract_dilation' in cfg:
@@ -108,11 +170,16 @@ def _build(ticket, keep_masks, behaviour, attach=True):
     backbone._is_init = True
     if attach:
         attach_ticket_state(backbone, ticket_header(ticket, masks))
+    if quiet:
+        return backbone
     check_consumer_widths_once(backbone)
     meta = ticket.meta
+    transfer = meta.get('transfer')
     print_log(f'PrunedBackbone: {meta["kind"]} ticket from {meta.get("method", "?")} '
               f'(round {meta.get("round", "-")}, sparsity {meta.get("sparsity", 0):.3f}), '
-              f'stage widths {stage_widths(backbone)}', logger='current')
+              f'stage widths {stage_widths(backbone)}'
+              + (f', weights {transfer["weights"]!r}, masks {transfer["masks"]!r}, seed '
+                 f'{transfer["seed"]}' if transfer else ''), logger='current')
     return backbone
 
 

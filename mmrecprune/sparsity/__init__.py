@@ -26,3 +26,4 @@ from .channel_cost import ChannelCostModel
 from .cost_schedule import (METRICS, CostSchedule, bisect, bracket, check_schedule_args,
                             parse_target, round_half_up, round_up_to)
 from .gradient_monitor import ChannelGradientMonitor
+from .reinit import random_masks_like
