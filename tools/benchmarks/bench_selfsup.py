@@ -1,0 +1,227 @@
+"""Pruning with self-supervision on the embedded default: do masks found without labels
+transfer? Three claims of Caron et al., 3 seeds, mean +- std, a table and a PNG.
+
+For every seed, three pruning runs of the same loop (from scratch, ``--rounds`` rounds of
+``--epochs-per-round`` epochs on a fixed ``--subset``-image subset, 20 % of the remaining weights
+per round over all convs, late resetting to the weights after one epoch):
+RotNet (no labels), S4L-RotNet (10 % labels) and supervised (labels). Then:
+
+* **Claim 1** (paper Fig. 3): at the rounds in ``--levels`` (20 % ... 95.6 % sparse), each mask
+  (RotNet, supervised, and a random mask of the supervised mask's per-layer sparsity) is
+  re-trained with labels from its rewind weights (``weights='ticket'``; the random mask takes the
+  supervised run's rewind checkpoint) and from a random re-initialisation (``weights='random'``),
+  mask fixed (``configs/selfsup/label-retrain_r18-w16-ticket_fashionmnist.py``).
+* **Claim 2** (paper Fig. 1): a linear probe (``linear-probe_r18-w16-ticket_fashionmnist.py``,
+  backbone frozen) on the RotNet tickets, vs sparsity.
+* **Claim 3** (paper Fig. 5): S4L tickets re-trained with labels vs RotNet tickets.
+
+Every run is ``tools/train.py`` / ``tools/test.py`` on a config of ``configs/selfsup/`` with the
+options printed before it (so any cell can be re-run by hand); finished runs are reused, so an
+interrupted benchmark continues where it stopped. Runs go to ``--jobs`` workers (one thread
+each). Writes ``table.md``, ``summary.json`` and ``selfsup_vs_sparsity.png`` to ``--work-dir``.
+"""
+import argparse
+import json
+import math
+import os.path as osp
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+from stage_runner import Pipeline, read_json  # noqa: E402
+
+PRUNE_CFGS = dict(rotnet='configs/selfsup/rotnet-imp_r18-w16_7r-2e_fashionmnist.py',
+                  s4l='configs/selfsup/s4l-imp_r18-w16_7r-2e_fashionmnist.py',
+                  supervised='configs/selfsup/supervised-imp_r18-w16_7r-2e_fashionmnist.py')
+RETRAIN_CFG = 'configs/selfsup/label-retrain_r18-w16-ticket_fashionmnist.py'
+PROBE_CFG = 'configs/selfsup/linear-probe_r18-w16-ticket_fashionmnist.py'
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--work-dir', default='work_dirs/bench_selfsup')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--subset', type=int, default=5000,
+                        help='training images per epoch (pruning, re-training and probes)')
+    parser.add_argument('--val-subset', type=int, default=2000, help='test images scored')
+    parser.add_argument('--rounds', type=int, default=14, help='pruning rounds (14: 95.6 %%)')
+    parser.add_argument('--epochs-per-round', type=int, default=2)
+    parser.add_argument('--levels', type=int, nargs='+', default=[1, 3, 7, 10, 14],
+                        help='rounds whose tickets are scored')
+    parser.add_argument('--retrain-epochs', type=int, default=3)
+    parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
+    parser.add_argument('--report-only', action='store_true',
+                        help='run nothing; tabulate what has finished')
+    return parser.parse_args()
+
+
+def sparsity(rounds):
+    return 1 - 0.8 ** rounds
+
+
+def data_options(args):
+    return [f'train_dataloader.dataset.indices={args.subset}',
+            f'val_dataloader.dataset.indices={args.val_subset}',
+            f'test_dataloader.dataset.indices={args.val_subset}']
+
+
+def prune(pipe, args, source, seed):
+    work = osp.join(args.work_dir, f'seed{seed}', f'prune_{source}')
+    iters_per_epoch = math.ceil(args.subset / 128)
+    epochs = args.rounds * args.epochs_per_round
+    opts = ['--cfg-options', f'randomness.seed={seed}', *data_options(args),
+            f'custom_hooks.0.rounds={args.rounds}',
+            f'custom_hooks.0.epochs_per_round={args.epochs_per_round}',
+            f'custom_hooks.0.pruner.rewind_iter={iters_per_epoch}',
+            f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+            'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=2',
+            'default_hooks.checkpoint.save_best=None']
+    tickets = [osp.join(work, 'tickets', f'round_{r}.pth') for r in args.levels]
+    # the dense weights at the rewind point, from the pruning state of the last checkpoint: the
+    # random-mask control starts from them
+    keep_rewind = ('from mmrecprune.checkpoint_safety import load_mmengine_checkpoint; '
+                   'import torch; c = load_mmengine_checkpoint('
+                   f'{osp.join(work, f"epoch_{epochs}.pth")!r}); torch.save(dict(state_dict='
+                   f'c["lottery_ticket"]["rewind_state"]), {rewind_checkpoint(work)!r})')
+    pipe.run(f'prune/{source}/seed{seed}',
+             [[sys.executable, 'tools/train.py', PRUNE_CFGS[source], '--work-dir', work, *opts],
+              [sys.executable, '-c', keep_rewind]],
+             tickets + [rewind_checkpoint(work)])
+    return work
+
+
+def rewind_checkpoint(work):
+    """The dense weights at the rewind point (after epoch 1 of round 1)."""
+    return osp.join(work, 'rewind_point.pth')
+
+
+def train_score(pipe, args, name, config, work, options):
+    py = sys.executable
+    metrics = osp.join(work, 'test_metrics.json')
+    epochs = args.retrain_epochs
+    opts = ['--cfg-options', *data_options(args), f'train_cfg.max_epochs={epochs}',
+            f'train_cfg.val_interval={epochs}', *options]
+    ckpt = osp.join(work, f'epoch_{epochs}.pth')
+    record = pipe.run(name, [[py, 'tools/train.py', config, '--work-dir', work, *opts],
+                             [py, 'tools/test.py', config, ckpt, '--work-dir', work, '--out',
+                              metrics, *opts]],
+                      [metrics], lambda: read_json(metrics))
+    return None if record is None else record['metrics']['accuracy/top1']
+
+
+def retrain_jobs(args, seed, works):
+    """(stage name, config, work dir, options, cell key) of every re-training / probe run."""
+    root = osp.join(args.work_dir, f'seed{seed}')
+    jobs = []
+    for r in args.levels:
+        for source in ('rotnet', 'supervised', 'random', 's4l'):
+            mask_source = 'supervised' if source == 'random' else source
+            ticket = osp.join(works[mask_source], 'tickets', f'round_{r}.pth')
+            for init in ('rewind', 'reinit'):
+                if source == 's4l' and init == 'reinit':
+                    continue
+                weights = 'random' if init == 'reinit' else (
+                    rewind_checkpoint(works['supervised']) if source == 'random' else 'ticket')
+                options = [f'model.backbone.ticket={ticket}', f'model.backbone.weights={weights}',
+                           f'model.backbone.masks={"random" if source == "random" else "ticket"}',
+                           f'model.backbone.seed={seed}', f'randomness.seed={seed}']
+                jobs.append((f'retrain/{source}/{init}/r{r}/seed{seed}', RETRAIN_CFG,
+                             osp.join(root, f'retrain_{source}_{init}_r{r}'), options,
+                             ('retrain', source, init, r), mask_source))
+        ticket = osp.join(works['rotnet'], 'tickets', f'round_{r}.pth')
+        jobs.append((f'probe/rotnet/r{r}/seed{seed}', PROBE_CFG,
+                     osp.join(root, f'probe_rotnet_r{r}'),
+                     [f'model.backbone.ticket={ticket}', f'randomness.seed={seed}'],
+                     ('probe', 'rotnet', '-', r), 'rotnet'))
+    return jobs
+
+
+def summarise(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return '-'
+    if len(values) == 1:
+        return f'{values[0]:.2f} (1 seed)'
+    return f'{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}'
+
+
+def report(args, cells, wall):
+    levels = args.levels
+    header = '| what | mask | init | ' + ' | '.join(
+        f'{100 * sparsity(r):.1f} %' for r in levels) + ' |'
+    rows = [header, '|' + '---|' * (3 + len(levels))]
+    keys = sorted({k[:3] for k in cells}, key=lambda k: (k[0] != 'retrain', k))
+    for what, source, init in keys:
+        rows.append(f'| {what} | {source} | {init} | ' + ' | '.join(
+            summarise(cells.get((what, source, init, r), [])) for r in levels) + ' |')
+    table = '\n'.join(rows)
+    table += (f'\n\nTop-1 (%) on {args.val_subset} Fashion-MNIST test images, mean +- std over '
+              f'seeds {args.seeds}; wall time {wall / 60:.1f} min with {args.jobs} workers.')
+    print(table)
+    with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
+        f.write(table + '\n')
+    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
+        json.dump({'|'.join(map(str, k)): v for k, v in cells.items()}, f, indent=2)
+    plot(args, cells)
+
+
+def plot(args, cells):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    xs = [100 * sparsity(r) for r in args.levels]
+    styles = {'rotnet': 'tab:red', 'supervised': 'tab:blue', 'random': 'tab:gray',
+              's4l': 'tab:purple'}
+    for (what, source, init) in sorted({k[:3] for k in cells}):
+        means = [statistics.mean([v for v in cells.get((what, source, init, r), [])
+                                  if v is not None] or [float('nan')]) for r in args.levels]
+        ax = axes[0] if what == 'retrain' else axes[1]
+        ax.plot(xs, means, marker='o', color=styles[source],
+                linestyle='-' if init in ('rewind', '-') else '--',
+                label=f'{source} mask, {init}' if what == 'retrain' else 'RotNet ticket, frozen')
+    axes[0].set_title('Claims 1 and 3: masks re-trained with labels')
+    axes[1].set_title('Claim 2: linear probe on pruned RotNet features')
+    for ax in axes:
+        ax.set_xlabel('sparsity (%)')
+        ax.set_ylabel('top-1 (%)')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(osp.join(args.work_dir, 'selfsup_vs_sparsity.png'), dpi=120)
+
+
+def main():
+    args = parse_args()
+    if max(args.levels) > args.rounds:
+        raise SystemExit(f'--levels go up to round {max(args.levels)}, but --rounds is '
+                         f'{args.rounds}')
+    pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only)
+    start = time.time()
+    cells = {}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        # the long label-free runs first, so the two workers finish together
+        pruned = {(source, seed): pool.submit(prune, pipe, args, source, seed)
+                  for source in ('rotnet', 's4l', 'supervised') for seed in args.seeds}
+
+        def after_pruning(job, seed):
+            name, config, work, options, key, mask_source = job
+            pruned[(mask_source, seed)].result()
+            if mask_source == 'supervised' or key[1] == 'random':
+                pruned[('supervised', seed)].result()
+            return key, train_score(pipe, args, name, config, work, options)
+
+        works = {seed: {s: osp.join(args.work_dir, f'seed{seed}', f'prune_{s}')
+                        for s in PRUNE_CFGS} for seed in args.seeds}
+        futures = [pool.submit(after_pruning, job, seed) for seed in args.seeds
+                   for job in retrain_jobs(args, seed, works[seed])]
+        for future in futures:
+            key, value = future.result()
+            cells.setdefault(key, []).append(value)
+    report(args, cells, time.time() - start)
+
+
+if __name__ == '__main__':
+    main()
