@@ -6,6 +6,7 @@ from mmengine.dist import is_main_process
 from mmrecprune.hooks.pruning_hook import PruningHook
 from mmrecprune.hooks.rank_sync import synchronized_step
 from mmrecprune.registry import HOOKS
+from mmrecprune.sparsity import sparsity_report
 from mmrecprune.tickets import export_ticket
 
 # arguments of earlier releases, passed on to the default pruner
@@ -116,10 +117,13 @@ class LotteryTicketHook(PruningHook):
                 sched.load_state_dict(state)
             for group, lr in zip(runner.optim_wrapper.param_groups, self._initial_lrs):
                 group['lr'] = lr
-        sparsity = self.pruner.sparsity
+        report = sparsity_report(self.pruner.masks)
+        sparsity = report['sparsity']
         runner.logger.info(f'LotteryTicketHook: round {self.pruner.round}/{self.rounds} '
                            f'sparsity {sparsity:.4f}')
-        runner.message_hub.update_scalar('train/sparsity', sparsity)
+        self.publish(runner, dict(sparsity=sparsity),
+                     {f'layer_sparsity/{name}': layer['sparsity']
+                      for name, layer in report['layers'].items()})
         if is_main_process():
             path = osp.join(runner.work_dir, 'tickets', f'round_{self.pruner.round}.pth')
             export_ticket(path, self.pruner, runner.cfg.model.backbone,

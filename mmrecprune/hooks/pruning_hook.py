@@ -70,6 +70,16 @@ class PruningHook(Hook):
         wrapper.attach(self.pruner)
         return resumed
 
+    @staticmethod
+    def publish(runner, logged, plotted):
+        """Report a pruning step: ``logged`` scalars join the training log lines (message hub,
+        ``train/`` keys), ``logged`` and ``plotted`` go to every visualizer backend (e.g.
+        TensorBoard) under ``pruning/``, at the current iteration."""
+        for key, value in logged.items():
+            runner.message_hub.update_scalar(f'train/{key}', value)
+        scalars = {f'pruning/{k}': float(v) for k, v in {**logged, **plotted}.items()}
+        runner.visualizer.add_scalars(scalars, step=runner.iter)
+
     def load_resumed_state(self, state):
         self.pruner.load_state_dict(state)
 

@@ -123,7 +123,11 @@ class StructuredPruningHook(PruningHook):
             f'{p.metric} at {plan.cost / p.dense_cost:.4f} of dense (target '
             f'{plan.target / p.dense_cost:.4f}), {kept}/{total} channels kept, '
             f'{restored} restored')
-        runner.message_hub.update_scalar(f'train/{p.metric}_kept', plan.cost / p.dense_cost)
+        kept_costs = {f'{m}_kept': p.cost(metric=m) / p.cost_model.dense(m)
+                      for m in ('flops', 'params', 'channels')}
+        self.publish(runner, {f'{p.metric}_kept': kept_costs[f'{p.metric}_kept']},
+                     dict(kept_costs, restored=restored,
+                          **{f'group_kept/{n}': k / d for n, (k, d) in p.kept_widths().items()}))
 
     # -- export ---------------------------------------------------------------------------
     def after_train(self, runner):
