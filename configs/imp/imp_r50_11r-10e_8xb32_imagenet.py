@@ -5,6 +5,14 @@ _base_ = [
 ]
 rounds, epochs_per_round = 11, 10
 model = dict(data_preprocessor={{_base_.data_preprocessor}})
+# Starting weights: a dense ImageNet ResNet-50 you have. Any of these works as `load_from`, with
+# no key editing (the pruning hook maps and checks them; a file of another architecture stops
+# the run with the keys that do not fit):
+#   - our own pretraining: configs/pretrain/resnet50_8xb32-90e_imagenet.py -> epoch_90.pth
+#   - mmpretrain's resnet50_8xb32_in1k checkpoint (keys backbone.*, head.fc.*)
+#   - torchvision's ResNet-50 weights file (conv1.weight, layer1.0..., fc.*)
+# e.g. --cfg-options load_from=/path/to/resnet50_8xb32_in1k_20210831-ea4938fc.pth; check a file
+# first with tools/model_converters/starting_weights.py SRC DST --config THIS_CONFIG
 load_from = 'work_dirs/resnet50_8xb32-90e_imagenet/epoch_90.pth'
 train_dataloader = dict(batch_size=32)
 custom_hooks = [
