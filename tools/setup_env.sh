@@ -30,6 +30,8 @@ if ! "$VENV/bin/python" -c "import mmcv.ops" 2>/dev/null; then
 fi
 $PIP install -q mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex \
   pycocotools matplotlib scipy terminaltables shapely pytest
+# the "deploy" extra (ONNX export), so its tests run too; not a dependency of the package
+$PIP install -q "onnx>=1.17" "onnxscript>=0.5" "onnxruntime>=1.20"
 $PIP install -q --no-deps --no-build-isolation -e .
 "$VENV/bin/python" -c "import mmcv.ops, mmdet, mmseg, mmengine, mmrecprune; print('[setup] ok', mmcv.__version__, mmdet.__version__, mmseg.__version__)"
 touch "$STAMP"

@@ -8,10 +8,12 @@ of ``--round-to``) and physically slimmed. Then, in one run, the dense and slim 
 interleaved rounds at batch 1 and 8 (``torch.inference_mode``, warm-up, median of
 ``--repeats``), and the measured speedup is set against the ideal one (dense / slim FLOPs).
 
-Every model is timed twice (``--modes``): **eager** (the ``nn.Module`` as it is) and
+Every model is timed three ways (``--modes``): **eager** (the ``nn.Module`` as it is),
 **deployed** (BN folded into the convs, channels-last, TorchScript frozen and optimised for
 inference, i.e. oneDNN with prepacked weights and conv + add + ReLU fused; see
-``mmrecprune.analysis.deployed``), the same conversion for every model. Eager
+``mmrecprune.analysis.deployed``) and **onnxruntime** (exported to ONNX with
+``mmrecprune.analysis.export_onnx``, run by onnxruntime's CPU provider on the same number of
+threads; needs the ``deploy`` extra), the same conversion for every model. Eager
 mode pays BN, ReLU, the residual adds and the max-pool at full width whatever the pruning, so
 part of its time cannot shrink; deployment removes most of that fixed cost.
 
@@ -41,7 +43,8 @@ from importlib.metadata import version  # torch-pruning 1.6 has no __version__
 import torch
 from mmdet.models.backbones import ResNet
 
-from mmrecprune.analysis import deployed, interleaved_latency
+from mmrecprune.analysis import (OnnxRuntimeModel, deployed, export_onnx,
+                                 interleaved_latency)
 from mmrecprune.methods import L1UniformPruner
 from mmrecprune.sparsity import count_flops_params, slim_model
 
@@ -56,8 +59,9 @@ def parse_args():
                         help='kept widths a multiple of this (default: 16 with AVX-512, else 8)')
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8])
     parser.add_argument('--repeats', type=int, default=10)
-    parser.add_argument('--modes', nargs='+', choices=('eager', 'deployed'),
-                        default=['eager', 'deployed'])
+    parser.add_argument('--modes', nargs='+', choices=('eager', 'deployed', 'onnxruntime'),
+                        default=['eager', 'deployed', 'onnxruntime'],
+                        help='onnxruntime needs the deploy extra; skipped if missing')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--work-dir', default='work_dirs/bench_slim_speed',
@@ -167,11 +171,28 @@ def main():
         print(f'  {name:<14} {flops / 1e9:.3f} GFLOPs ({flops / dense_flops:.1%}), '
               f'{params / 1e6:.2f} M params{prune}')
     rows = []
-    for mode in args.modes:
+    modes = list(args.modes)
+    if 'onnxruntime' in modes:
+        try:
+            import onnxruntime  # noqa: F401  # pyflakes: availability check
+            import onnxscript  # noqa: F401
+        except ImportError:
+            print('onnxruntime / onnxscript not installed: onnxruntime column skipped '
+                  '(pip install .[deploy])')
+            modes.remove('onnxruntime')
+    for mode in modes:
         for batch in args.batch_sizes:
             shape = (batch, 3, args.input_size, args.input_size)
-            timed = models if mode == 'eager' else {
-                name: deployed(model, shape) for name, model in models.items()}
+            if mode == 'eager':
+                timed = models
+            elif mode == 'deployed':
+                timed = {name: deployed(model, shape) for name, model in models.items()}
+            else:  # the same models exported to ONNX, run by onnxruntime on the same threads
+                timed = {}
+                for name, model in models.items():
+                    path = osp.join(args.work_dir, 'onnx', f'{name}_b{batch}.onnx')
+                    export_onnx(model, shape, path)
+                    timed[name] = OnnxRuntimeModel(path, threads=torch.get_num_threads())
             lat = interleaved_latency(timed, shape, args.repeats, args.warmup)
             print(f'  {mode}, batch {batch}: dense {1e3 * lat["dense"]:.1f} ms')
             for name in models:
