@@ -221,3 +221,14 @@ def test_rotnet_ticket_trains_in_detection_and_segmentation(rotnet_ticket, scene
     if 'frozen' in config:  # nothing of the backbone moved, BN statistics included
         for name, value in ticket.state_dict.items():
             assert torch.equal(state[name], value), name
+
+
+def test_mask_transfer_of_a_ticket_the_classifier_was_not_built_for_is_refused(rotnet_ticket,
+                                                                                tmp_path):
+    path, _ = rotnet_ticket
+    cfg = _ticket_cls_cfg(RETRAIN, tmp_path, path, weights='random')
+    cfg.model.in_channels = 128  # the config's own width-16 head; the ticket is width 8
+    with pytest.raises(ValueError, match='last output has 64 channels, the head takes '
+                                         'in_channels=128'):
+        Runner.from_cfg(cfg).train()
+    assert not list(tmp_path.glob('*.pth'))
