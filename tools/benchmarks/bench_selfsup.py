@@ -12,7 +12,9 @@ RotNet (no labels), S4L-RotNet (10 % labels) and supervised (labels). Then:
   supervised run's rewind checkpoint) and from a random re-initialisation (``weights='random'``),
   mask fixed (``configs/selfsup/label-retrain_r18-w16-ticket_fashionmnist.py``).
 * **Claim 2** (paper Fig. 1): a linear probe (``linear-probe_r18-w16-ticket_fashionmnist.py``,
-  backbone frozen) on the RotNet tickets, vs sparsity.
+  backbone frozen) on the RotNet tickets, vs sparsity; and at ``--scenes-levels`` the
+  frozen-backbone scenes probes (the 64x64 RetinaNet / Semantic FPN probe configs with
+  ``frozen_stages=4, norm_eval=True``) on the RotNet and the supervised tickets.
 * **Claim 3** (paper Fig. 5): S4L tickets re-trained with labels vs RotNet tickets.
 
 Every run is ``tools/train.py`` / ``tools/test.py`` on a config of ``configs/selfsup/`` with the
@@ -29,14 +31,21 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from stage_runner import Pipeline, read_json  # noqa: E402
+from probe import SCENES64_ARGS, SCENES64_ROOT  # noqa: E402
+from stage_runner import Pipeline, read_json, train_and_test  # noqa: E402
 
 PRUNE_CFGS = dict(rotnet='configs/selfsup/rotnet-imp_r18-w16_7r-2e_fashionmnist.py',
                   s4l='configs/selfsup/s4l-imp_r18-w16_7r-2e_fashionmnist.py',
                   supervised='configs/selfsup/supervised-imp_r18-w16_7r-2e_fashionmnist.py')
 RETRAIN_CFG = 'configs/selfsup/label-retrain_r18-w16-ticket_fashionmnist.py'
 PROBE_CFG = 'configs/selfsup/linear-probe_r18-w16-ticket_fashionmnist.py'
+SCENES = dict(
+    det=('configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_probe_fashionscenes64.py',
+         'epoch_12.pth', 'coco/bbox_mAP'),
+    seg=('configs/downstream/mmseg/fpn_r18-w16-ticket_probe_fashionscenes64.py',
+         'iter_1000.pth', 'mIoU'))
 
 
 def parse_args():
@@ -51,6 +60,10 @@ def parse_args():
     parser.add_argument('--levels', type=int, nargs='+', default=[1, 3, 7, 10, 14],
                         help='rounds whose tickets are scored')
     parser.add_argument('--retrain-epochs', type=int, default=3)
+    parser.add_argument('--scenes-levels', type=int, nargs='*', default=[7, 14],
+                        help='rounds whose RotNet and supervised tickets get the frozen-backbone '
+                             'scenes probes (detection and segmentation, 64x64)')
+    parser.add_argument('--scenes-seeds', type=int, nargs='*', default=[0])
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
     parser.add_argument('--report-only', action='store_true',
                         help='run nothing; tabulate what has finished')
@@ -138,6 +151,35 @@ def retrain_jobs(args, seed, works):
     return jobs
 
 
+FROZEN = ['model.backbone.frozen_stages=4', 'model.backbone.norm_eval=True']
+
+
+def scenes_jobs(args, seed, works):
+    """Claim 2, second half: the frozen-backbone scenes probes (64x64 RetinaNet and Semantic
+    FPN, neck and heads train, backbone frozen with BN in eval) on RotNet and supervised
+    tickets."""
+    jobs = []
+    for r in args.scenes_levels:
+        for source in ('rotnet', 'supervised'):
+            ticket = osp.join(works[source], 'tickets', f'round_{r}.pth')
+            for task, (config, last, metric) in SCENES.items():
+                work = osp.join(args.work_dir, f'seed{seed}', f'{task}_frozen_{source}_r{r}')
+                jobs.append((f'{task}/frozen/{source}/r{r}/seed{seed}', config, work, last,
+                             ['--cfg-options', f'model.backbone.ticket={ticket}',
+                              f'randomness.seed={seed}', *FROZEN],
+                             (task, source, 'frozen', r), source, metric))
+    return jobs
+
+
+def run_scenes(pipe, job):
+    name, config, work, last, extra, key, _, metric = job
+    record = train_and_test(pipe, name, config, work, last, extra=extra)
+    if record is None:
+        return key, None
+    value = record['metrics'][metric]
+    return key, 100 * value if metric == 'coco/bbox_mAP' else value
+
+
 def summarise(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -152,13 +194,16 @@ def report(args, cells, wall):
     header = '| what | mask | init | ' + ' | '.join(
         f'{100 * sparsity(r):.1f} %' for r in levels) + ' |'
     rows = [header, '|' + '---|' * (3 + len(levels))]
-    keys = sorted({k[:3] for k in cells}, key=lambda k: (k[0] != 'retrain', k))
+    order = dict(retrain=0, probe=1, det=2, seg=3)
+    keys = sorted({k[:3] for k in cells}, key=lambda k: (order[k[0]], k))
     for what, source, init in keys:
         rows.append(f'| {what} | {source} | {init} | ' + ' | '.join(
             summarise(cells.get((what, source, init, r), [])) for r in levels) + ' |')
     table = '\n'.join(rows)
-    table += (f'\n\nTop-1 (%) on {args.val_subset} Fashion-MNIST test images, mean +- std over '
-              f'seeds {args.seeds}; wall time {wall / 60:.1f} min with {args.jobs} workers.')
+    table += (f'\n\nretrain / probe: top-1 (%) on {args.val_subset} Fashion-MNIST test images, '
+              f'mean +- std over seeds {args.seeds}; det / seg: frozen-backbone scenes probes '
+              f'(bbox mAP / mIoU, %), seeds {args.scenes_seeds}; wall time {wall / 60:.1f} min '
+              f'with {args.jobs} workers.')
     print(table)
     with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
         f.write(table + '\n')
@@ -175,7 +220,7 @@ def plot(args, cells):
     xs = [100 * sparsity(r) for r in args.levels]
     styles = {'rotnet': 'tab:red', 'supervised': 'tab:blue', 'random': 'tab:gray',
               's4l': 'tab:purple'}
-    for (what, source, init) in sorted({k[:3] for k in cells}):
+    for (what, source, init) in sorted({k[:3] for k in cells if k[0] in ('retrain', 'probe')}):
         means = [statistics.mean([v for v in cells.get((what, source, init, r), [])
                                   if v is not None] or [float('nan')]) for r in args.levels]
         ax = axes[0] if what == 'retrain' else axes[1]
@@ -217,6 +262,17 @@ def main():
                         for s in PRUNE_CFGS} for seed in args.seeds}
         futures = [pool.submit(after_pruning, job, seed) for seed in args.seeds
                    for job in retrain_jobs(args, seed, works[seed])]
+        if args.scenes_levels:  # the 64x64 scenes of the probes
+            pipe.run('scenes64', [[sys.executable,
+                                   'tools/dataset_converters/make_fashion_scenes.py',
+                                   *SCENES64_ARGS]],
+                     [osp.join(SCENES64_ROOT, 'annotations', 'instances_test.json')])
+        for seed in args.scenes_seeds if args.scenes_levels else []:
+            for job in scenes_jobs(args, seed, works[seed]):
+                def scenes(job=job, seed=seed):
+                    pruned[(job[6], seed)].result()
+                    return run_scenes(pipe, job)
+                futures.append(pool.submit(scenes))
         for future in futures:
             key, value = future.result()
             cells.setdefault(key, []).append(value)
