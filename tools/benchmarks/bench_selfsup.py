@@ -124,6 +124,13 @@ def train_score(pipe, args, name, config, work, options):
     return None if record is None else record['metrics']['accuracy/top1']
 
 
+def retrain_schedule(args):
+    """The re-training config's warm-up epoch + cosine, fitted to ``--retrain-epochs`` so
+    every run ends with the learning rate decayed (its own schedule spans 6 epochs)."""
+    epochs = args.retrain_epochs
+    return [f'param_scheduler.1.T_max={epochs - 1}', f'param_scheduler.1.end={epochs}']
+
+
 def retrain_jobs(args, seed, works):
     """(stage name, config, work dir, options, cell key) of every re-training / probe run."""
     root = osp.join(args.work_dir, f'seed{seed}')
@@ -141,8 +148,9 @@ def retrain_jobs(args, seed, works):
                            f'model.backbone.masks={"random" if source == "random" else "ticket"}',
                            f'model.backbone.seed={seed}', f'randomness.seed={seed}']
                 jobs.append((f'retrain/{source}/{init}/r{r}/seed{seed}', RETRAIN_CFG,
-                             osp.join(root, f'retrain_{source}_{init}_r{r}'), options,
-                             ('retrain', source, init, r), mask_source))
+                             osp.join(root, f'retrain_{source}_{init}_r{r}'),
+                             options + retrain_schedule(args), ('retrain', source, init, r),
+                             mask_source))
         ticket = osp.join(works['rotnet'], 'tickets', f'round_{r}.pth')
         jobs.append((f'probe/rotnet/r{r}/seed{seed}', PROBE_CFG,
                      osp.join(root, f'probe_rotnet_r{r}'),
