@@ -8,8 +8,8 @@
   :mod:`.gradient_monitor` feeds protective restoration; :mod:`.report` plots and compares.
 """
 from .masks import (DEFAULT_EXCLUDE, WeightMasks, apply_masks, check_masks, init_masks,
-                    name_matches, pack_mask, prunable_parameters, rewind, unpack_mask,
-                    zero_pruned_)
+                    name_matches, pack_mask, prunable_parameters, random_masks_like, rewind,
+                    unpack_mask, zero_pruned_)
 from .report import mask_overlap, plot_kept_channels, plot_layer_sparsity, sparsity_report
 from .thresholds import (global_magnitude_masks, global_magnitude_threshold,
                          layerwise_magnitude_masks)
@@ -26,4 +26,3 @@ from .channel_cost import ChannelCostModel
 from .cost_schedule import (METRICS, CostSchedule, bisect, bracket, check_schedule_args,
                             parse_target, round_half_up, round_up_to)
 from .gradient_monitor import ChannelGradientMonitor
-from .reinit import random_masks_like

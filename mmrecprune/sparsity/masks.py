@@ -239,3 +239,17 @@ class WeightMasks:
             buffers = {key: value for key, value in state.items()
                        if hasattr(value, 'shape') and value.shape == p.shape}
             apply_masks(buffers, dict.fromkeys(buffers, self.masks[name]))
+
+
+def random_masks_like(masks, seed):
+    """Masks with the same number of kept entries per tensor as ``masks``, at random positions
+    (seeded): the random-mask control of a ticket."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, mask in masks.items():
+        kept = int(mask.sum())
+        order = torch.randperm(mask.numel(), generator=generator)
+        new = torch.zeros(mask.numel(), dtype=torch.bool)
+        new[order[:kept]] = True
+        out[name] = new.view(mask.shape).to(mask.device)
+    return out
