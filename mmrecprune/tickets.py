@@ -251,11 +251,6 @@ def _conv_linear_weights(module):
                if isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.Linear)))
 
 
-def _example_input(input_shape, device):
-    generator = torch.Generator().manual_seed(0)  # leaves the global RNG alone
-    return torch.randn(tuple(input_shape), generator=generator).to(device)
-
-
 def stage_out_channels(backbone_cfg, structure, x):
     """Output widths of every stage of the backbone built from ``backbone_cfg`` and slimmed to
     ``structure`` (``{}``: dense), for a neck's ``in_channels``."""
@@ -291,8 +286,8 @@ def export_ticket(path, pruner, backbone_cfg, input_shape=(1, 3, 224, 224), sour
     Returns:
         dict: The ticket's ``meta``.
     """
-    from mmrecprune.sparsity import (count_flops_params, inference_forward, plot_kept_channels,
-                                     plot_layer_sparsity, sparsity_report)
+    from mmrecprune.sparsity import (count_flops_params, example_input, inference_forward,
+                                     plot_kept_channels, plot_layer_sparsity, sparsity_report)
     content = pruner.ticket_content(prefix)
     dense_backbone = pruner.model.get_submodule(prefix)
     shape = tuple(int(v) for v in input_shape)
@@ -318,7 +313,7 @@ def export_ticket(path, pruner, backbone_cfg, input_shape=(1, 3, 224, 224), sour
                                       f'{100 * report["sparsity"]:.1f} % sparse')
         return _ratios(meta)
     slim_model, structure = content['model'], content['channel_structure']
-    x = _example_input(shape, next(pruner.model.parameters()).device)
+    x = example_input(shape, next(pruner.model.parameters()).device)
     dense_out, slim_out = inference_forward(pruner.model, x), inference_forward(slim_model, x)
     if isinstance(dense_out, torch.Tensor) and not torch.allclose(dense_out, slim_out,
                                                                   rtol=1e-4, atol=1e-4):

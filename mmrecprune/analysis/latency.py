@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from mmrecprune.sparsity import example_input
+
 
 @torch.inference_mode()
 def interleaved_latency(models, input_shape, repeats=10, warmup=2, seed=0):
@@ -20,7 +22,7 @@ def interleaved_latency(models, input_shape, repeats=10, warmup=2, seed=0):
     Returns:
         dict[str, float]: Median latency per model name, in seconds.
     """
-    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+    x = example_input(input_shape, seed=seed)
     for model in models.values():
         for _ in range(warmup):
             model(x)

@@ -9,6 +9,8 @@ import tempfile
 import torch
 from torch import nn
 
+from mmrecprune.sparsity import example_input
+
 
 class TensorOutputs(nn.Module):
     """``model`` with a plain tensor signature: ``forward(x)`` returns a flat tuple of tensors
@@ -54,7 +56,7 @@ def export_onnx(model, input_shape, path, backbone_only=False, opset=18):
     _require('onnxscript')
     wrapped = TensorOutputs(model, backbone_only)
     wrapped.eval()
-    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+    x = example_input(input_shape)
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix='.onnx.tmp')
@@ -96,7 +98,7 @@ class OnnxRuntimeModel:
 def max_abs_difference(wrapped, path, input_shape, seed=1):
     """Largest absolute difference between PyTorch and onnxruntime outputs on one random input,
     per output and overall: ``(overall, [per output])``."""
-    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+    x = example_input(input_shape, seed=seed)
     with torch.no_grad():
         ref = wrapped(x)
     got = OnnxRuntimeModel(path)(x)

@@ -6,6 +6,7 @@ from mmengine.model import is_model_wrapper
 from mmrecprune.hooks.starting_weights import adapt_starting_weights
 from mmrecprune.optim import PruningUpdateMixin
 from mmrecprune.registry import PRUNERS
+from mmrecprune.sparsity import example_input
 
 
 def build_pruner(cfg, owner):
@@ -44,10 +45,7 @@ class PruningHook(Hook):
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
     def _example_input(self, model):
-        import torch
-        param = next(model.parameters())
-        generator = torch.Generator().manual_seed(0)  # leaves the global RNG alone
-        return torch.randn(self.example_input_shape, generator=generator).to(param.device)
+        return example_input(self.example_input_shape, next(model.parameters()).device)
 
     def attach_pruner(self, runner):
         """Attach the pruner to the model, restore a resumed state, serve it from the

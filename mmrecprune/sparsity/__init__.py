@@ -18,7 +18,7 @@ from .channel_groups import CHANNEL_PARAMS, FILTER_KINDS, ChannelGroup, find_cha
 from .channel_masks import (apply_channel_masks, channel_zero_targets, global_channel_masks,
                             zero_channel_targets_)
 from .soft_channel_masks import ZEROED_KINDS, SoftChannelMasks
-from .flops import count_flops_params, inference_forward
+from .flops import count_flops_params, example_input, inference_forward
 from .importance import (IMPORTANCES, BNScaleImportance, L1Importance, L2Importance,
                          TaylorImportance, build_importance, group_importances)
 from .slimming import apply_channel_structure, channel_sizes, slim_model

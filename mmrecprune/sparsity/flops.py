@@ -105,3 +105,10 @@ def count_flops_params(model: nn.Module,
             h.remove()
     params = sum(_weight_count(p, nonzero_only) for p in model.parameters())
     return int(flops), int(params)
+
+
+def example_input(input_shape, device=None, seed=0):
+    """A random input of ``input_shape`` drawn from its own seeded generator, so tracing,
+    FLOPs counting and export checks see the same tensor and the global RNG is left alone."""
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+    return x if device is None else x.to(device)
