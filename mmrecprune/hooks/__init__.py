@@ -1,5 +1,7 @@
 from .lottery_ticket_hook import LotteryTicketHook
+from .on_the_fly_hook import OnTheFlyPruningHook
 from .pruning_hook import PruningHook, build_pruner
 from .structured_pruning_hook import StructuredPruningHook
 
-__all__ = ['PruningHook', 'build_pruner', 'LotteryTicketHook', 'StructuredPruningHook']
+__all__ = ['PruningHook', 'build_pruner', 'LotteryTicketHook', 'StructuredPruningHook',
+           'OnTheFlyPruningHook']

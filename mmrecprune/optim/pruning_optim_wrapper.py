@@ -15,7 +15,9 @@ from mmrecprune.registry import OPTIM_WRAPPERS
 class PruningUpdateMixin:
     """Serves an attached pruner (:class:`~mmrecprune.methods.BasePruner`):
 
-    * ``backward(loss)`` back-propagates ``pruner.regularize(loss)`` (a penalty, if any);
+    * ``update_params(loss)`` back-propagates ``pruner.regularize(loss)`` (a penalty, if any),
+      added before the gradient-accumulation factor and the AMP loss scale apply to it
+      (``backward(loss)`` called directly regularizes too);
     * around every ``step()`` (once per accumulation window):
       ``pruner.before_optimizer_step(scale)`` with the gradients ready (an unstructured pruner
       zeroes the pruned entries' gradients so momentum, Adam moments and clipping ignore them;
@@ -45,9 +47,18 @@ class PruningUpdateMixin:
         """Factor the gradients carry (the AMP loss scale; 1 here)."""
         return 1.0
 
-    def backward(self, loss, **kwargs):
+    def scale_loss(self, loss):
+        # the penalty joins the loss before the accumulation factor divides it, so with
+        # `accumulative_counts=N` it weighs what it weighs without accumulation
         if self._pruner is not None:
             loss = self._pruner.regularize(loss)
+            self._regularized = True
+        return super().scale_loss(loss)
+
+    def backward(self, loss, **kwargs):
+        if self._pruner is not None and not getattr(self, '_regularized', False):
+            loss = self._pruner.regularize(loss)  # called directly, not via update_params
+        self._regularized = False
         super().backward(loss, **kwargs)
 
     def step(self, **kwargs):

@@ -3,7 +3,9 @@
 * what is coupled: :mod:`.channel_groups`;
 * what matters: :mod:`.importance` (channels), :mod:`.thresholds` (weight magnitudes);
 * how to cut: :mod:`.masks` (weight masks), :mod:`.channel_masks` and :mod:`.soft_channel_masks`
-  (channel masks), :mod:`.slimming` (removing channels), :mod:`.frozen_masks` (downstream);
+  (channel masks), :mod:`.slimming` (removing channels), :mod:`.frozen_masks` (downstream),
+  :mod:`.recovery` (mean values in place of pruned entries), :mod:`.hyperspherical`
+  (unit-norm filters and their folding) with :mod:`.gap_penalty` (on-the-fly pruning);
 * when and how much: :mod:`.cost_schedule` with :mod:`.channel_cost` and :mod:`.flops`;
   :mod:`.gradient_monitor` feeds protective restoration; :mod:`.report` plots and compares.
 """
@@ -26,3 +28,8 @@ from .channel_cost import ChannelCostModel
 from .cost_schedule import (METRICS, CostSchedule, bisect, bracket, check_schedule_args,
                             parse_target, round_half_up, round_up_to)
 from .gradient_monitor import ChannelGradientMonitor
+from .hyperspherical import (HypersphericalConv2d, fold_conv, fold_hyperspherical,
+                             hyperspherical_convs, make_hyperspherical, strip_conv_cfg,
+                             unit_filters)
+from .gap_penalty import gap_penalty, gap_statistics, scaled_magnitudes, target_thresholds
+from .recovery import RECOVERY_MODES, apply_recovery, check_recovery, recovery_fill

@@ -195,6 +195,27 @@ def test_backward_propagates_the_pruners_regularized_loss():
     torch.testing.assert_close(grads[1] - grads[0], torch.ones_like(grads[0]))
 
 
+def test_penalty_weighs_the_same_with_gradient_accumulation():
+    """update_params adds the penalty before the accumulation factor: two half-batches with
+    accumulative_counts=2 give the gradient of one step without accumulation (before the
+    fix the penalty was added after the factor: twice its gradient)."""
+    grads = []
+    for counts in (1, 2):
+        model, _, masks = _setup()
+        pruner = _PenalisedPruner(rewind_to='none')
+        pruner.attach(model)
+        pruner.commit(PruningPlan(step=1, masks=masks))
+        wrapper = PruningOptimWrapper(OPTIMIZERS['sgd_momentum_wd'](model.parameters()),
+                                      accumulative_counts=counts)
+        wrapper.attach(pruner)
+        wrapper.initialize_count_status(model, 0, counts)
+        (x, y), = _batches(1)
+        for _ in range(counts):
+            wrapper.backward(wrapper.scale_loss(F.cross_entropy(model(x), y)))
+        grads.append(model.head.weight.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0])
+
+
 def test_registered_and_built_from_config():
     # the names of earlier releases are the same two classes, so old configs work unchanged
     for name in ('PruningOptimWrapper', 'MaskedOptimWrapper', 'ProtectiveOptimWrapper'):

@@ -131,21 +131,29 @@ def retrain_schedule(args):
     return [f'param_scheduler.1.T_max={epochs - 1}', f'param_scheduler.1.end={epochs}']
 
 
+RANDOM_CONTROLS = dict(random='supervised', random_rotnet='rotnet')
+
+
 def retrain_jobs(args, seed, works):
     """(stage name, config, work dir, options, cell key) of every re-training / probe run."""
     root = osp.join(args.work_dir, f'seed{seed}')
     jobs = []
     for r in args.levels:
-        for source in ('rotnet', 'supervised', 'random', 's4l'):
-            mask_source = 'supervised' if source == 'random' else source
+        # 'random': random positions at the supervised ticket's per-layer sparsity, from the
+        # supervised rewind weights; 'random_rotnet': the same at the RotNet ticket's per-layer
+        # sparsity, from the RotNet rewind weights (the like-for-like control for the RotNet
+        # mask: only the positions differ)
+        for source in ('rotnet', 'supervised', 'random', 'random_rotnet', 's4l'):
+            mask_source = RANDOM_CONTROLS.get(source, source)
+            random_mask = source in RANDOM_CONTROLS
             ticket = osp.join(works[mask_source], 'tickets', f'round_{r}.pth')
             for init in ('rewind', 'reinit'):
-                if source == 's4l' and init == 'reinit':
+                if init == 'reinit' and source in ('s4l', 'random_rotnet'):
                     continue
                 weights = 'random' if init == 'reinit' else (
-                    rewind_checkpoint(works['supervised']) if source == 'random' else 'ticket')
+                    rewind_checkpoint(works[mask_source]) if random_mask else 'ticket')
                 options = [f'model.backbone.ticket={ticket}', f'model.backbone.weights={weights}',
-                           f'model.backbone.masks={"random" if source == "random" else "ticket"}',
+                           f'model.backbone.masks={"random" if random_mask else "ticket"}',
                            f'model.backbone.seed={seed}', f'randomness.seed={seed}']
                 jobs.append((f'retrain/{source}/{init}/r{r}/seed{seed}', RETRAIN_CFG,
                              osp.join(root, f'retrain_{source}_{init}_r{r}'),
@@ -227,7 +235,7 @@ def plot(args, cells):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     xs = [100 * sparsity(r) for r in args.levels]
     styles = {'rotnet': 'tab:red', 'supervised': 'tab:blue', 'random': 'tab:gray',
-              's4l': 'tab:purple'}
+              'random_rotnet': 'tab:orange', 's4l': 'tab:purple'}
     for (what, source, init) in sorted({k[:3] for k in cells if k[0] in ('retrain', 'probe')}):
         means = [statistics.mean([v for v in cells.get((what, source, init, r), [])
                                   if v is not None] or [float('nan')]) for r in args.levels]
@@ -262,8 +270,6 @@ def main():
         def after_pruning(job, seed):
             name, config, work, options, key, mask_source = job
             pruned[(mask_source, seed)].result()
-            if mask_source == 'supervised' or key[1] == 'random':
-                pruned[('supervised', seed)].result()
             return key, train_score(pipe, args, name, config, work, options)
 
         works = {seed: {s: osp.join(args.work_dir, f'seed{seed}', f'prune_{s}')

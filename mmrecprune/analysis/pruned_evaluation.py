@@ -1,0 +1,92 @@
+"""Scoring a model before and after a pruning step without training: evaluation outside the
+runner's loops (no hooks fire, so no "best" checkpoint is written for a variant), BN
+recalibration, and the before / pruned / recovered table of retraining-free pruning."""
+import copy
+
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+@torch.no_grad()
+def evaluate(model, dataloader, evaluator):
+    """The metrics of ``model`` on ``dataloader`` (what MMEngine's ValLoop computes)."""
+    was_training = model.training
+    model.eval()
+    for batch in dataloader:
+        outputs = model.val_step(batch)
+        evaluator.process(data_samples=outputs, data_batch=batch)
+    metrics = evaluator.evaluate(len(dataloader.dataset))
+    model.train(was_training)
+    return metrics
+
+
+@torch.no_grad()
+def recalibrate_bn(model, dataloader, images):
+    """Re-estimate every BatchNorm's running statistics on ``images`` training images, no
+    weight update: statistics reset, then the exact average over the batches (``momentum=None``)
+    of forward passes with only the norm layers in training mode. Returns the images seen."""
+    if images <= 0:
+        raise ValueError(f'BN recalibration needs images > 0, got {images}')
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    if not norms:
+        raise ValueError(f'{type(model).__name__} has no BatchNorm layer to recalibrate')
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    seen = 0
+    try:
+        while seen < images:
+            before = seen
+            for batch in dataloader:
+                data = model.data_preprocessor(batch, training=False)
+                model(data['inputs'], data.get('data_samples'), mode='tensor')
+                seen += len(data['inputs'])
+                if seen >= images:
+                    break
+            if seen == before:
+                raise ValueError('BN recalibration: the data loader gave no images')
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return seen
+
+
+def score_pruning(pruner, score, recoveries, recalibrate=None, plan=None):
+    """Score a retraining-free pruning step variant by variant, on an attached pruner that has
+    not pruned yet (e.g. :class:`~mmrecprune.methods.OneShotMagnitudePruner`).
+
+    Rows: ``'dense'`` (as given), ``'folded'`` (hyperspherical convs folded: must equal dense),
+    then per recovery mode ``'<mode>'`` and, with ``recalibrate``, ``'<mode>+bn'``. The model
+    ends in the state of the last mode of ``recoveries`` (recalibrated if asked).
+
+    Args:
+        pruner: The attached pruner.
+        score (callable): ``score() -> dict`` of metrics of the pruner's model now.
+        recoveries (Sequence[str]): Recovery modes to score (``'zero'``: right after pruning).
+        recalibrate (callable, optional): Re-estimates the model's BN statistics in place.
+        plan (callable, optional): ``plan() -> PruningPlan`` (the hooks pass rank 0's decision
+            for DDP); default ``pruner.plan``.
+
+    Returns:
+        dict[str, dict]: The metrics by row.
+    """
+    rows = dict(dense=score())
+    pruner.fold()
+    rows['folded'] = score()
+    decided = (plan or pruner.plan)()
+    start = copy.deepcopy(pruner.model.state_dict())
+    for i, mode in enumerate(recoveries):
+        if i:
+            pruner.model.load_state_dict(start)
+        decided.info['recovery'] = mode
+        pruner.commit(decided)
+        rows[mode] = score()
+        if recalibrate is not None:
+            recalibrate()
+            rows[f'{mode}+bn'] = score()
+    return rows

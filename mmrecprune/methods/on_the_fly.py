@@ -1,0 +1,291 @@
+"""Pruning on-the-fly (Liu & Liu): train with unit-norm filters and a gap penalty, then prune
+once with no fine-tuning and put a mean value in place of the pruned entries.
+
+Our reading of the abstract (configs/onthefly/README.md measures every choice):
+
+* convs of the backbone are :class:`~mmrecprune.sparsity.HypersphericalConv2d` (built through
+  ``conv_cfg=dict(type='mmrecprune.HypersphericalConv')``), so a filter's scale is free and
+  only its direction matters;
+* during training :meth:`OnTheFlyPruner.regularize` adds ``coefficient(t) * gap_penalty`` (see
+  :mod:`mmrecprune.sparsity.gap_penalty`); ``coefficient(t)`` ramps linearly from 0 to
+  ``penalty`` over ``warmup_iters`` optimizer steps, then stays;
+* at the end, :meth:`~OnTheFlyPruner.commit` folds the convs to plain ``nn.Conv2d`` (exact),
+  prunes ``sparsity`` of every layer's smallest weights and fills them with ``recovery``'s mean
+  values (:mod:`mmrecprune.sparsity.recovery`), which the ticket (format v2) carries.
+"""
+import torch
+
+from mmrecprune.methods.base import BasePruner, PruningPlan
+from mmrecprune.registry import PRUNERS
+from mmrecprune.sparsity import (HypersphericalConv2d, apply_recovery, check_recovery,
+                                 fold_conv, gap_penalty, gap_statistics,
+                                 global_magnitude_masks, hyperspherical_convs, init_masks,
+                                 layerwise_magnitude_masks, pack_mask, prunable_parameters,
+                                 target_thresholds, unit_filters, unpack_mask)
+
+RANKINGS = ('layerwise', 'global')
+
+
+def one_shot_masks(params, sparsity, ranking='layerwise'):
+    """Keep-masks pruning ``sparsity`` of the weights by magnitude, per layer or globally."""
+    if ranking not in RANKINGS:
+        raise ValueError(f'ranking must be one of {RANKINGS}, got {ranking!r}')
+    start = init_masks(params)
+    if ranking == 'global':
+        return global_magnitude_masks(params, start, sparsity)
+    return layerwise_magnitude_masks(params, start, sparsity)
+
+
+@PRUNERS.register_module()
+class OneShotMagnitudePruner(BasePruner):
+    """Prune once, with no fine-tuning: ``sparsity`` of the smallest weights (by the magnitude the
+    forward uses: unit-norm filters for hyperspherical convs), pruned entries filled with
+    ``recovery``'s mean values. On an ordinarily trained model this is the one-shot magnitude
+    baseline; :class:`OnTheFlyPruner` adds the hyperspherical training before it.
+
+    The step (:meth:`commit`) folds every hyperspherical conv of the model into a plain conv
+    first (exact), so the ticket is an ordinary backbone. If training continues afterwards the
+    pruned entries keep their fill values (gradients masked, values put back after each step).
+
+    Args:
+        sparsity (float): Fraction of every prunable layer's weights pruned, in (0, 1).
+            Defaults to 0.5.
+        recovery (str): Fill value of pruned entries, one of
+            :data:`~mmrecprune.sparsity.RECOVERY_MODES`. Defaults to ``'zero'``.
+        ranking (str): ``'layerwise'`` (the fraction of each layer) or ``'global'`` (one
+            threshold). Defaults to ``'layerwise'``.
+        include / exclude (Sequence[str]): Prunable conv weights (fnmatch on parameter names).
+            Defaults: backbone convs except the stem (``conv1.*``, ``stem.*``).
+    """
+    kind = 'unstructured'
+    method = 'oneshot'
+
+    def __init__(self, sparsity=0.5, recovery='zero', ranking='layerwise',
+                 include=('backbone.*', ), exclude=('conv1.*', 'stem.*')):
+        super().__init__()
+        if (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))
+                or not 0.0 < sparsity < 1.0):
+            raise ValueError(f'sparsity must be a fraction in (0, 1), got {sparsity!r}')
+        if ranking not in RANKINGS:
+            raise ValueError(f'ranking must be one of {RANKINGS}, got {ranking!r}')
+        self.sparsity = float(sparsity)
+        self.recovery = check_recovery(recovery)
+        self.ranking = ranking
+        self.include, self.exclude = tuple(include), tuple(exclude)
+        self.params = {}
+        self._convs = {}
+        self._masks = None
+        self.fill_values = {}
+
+    # -- set-up ----------------------------------------------------------------------------
+    def attach(self, model, example_input=None):
+        params = prunable_parameters(model, include=self.include, exclude=self.exclude)
+        if not params:
+            raise ValueError(f'{type(self).__name__}: no prunable conv weights match '
+                             f'include={self.include}, exclude={self.exclude}')
+        modules = dict(model.named_modules())
+        self.model = model
+        self.params = params
+        self._convs = {n: modules[n.rsplit('.', 1)[0]] for n in params}
+
+    @property
+    def pruned(self):
+        """Whether the pruning step has been taken."""
+        return self._masks is not None
+
+    # -- the one pruning step --------------------------------------------------------------
+    @torch.no_grad()
+    def unit_weights(self):
+        """The weights as the forward uses them (unit-norm filters where hyperspherical)."""
+        return {n: unit_filters(p) if isinstance(self._convs[n], HypersphericalConv2d) else p
+                for n, p in self.params.items()}
+
+    def fold(self):
+        """Fold every hyperspherical conv of the model (the stem too) into a plain conv, in
+        place; the model computes the same. Returns how many were folded."""
+        convs = hyperspherical_convs(self.model)
+        for conv in convs.values():
+            fold_conv(conv)
+        return len(convs)
+
+    def plan(self, recovery=None):
+        masks = one_shot_masks(self.unit_weights(), self.sparsity, self.ranking)
+        return PruningPlan(step=self.step_count + 1, masks=masks,
+                           info=dict(recovery=check_recovery(recovery or self.recovery)))
+
+    @torch.no_grad()
+    def commit(self, plan):
+        """Fold (exact), prune ``plan.masks``, fill pruned entries with the plan's recovery."""
+        self.fold()
+        self._masks = {n: m.to(self.params[n].device) for n, m in plan.masks.items()}
+        self.fill_values = apply_recovery(self.params, self._masks, plan.info['recovery'])
+        self.recovery = plan.info['recovery']
+        self.step_count = plan.step
+        return {n: ~m for n, m in self._masks.items()}
+
+    def statistics_of_gap(self):
+        """Mean scaled magnitude of the entries the cut would prune / keep now, and ratio."""
+        units = self.unit_weights()
+        masks = one_shot_masks(units, self.sparsity, self.ranking)
+        return gap_statistics(list(units.values()), [masks[n] for n in units])
+
+    @property
+    def masks(self):
+        return self._masks if self._masks is not None else init_masks(self.params)
+
+    def synced_tensors(self):
+        return self.params
+
+    def optimizer_slices(self, changed):
+        return None  # every pruned weight changed value: no optimizer state belongs to it
+
+    # -- training after the step keeps the pruned entries at their fill values --------------
+    def before_optimizer_step(self, scale=1.0):
+        if self._masks is not None:
+            for name, p in self.params.items():
+                if p.grad is not None:
+                    p.grad.masked_fill_(~self._masks[name], 0)
+
+    def after_optimizer_step(self):
+        if self._masks is not None:
+            self._refill()
+
+    @torch.no_grad()
+    def _refill(self):
+        for name, p in self.params.items():
+            fill = self.fill_values.get(name)
+            p.copy_(torch.where(self._masks[name], p,
+                                torch.zeros((), device=p.device) if fill is None else fill))
+
+    # -- checkpoints and export -------------------------------------------------------------
+    def state_dict(self):
+        return dict(step=self.step_count, recovery=self.recovery,
+                    masks=None if self._masks is None else
+                    {n: pack_mask(m.cpu()) for n, m in self._masks.items()},
+                    fill_values={n: f.cpu() for n, f in self.fill_values.items()})
+
+    def load_state_dict(self, state):
+        self.step_count = int(state.get('step', 0))
+        self.recovery = state.get('recovery', self.recovery)
+        if state.get('masks') is not None:
+            self.fold()
+            self._masks = {n: unpack_mask(b, self.params[n].shape).to(self.params[n].device)
+                           for n, b in state['masks'].items()}
+            self.fill_values = {n: f.to(self.params[n].device)
+                                for n, f in state.get('fill_values', {}).items()}
+
+    def ticket_meta(self):
+        return dict(method=self.method, round=self.step_count, target_sparsity=self.sparsity,
+                    recovery=self.recovery, ranking=self.ranking)
+
+    def ticket_content(self, prefix='backbone'):
+        if self._masks is None:
+            raise RuntimeError(f'{type(self).__name__}: no ticket before the pruning step')
+        if hyperspherical_convs(self.model):
+            raise RuntimeError(f'{type(self).__name__}: the model still has hyperspherical '
+                               'convs; fold() before exporting')
+        start = prefix + '.' if prefix else ''
+        strip = len(start)
+        return dict(masks={n[strip:]: m for n, m in self._masks.items() if n.startswith(start)},
+                    fill_values={n[strip:]: f for n, f in self.fill_values.items()
+                                 if n.startswith(start)},
+                    meta=self.ticket_meta())
+
+
+@PRUNERS.register_module()
+class OnTheFlyPruner(OneShotMagnitudePruner):
+    """Hyperspherical training with a gap penalty, then :class:`OneShotMagnitudePruner`'s step.
+
+    Args:
+        sparsity (float): Fraction p of every prunable layer's weights the penalty pushes to
+            zero and the step prunes, in (0, 1). Defaults to 0.5.
+        penalty (float): Coefficient of the gap penalty once warmed up (0: hyperspherical
+            training alone). Defaults to 1.0.
+        margin (float): Hinge margin of the kept weights, on the scaled magnitude (root mean
+            square 1 per layer). Defaults to 0.5.
+        warmup_iters (int): Optimizer steps over which the coefficient ramps up from 0.
+            Defaults to 0.
+        update_interval (int): Optimizer steps between re-selections of the target sets.
+            Defaults to 10.
+        recovery (str): Fill value of pruned entries. Defaults to ``'filter_abs_signed'``.
+        ranking, include, exclude: as :class:`OneShotMagnitudePruner`.
+    """
+    method = 'onthefly'
+
+    def __init__(self, sparsity=0.5, penalty=1.0, margin=0.5, warmup_iters=0,
+                 update_interval=10, recovery='filter_abs_signed', ranking='layerwise',
+                 include=('backbone.*', ), exclude=('conv1.*', 'stem.*')):
+        super().__init__(sparsity, recovery, ranking, include, exclude)
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or penalty < 0:
+            raise ValueError(f'penalty must be a number >= 0, got {penalty!r}')
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
+            raise ValueError(f'margin must be a number >= 0, got {margin!r}')
+        for name, value, low in (('warmup_iters', warmup_iters, 0),
+                                 ('update_interval', update_interval, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f'{name} must be an int >= {low}, got {value!r}')
+        self.penalty = float(penalty)
+        self.margin = float(margin)
+        self.warmup_iters = warmup_iters
+        self.update_interval = update_interval
+        self.iteration = 0  # optimizer steps taken: the penalty schedule's clock
+        self.thresholds = None
+        self._thresholds_at = None
+        self.last_penalty = 0.0
+
+    def attach(self, model, example_input=None):
+        super().attach(model, example_input)
+        plain = sorted(n for n, c in self._convs.items()
+                       if not isinstance(c, HypersphericalConv2d))
+        if plain:
+            hint = ('none of them is: build the backbone with conv_cfg=dict(type='
+                    '"mmrecprune.HypersphericalConv") (see configs/onthefly)'
+                    if len(plain) == len(self.params) else
+                    'exclude them or build them with the hyperspherical conv_cfg')
+            raise ValueError(f'OnTheFlyPruner: the prunable convs must be hyperspherical; '
+                             f'{len(plain)} of {len(self.params)} are plain (e.g. {plain[:3]}); '
+                             + hint)
+
+    # -- the penalty (every backward, through the optimizer wrapper) ------------------------
+    def coefficient(self, iteration=None):
+        """The penalty's coefficient after ``iteration`` optimizer steps (default: now)."""
+        t = self.iteration if iteration is None else iteration
+        if self.warmup_iters == 0:
+            return self.penalty
+        return self.penalty * min(1.0, t / self.warmup_iters)
+
+    def regularize(self, loss):
+        if self.pruned or self.penalty == 0:
+            return loss
+        weights = list(self.params.values())
+        if self._thresholds_at is None or (self.iteration % self.update_interval == 0
+                                           and self._thresholds_at != self.iteration):
+            self.thresholds = target_thresholds(weights, self.sparsity)
+            self._thresholds_at = self.iteration
+        coefficient = self.coefficient()
+        if coefficient == 0:
+            return loss
+        penalty = gap_penalty(weights, self.thresholds, self.margin)
+        self.last_penalty = float(penalty.detach())
+        return loss + coefficient * penalty.to(loss.dtype)
+
+    def after_optimizer_step(self):
+        if self.pruned:
+            self._refill()
+        else:
+            self.iteration += 1
+
+    def state_dict(self):
+        return dict(super().state_dict(), iteration=self.iteration,
+                    thresholds=None if self.thresholds is None else self.thresholds.cpu(),
+                    thresholds_at=self._thresholds_at)
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.iteration = int(state['iteration'])
+        self.thresholds = state.get('thresholds')
+        self._thresholds_at = state.get('thresholds_at')
+
+    def ticket_meta(self):
+        return dict(super().ticket_meta(), penalty=self.penalty, margin=self.margin,
+                    warmup_iters=self.warmup_iters, iterations=self.iteration)
