@@ -50,6 +50,7 @@ class OnTheFlyPruningHook(PruningHook):
         self.evaluate = evaluate
         self.bn_recalibration_images = bn_recalibration_images
         self.log_interval = log_interval
+        self.scores = {}  # metrics by row (dense, folded, zero, <recovery>, ...) after the cut
 
     def before_train(self, runner):
         self.attach_pruner(runner)
@@ -91,6 +92,7 @@ class OnTheFlyPruningHook(PruningHook):
             rows = score_pruning(p, lambda: evaluate(model, val_loop.dataloader,
                                                      val_loop.evaluator),
                                  modes, recalibrate, plan)
+            self.scores = rows
             for row, metrics in rows.items():
                 runner.logger.info(f'OnTheFlyPruningHook: {row:>24}: ' + ', '.join(
                     f'{k} {v:.4f}' for k, v in metrics.items()))

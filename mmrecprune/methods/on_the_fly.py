@@ -123,6 +123,10 @@ class OneShotMagnitudePruner(BasePruner):
         self.step_count = plan.step
         return {n: ~m for n, m in self._masks.items()}
 
+    def step(self):
+        """The pruning step on one process: :meth:`plan` then :meth:`commit`."""
+        return self.commit(self.plan())
+
     def statistics_of_gap(self):
         """Mean scaled magnitude of the entries the cut would prune / keep now, and ratio."""
         units = self.unit_weights()

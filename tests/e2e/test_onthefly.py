@@ -1,0 +1,146 @@
+"""On-the-fly pruning end to end: real runner with the shipped config (shrunk), exact resume,
+the folded ticket with fill values inside mmdet / mmseg configs, the standalone tool."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.runner import Runner
+
+from mmrecprune.tickets import load_ticket
+from tests.conftest import tiny_cls_cfg, train_downstream
+
+pytestmark = pytest.mark.usefixtures('single_thread')
+CONFIG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
+
+
+def _cfg(work_dir, max_epochs=2):
+    cfg = tiny_cls_cfg(work_dir, config=CONFIG, max_epochs=max_epochs)
+    hook = cfg.custom_hooks[0]
+    hook.example_input_shape = (1, 3, 32, 32)
+    hook.log_interval = 1
+    hook.pruner.warmup_iters = 6  # the ramp crosses the resume point (4 iterations / epoch)
+    hook.pruner.update_interval = 3
+    cfg.log_level = 'INFO'
+    return cfg
+
+
+def _train(cfg):
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+def _hook(runner):
+    return next(h for h in runner.hooks if type(h).__name__ == 'OnTheFlyPruningHook')
+
+
+@pytest.fixture(scope='module')
+def full_run(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('onthefly')
+    runner = _train(_cfg(work_dir))
+    cfg_path = work_dir / 'config.py'
+    runner.cfg.dump(str(cfg_path))
+    return runner, work_dir, str(cfg_path)
+
+
+def test_training_prunes_once_and_exports_a_folded_ticket_with_fills(full_run):
+    runner, work_dir, _ = full_run
+    pruner = _hook(runner).pruner
+    assert pruner.iteration == 8 and pruner.coefficient() == pruner.penalty
+    path = work_dir / 'tickets' / 'onthefly_p50.pth'
+    ticket = load_ticket(str(path))
+    assert 'conv_cfg' not in ticket.meta['backbone']  # an ordinary mmdet.ResNet
+    assert ticket.meta['method'] == 'onthefly' and abs(ticket.meta['sparsity'] - 0.5) < 0.01
+    assert set(ticket.fill_values) == set(ticket.masks)
+    assert all(f.abs().max() > 0 for f in ticket.fill_values.values())
+    assert list(_hook(runner).scores) == ['dense', 'folded', 'zero', 'filter_abs_signed']
+    assert _hook(runner).scores['folded'] == _hook(runner).scores['dense']
+    logs = open(next(work_dir.glob('*/*.log'))).read()
+    for row in ('dense:', 'folded:', 'zero:', 'filter_abs_signed:', 'gap ratio'):
+        assert row in logs
+    scalars = runner.message_hub.log_scalars
+    assert 'train/gap_penalty' in scalars and 'train/penalty_coefficient' in scalars
+
+
+def test_resume_mid_training_restores_the_penalty_schedule_exactly(full_run, tmp_path):
+    full, full_dir, _ = full_run
+    _train(_cfg(tmp_path, max_epochs=1))
+    second = _cfg(tmp_path, max_epochs=2)
+    second.resume = True
+    resumed = _train(second)
+    a, b = _hook(full).pruner, _hook(resumed).pruner
+    assert a.iteration == b.iteration == 8
+    assert torch.equal(a.thresholds, b.thresholds) and a._thresholds_at == b._thresholds_at
+    for (name, x), y in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+    t1 = load_ticket(str(full_dir / 'tickets' / 'onthefly_p50.pth'))
+    t2 = load_ticket(str(tmp_path / 'tickets' / 'onthefly_p50.pth'))
+    for name in t1.masks:
+        assert torch.equal(t1.masks[name], t2.masks[name])
+        assert torch.equal(t1.fill_values[name], t2.fill_values[name])
+
+
+def _assert_fills_kept(model, ticket_path):
+    ticket = load_ticket(ticket_path)
+    state = model.backbone.state_dict()
+    moved = 0
+    for name, mask in ticket.masks.items():
+        fill = torch.broadcast_to(ticket.fill_values[name], mask.shape)
+        assert torch.equal(state[name][~mask], fill[~mask]), name
+        moved += int((state[name][mask] != ticket.state_dict[name][mask]).sum())
+    assert moved > 0  # the kept weights trained
+
+
+def test_the_ticket_fine_tunes_in_mmdet_and_mmseg_configs_keeping_its_fills(full_run, tmp_path,
+                                                                            scenes):
+    _, work_dir, _ = full_run
+    ticket = str(work_dir / 'tickets' / 'onthefly_p50.pth')
+    det = train_downstream('configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py',
+                           tmp_path / 'det', scenes, ticket, 1, base_channels=8)
+    _assert_fills_kept(det.model, ticket)
+    seg = train_downstream('configs/downstream/mmseg/fpn_r18-w16-ticket_1k_fashionscenes.py',
+                           tmp_path / 'seg', scenes, ticket, 2, base_channels=8)
+    _assert_fills_kept(seg.model, ticket)
+
+
+def _tool(*argv):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'prune_on_the_fly', osp.join(osp.dirname(__file__), '..', '..', 'tools',
+                                     'prune_on_the_fly.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main([str(a) for a in argv])
+
+
+def test_tool_scores_every_variant_and_writes_the_ticket(full_run, tmp_path, capsys):
+    _, work_dir, cfg_path = full_run
+    # the hyperspherical checkpoint of the last epoch (saved before the cut)
+    out = tmp_path / 'ticket.pth'
+    rows = _tool(cfg_path, work_dir / 'epoch_2.pth', '--sparsity', 0.7, '--recovery', 'zero',
+                 'layer_mean', '--bn-recalibration-images', 32, '--out', out,
+                 '--work-dir', tmp_path / 'eval')
+    assert list(rows) == ['dense', 'folded', 'zero', 'zero+bn', 'layer_mean', 'layer_mean+bn']
+    assert rows['folded'] == rows['dense']
+    printed = capsys.readouterr().out
+    assert 'layer_mean+bn' in printed and str(out) in printed
+    ticket = load_ticket(str(out))
+    assert abs(ticket.meta['sparsity'] - 0.7) < 0.01 and ticket.meta['recovery'] == 'layer_mean'
+
+
+def test_tool_refuses_bad_input_and_overwrites_nothing(full_run, tmp_path):
+    _, work_dir, cfg_path = full_run
+    out = tmp_path / 'keep.pth'
+    out.write_bytes(b'precious')
+    not_a_checkpoint = tmp_path / 'notes.pth'
+    not_a_checkpoint.write_text('hello')
+    with pytest.raises(SystemExit, match='is not a checkpoint this tool can read'):
+        _tool(cfg_path, not_a_checkpoint, '--out', out, '--work-dir', tmp_path / 'e1')
+    with pytest.raises(SystemExit, match='no such checkpoint file'):
+        _tool(cfg_path, tmp_path / 'missing.pth', '--out', out, '--work-dir', tmp_path / 'e2')
+    with pytest.raises(SystemExit, match='does not fit the model of the config'):
+        _tool(cfg_path, work_dir / 'epoch_2.pth', '--out', out, '--work-dir', tmp_path / 'e3',
+              '--cfg-options', 'model.backbone.base_channels=4', 'model.in_channels=32')
+    with pytest.raises(SystemExit, match='--sparsity must be a fraction'):
+        _tool(cfg_path, work_dir / 'epoch_2.pth', '--sparsity', 1.5, '--out', out)
+    assert out.read_bytes() == b'precious'

@@ -1,0 +1,148 @@
+"""Prune a trained checkpoint once, with no fine-tuning, and score it.
+
+Works on any classifier / detector / segmentor checkpoint of an OpenMMLab config: a
+hyperspherical (on-the-fly) model is folded first (exact); an ordinary one gets one-shot
+magnitude pruning. Prints the validation metrics before pruning, right after it (``zero``), with
+every ``--recovery`` mode and, with ``--bn-recalibration-images``, after BN recalibration; writes
+the ticket of the last recovery mode (with its fill values and, if asked, recalibrated BN).
+
+    python tools/prune_on_the_fly.py CONFIG CHECKPOINT --sparsity 0.5 \\
+        --recovery zero filter_abs_signed --bn-recalibration-images 512 --out ticket.pth
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+
+import mmrecprune  # noqa: F401  registries, safe checkpoint loading
+from mmrecprune.sparsity import RECOVERY_MODES
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Prune a checkpoint once, no fine-tuning')
+    parser.add_argument('config', help='the config the checkpoint was trained with')
+    parser.add_argument('checkpoint', help='a checkpoint of that config (tools/train.py)')
+    parser.add_argument('--sparsity', type=float,
+                        help="fraction of every prunable layer pruned (default: the config's "
+                             'pruner sparsity)')
+    parser.add_argument('--recovery', nargs='+', choices=RECOVERY_MODES,
+                        help="fill values to score; the last one is exported (default: 'zero' "
+                             "and the config pruner's recovery)")
+    parser.add_argument('--ranking', choices=('layerwise', 'global'), default='layerwise')
+    parser.add_argument('--bn-recalibration-images', type=int, default=0,
+                        help='training images that re-estimate BN statistics after pruning')
+    parser.add_argument('--out', help='ticket file to write (default: '
+                                      'WORK_DIR/tickets/oneshot_p<sparsity>_<recovery>.pth)')
+    parser.add_argument('--out-json', help='write the table of metrics here')
+    parser.add_argument('--work-dir', help='work dir of the evaluation (logs)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, xxx=yyy format')
+    return parser.parse_args(argv)
+
+
+def pruner_settings(cfg, args):
+    """Sparsity, recoveries, include / exclude, FLOPs input shape: the command line over the
+    config's pruning hook."""
+    pruner, shape = {}, (1, 3, 224, 224)
+    for hook in cfg.get('custom_hooks') or []:
+        if isinstance(hook.get('pruner'), dict):
+            pruner = hook['pruner']
+            shape = tuple(hook.get('example_input_shape', shape))
+    sparsity = args.sparsity if args.sparsity is not None else pruner.get('sparsity')
+    if sparsity is None:
+        raise SystemExit('give --sparsity (the config has no pruner with a sparsity)')
+    if not 0 < sparsity < 1:
+        raise SystemExit(f'--sparsity must be a fraction in (0, 1), got {sparsity}')
+    recoveries = args.recovery or list(dict.fromkeys(['zero', pruner.get('recovery', 'zero')]))
+    options = {k: pruner[k] for k in ('include', 'exclude') if k in pruner}
+    return sparsity, recoveries, options, shape
+
+
+def load_weights(model, path):
+    """Load a checkpoint that fits ``model`` exactly, or exit with what does not fit."""
+    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
+    from mmrecprune.models.strict_pretrained import compare_state_dicts
+    if not osp.isfile(path):
+        raise SystemExit(f'{path}: no such checkpoint file')
+    try:
+        ckpt = load_mmengine_checkpoint(path, map_location='cpu')
+    except Exception as err:  # noqa: BLE001  not a checkpoint at all: say so, then stop
+        raise SystemExit(f'{path} is not a checkpoint this tool can read ({type(err).__name__}: '
+                         f'{str(err)[:300]})') from None
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not any(hasattr(v, 'shape') for v in state.values()):
+        raise SystemExit(f'{path} holds no state_dict of tensors: not a training checkpoint')
+    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state)
+    if missing or unexpected or mismatched:
+        raise SystemExit(
+            f'{path} does not fit the model of the config (another architecture or width?): '
+            f'{len(missing)} missing, e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. '
+            f'{unexpected[:3]}; {len(mismatched)} of another shape, e.g. {mismatched[:3]}. '
+            'Pass the config the checkpoint was trained with.')
+    model.load_state_dict({k: v for k, v in state.items() if hasattr(v, 'shape')}, strict=False)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    sparsity, recoveries, options, input_shape = pruner_settings(cfg, args)
+    cfg.work_dir = args.work_dir or osp.join('work_dirs', 'prune_on_the_fly',
+                                             osp.splitext(osp.basename(args.config))[0])
+    out = args.out or osp.join(cfg.work_dir, 'tickets',
+                               f'oneshot_p{round(100 * sparsity)}_{recoveries[-1]}.pth')
+    if osp.isdir(out):
+        raise SystemExit(f'--out {out} is a directory; give a file name')
+    cfg.custom_hooks = []  # the tool prunes; training hooks would attach their own pruner
+    cfg.load_from = None
+    cfg.resume = False
+
+    from mmengine.runner import Runner
+
+    from mmrecprune.analysis import evaluate, recalibrate_bn, score_pruning
+    from mmrecprune.methods import OneShotMagnitudePruner
+    from mmrecprune.sparsity import strip_conv_cfg
+    from mmrecprune.tickets import export_ticket
+
+    runner = Runner.from_cfg(cfg)
+    model = runner.model
+    load_weights(model, args.checkpoint)
+    pruner = OneShotMagnitudePruner(sparsity=sparsity, recovery=recoveries[-1],
+                                    ranking=args.ranking, **options)
+    pruner.attach(model)
+    loader = runner.build_dataloader(cfg.val_dataloader)
+    evaluator = runner.build_evaluator(cfg.val_evaluator)
+    evaluator.dataset_meta = getattr(loader.dataset, 'metainfo', None)
+    recalibrate = None
+    if args.bn_recalibration_images:
+        train_loader = runner.build_dataloader(cfg.train_dataloader)
+        recalibrate = lambda: recalibrate_bn(  # noqa: E731
+            model, train_loader, args.bn_recalibration_images)
+    rows = score_pruning(pruner, lambda: evaluate(model, loader, evaluator), recoveries,
+                         recalibrate)
+    keys = list(rows['dense'])
+    width = max(len(r) for r in rows)
+    print(f'\none-shot pruning of {args.checkpoint}: {sparsity:.0%} of every prunable layer '
+          f'({len(pruner.params)} tensors, ranking {args.ranking}), no fine-tuning')
+    print(f'{"model":<{width}}  ' + '  '.join(f'{k:>16}' for k in keys))
+    for row, metrics in rows.items():
+        print(f'{row:<{width}}  ' + '  '.join(f'{metrics[k]:>16.4f}' for k in keys))
+    meta = export_ticket(out, pruner, strip_conv_cfg(cfg.model.backbone),
+                         input_shape, source=args.checkpoint)
+    print(f'ticket ({recoveries[-1]}{" + BN recalibration" if recalibrate else ""}, sparsity '
+          f'{meta["sparsity"]:.4f}) written to {out}')
+    if args.out_json:
+        os.makedirs(osp.dirname(osp.abspath(args.out_json)), exist_ok=True)
+        with open(args.out_json, 'w') as f:
+            json.dump(dict(sparsity=sparsity, checkpoint=args.checkpoint, ticket=out,
+                           rows={r: {k: float(v) for k, v in m.items()}
+                                 for r, m in rows.items()}), f, indent=2)
+    return rows
+
+
+if __name__ == '__main__':
+    sys.exit(0 if main() is not None else 1)
