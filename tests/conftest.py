@@ -191,6 +191,19 @@ def make_r18_tickets(folder, base_channels):
                 structured=export_test_ticket(folder / 'slim.pth', cfg, STRUCTURED_50))
 
 
+MBV2_W05 = dict(type='mmdet.MobileNetV2', widen_factor=0.5, out_indices=(7, ))
+#: on-the-fly style: 70 % of every conv but the first, mean values in the pruned entries
+ONE_SHOT_70_FILLED = dict(type='OneShotMagnitudePruner', sparsity=0.7,
+                          recovery='filter_abs_signed', include=('*', ), exclude=('conv1.*', ))
+
+
+@pytest.fixture(scope='session')
+def mbv2_ticket(tmp_path_factory):
+    """A MobileNetV2-w0.5 ticket, 70 % pruned (first conv kept) with non-zero fill values."""
+    return export_test_ticket(tmp_path_factory.mktemp('mbv2') / 'onthefly_p70.pth', MBV2_W05,
+                              ONE_SHOT_70_FILLED)
+
+
 @pytest.fixture(scope='session')
 def r18_tickets(tmp_path_factory):
     """ResNet-18 tickets at base_channels=8 (see :func:`make_r18_tickets`)."""

@@ -14,7 +14,9 @@ CONFIGS = sorted(p for p in glob.glob('configs/**/*.py', recursive=True)
 
 def _build(cfg, path, request):
     """Build the config's model; a ticket config gets a real ticket of its depth and kind."""
-    if 'PrunedBackbone' in str(cfg.model.backbone.get('type', '')):
+    if 'PrunedBackbone' in str(cfg.model.backbone.get('type', '')) and 'mobilenetv2' in path:
+        cfg.model.backbone.ticket = request.getfixturevalue('mbv2_ticket')
+    elif 'PrunedBackbone' in str(cfg.model.backbone.get('type', '')):
         tickets = request.getfixturevalue('r50_tickets' if '_r50' in path else 'r18_w16_tickets')
         cfg.model.backbone.ticket = tickets['structured' if '-slim' in path else 'unstructured']
     cfg.model.backbone.pop('init_cfg', None)

@@ -144,3 +144,30 @@ def test_tool_refuses_bad_input_and_overwrites_nothing(full_run, tmp_path):
     with pytest.raises(SystemExit, match='--sparsity must be a fraction'):
         _tool(cfg_path, work_dir / 'epoch_2.pth', '--sparsity', 1.5, '--out', out)
     assert out.read_bytes() == b'precious'
+
+
+@pytest.mark.parametrize('config, length', [
+    ('configs/downstream/mmdet/retinanet_mobilenetv2-w0.5-ticket_fpn_probe_fashionscenes64.py', 1),
+    ('configs/downstream/mmseg/fpn_mobilenetv2-w0.5-ticket_probe_fashionscenes64.py', 2)],
+    ids=['detector', 'segmenter'])
+def test_mobilenetv2_ticket_fine_tunes_in_detector_and_segmenter(config, length, tmp_path,
+                                                                 scenes, mbv2_ticket):
+    runner = train_downstream(config, tmp_path, scenes, mbv2_ticket, length)
+    _assert_fills_kept(runner.model, mbv2_ticket)
+
+
+def test_iterative_magnitude_pruning_accepts_mobilenetv2(tmp_path):
+    """Users will point the existing hooks at MobileNetV2: IMP prunes it (first conv kept)."""
+    cfg = tiny_cls_cfg(tmp_path, config='configs/onthefly/mobilenetv2-w0.5_1xb128-6e_fashionmnist.py')
+    cfg.model.backbone.pop('base_channels')
+    cfg.model.in_channels = 1280
+    cfg.optim_wrapper.type = 'mmrecprune.PruningOptimWrapper'
+    cfg.custom_hooks = [dict(type='mmrecprune.LotteryTicketHook', rounds=2, epochs_per_round=1,
+                             example_input_shape=(1, 3, 32, 32),
+                             pruner=dict(type='IterativeMagnitudePruner', prune_ratio=0.2))]
+    _train(cfg)
+    ticket = load_ticket(str(tmp_path / 'tickets' / 'round_2.pth'))
+    assert abs(ticket.meta['sparsity'] - 0.36) < 0.01
+    assert ticket.meta['backbone']['type'] == 'mmdet.MobileNetV2'
+    assert not any(name.startswith('conv1.') for name in ticket.masks)
+    assert any('depthwise_conv' in name for name in ticket.masks)  # depthwise convs pruned too

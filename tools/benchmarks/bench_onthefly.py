@@ -1,0 +1,378 @@
+"""On-the-fly pruning on the embedded default: pruning with no fine-tuning, against one-shot
+magnitude pruning of the ordinary dense model, each with and without BN recalibration.
+
+Stages (every one a ``tools/train.py`` / ``tools/test.py`` / ``tools/prune_on_the_fly.py`` run
+printed before it runs; finished stages are reused, so an interrupted run continues):
+
+1. **Penalty choice** (``--sweep``): the on-the-fly config at p = 50 % with each coefficient of
+   ``--sweep`` on a held-out slice of the *training* images (never the test set); the coefficient
+   with the best recovered top-1 is used below (``--penalty`` overrides it).
+2. For every seed, on a fixed ``--subset`` of the training images, ``--epochs`` epochs of the
+   pretraining recipe: the ordinary dense ResNet-18-w16 (``dense``), the same with hyperspherical
+   convs and no penalty (``sphere``: what the layers alone do), and on-the-fly training with the
+   penalty for each sparsity of ``--levels`` (``onthefly``).
+3. Each model is pruned at the levels (``onthefly`` only at its own p) by the standalone tool:
+   top-1 dense, right after pruning (``zero``), with every recovery mode, each with and without
+   BN recalibration on ``--bn-images`` training images. Drops are against each model's own
+   dense top-1.
+4. ``--mbv2``: MobileNetV2 (width 0.5) dense and on-the-fly at 70 % (first conv excluded), then
+   a short fine-tune (``--mbv2-finetune-epochs``) of both 70 % tickets with the mask kept.
+5. ``--probe``: the downstream probe (64x64 RetinaNet and Semantic FPN, fine-tuned) on the 50 %
+   tickets of on-the-fly (chosen recovery) and of magnitude pruning (zeros).
+
+Writes ``table.md``, ``recovery.md``, ``summary.json`` and ``onthefly_vs_sparsity.png`` to
+``--work-dir``.
+"""
+import argparse
+import json
+import os.path as osp
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+from probe import SCENES64_ARGS, SCENES64_ROOT, probe_downstream  # noqa: E402
+from stage_runner import Pipeline, read_json  # noqa: E402
+
+DENSE_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
+OTF_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
+MBV2_DENSE_CFG = 'configs/onthefly/mobilenetv2-w0.5_1xb128-6e_fashionmnist.py'
+MBV2_OTF_CFG = 'configs/onthefly/onthefly_mobilenetv2-w0.5_1xb128-6e_fashionmnist.py'
+MBV2_FINETUNE_CFG = 'configs/onthefly/finetune_mobilenetv2-w0.5-ticket_fashionmnist.py'
+RECOVERIES = ['zero', 'layer_mean', 'filter_mean', 'layer_abs_signed', 'filter_abs_signed']
+HELD_OUT = (55000, 56000)  # training images scored by the penalty sweep
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--work-dir', default='work_dirs/bench_onthefly')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--subset', type=int, default=5000, help='training images')
+    parser.add_argument('--val-subset', type=int, default=2000, help='test images scored')
+    parser.add_argument('--epochs', type=int, default=6)
+    parser.add_argument('--levels', type=float, nargs='+', default=[0.3, 0.5, 0.7, 0.9])
+    parser.add_argument('--bn-images', type=int, default=512)
+    parser.add_argument('--sweep', type=float, nargs='*', default=[0.3, 1.0, 3.0, 10.0],
+                        help='penalty coefficients tried on held-out training images')
+    parser.add_argument('--penalty', type=float, help='use this coefficient, no sweep')
+    parser.add_argument('--mbv2', action='store_true', help='also run the MobileNetV2 part')
+    parser.add_argument('--mbv2-finetune-epochs', type=int, default=1)
+    parser.add_argument('--probe', action='store_true', help='downstream probe, 50 %% tickets')
+    parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
+    parser.add_argument('--report-only', action='store_true')
+    return parser.parse_args()
+
+
+def data_options(args, seed):
+    return [f'randomness.seed={seed}', f'train_dataloader.dataset.indices={args.subset}',
+            f'val_dataloader.dataset.indices={args.val_subset}',
+            f'test_dataloader.dataset.indices={args.val_subset}']
+
+
+def schedule_options(args):
+    epochs = args.epochs
+    return [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+            f'param_scheduler.1.T_max={epochs - 1}', f'param_scheduler.1.end={epochs}',
+            'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=1',
+            'default_hooks.checkpoint.save_best=None']
+
+
+def iters_per_epoch(args):
+    return -(-args.subset // 128)
+
+
+def train(pipe, args, name, config, work, options):
+    ckpt = osp.join(work, f'epoch_{args.epochs}.pth')
+    pipe.run(name, [[sys.executable, 'tools/train.py', config, '--work-dir', work,
+                     '--cfg-options', *options]], [ckpt])
+    return ckpt
+
+
+def otf_options(args, sparsity, penalty):
+    return [f'custom_hooks.0.pruner.sparsity={sparsity}',
+            f'custom_hooks.0.pruner.penalty={penalty}',
+            f'custom_hooks.0.pruner.warmup_iters={iters_per_epoch(args)}',
+            'custom_hooks.0.evaluate=False']
+
+
+def score(pipe, args, name, config, ckpt, work, sparsity, options, recoveries=RECOVERIES,
+          bn=True, out=None):
+    metrics = osp.join(work, 'scores.json')
+    cmd = [sys.executable, 'tools/prune_on_the_fly.py', config, ckpt, '--sparsity',
+           str(sparsity), '--recovery', *recoveries, '--out-json', metrics, '--work-dir', work,
+           '--out', out or osp.join(work, 'ticket.pth')]
+    if bn:
+        cmd += ['--bn-recalibration-images', str(args.bn_images)]
+    if options:
+        cmd += ['--cfg-options', *options]
+    record = pipe.run(name, [cmd], [metrics],
+                      lambda: read_json(metrics))
+    return None if record is None else record['metrics']['rows']
+
+
+def sweep(pipe, args):
+    """The penalty coefficient: best recovered top-1 at p = 50 % on held-out training images."""
+    if args.penalty is not None or not args.sweep:
+        return args.penalty if args.penalty is not None else 1.0
+    held_out = osp.join(args.work_dir, 'held_out_val.py')
+    with open(held_out, 'w') as f:  # the validation loader reads held-out *training* images
+        f.write(f"_base_ = '{osp.abspath(OTF_CFG)}'\n"
+                f"val_dataloader = dict(dataset=dict(split='train', "
+                f"indices=list(range{HELD_OUT})))\ntest_dataloader = val_dataloader\n")
+    def one(penalty):
+        work = osp.join(args.work_dir, 'sweep', f'penalty{penalty:g}')
+        opts = ['randomness.seed=100', f'train_dataloader.dataset.indices={args.subset}',
+                *schedule_options(args), *otf_options(args, 0.5, penalty)]
+        ckpt = train(pipe, args, f'sweep/penalty{penalty:g}', held_out, work, opts)
+        return score(pipe, args, f'sweep/penalty{penalty:g}/score', held_out, ckpt, work, 0.5,
+                     [], recoveries=['zero', 'filter_abs_signed'], bn=False)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        found = dict(zip(args.sweep, pool.map(one, args.sweep)))
+    results = {p: rows for p, rows in found.items() if rows}
+    if not results:
+        return None
+    best = max(results, key=lambda p: results[p]['filter_abs_signed']['accuracy/top1'])
+    lines = ['| penalty | dense | pruned 50 % (zero) | recovered (filter_abs_signed) |',
+             '|---|---|---|---|']
+    for p, rows in sorted(results.items()):
+        lines.append(f'| {p:g}{" (chosen)" if p == best else ""} | '
+                     + ' | '.join(f'{rows[r]["accuracy/top1"]:.2f}'
+                                  for r in ('dense', 'zero', 'filter_abs_signed')) + ' |')
+    with open(osp.join(args.work_dir, 'sweep.md'), 'w') as f:
+        f.write('\n'.join(lines) + f'\n\ntop-1 (%) on training images {HELD_OUT[0]}-'
+                f'{HELD_OUT[1] - 1} (held out), seed 100.\n')
+    print('\n'.join(lines))
+    return best
+
+
+def level_tag(p):
+    return f'p{round(100 * p)}'
+
+
+def main():
+    args = parse_args()
+    pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only)
+    start = time.time()
+    penalty = sweep(pipe, args)
+    if penalty is None:
+        raise SystemExit('the penalty sweep has not run (report-only)')
+    print(f'penalty coefficient: {penalty:g}', flush=True)
+    sched = schedule_options(args)
+    cells = {}  # (model, level, row) -> [top-1 per seed]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        def seed_jobs(seed):
+            root = osp.join(args.work_dir, f'seed{seed}')
+            opts = data_options(args, seed)
+            jobs = []
+
+            def dense():
+                ckpt = train(pipe, args, f'dense/seed{seed}', DENSE_CFG,
+                             osp.join(root, 'dense'), opts + sched)
+                return [('magnitude', p, score(
+                    pipe, args, f'magnitude/{level_tag(p)}/seed{seed}', DENSE_CFG, ckpt,
+                    osp.join(root, f'magnitude_{level_tag(p)}'), p, opts)) for p in args.levels]
+
+            def sphere():
+                work = osp.join(root, 'sphere')
+                ckpt = train(pipe, args, f'sphere/seed{seed}', OTF_CFG, work,
+                             opts + sched + otf_options(args, 0.5, 0.0))
+                return [('sphere', p, score(
+                    pipe, args, f'sphere/{level_tag(p)}/seed{seed}', OTF_CFG, ckpt,
+                    osp.join(root, f'sphere_{level_tag(p)}'), p, opts)) for p in args.levels]
+
+            def onthefly(p):
+                work = osp.join(root, f'onthefly_{level_tag(p)}')
+                ckpt = train(pipe, args, f'onthefly/{level_tag(p)}/seed{seed}', OTF_CFG, work,
+                             opts + sched + otf_options(args, p, penalty))
+                return [('onthefly', p, score(pipe, args, f'onthefly/{level_tag(p)}/score/seed'
+                                              f'{seed}', OTF_CFG, ckpt, osp.join(work, 'score'),
+                                              p, opts))]
+            jobs.append(dense)
+            jobs.append(sphere)
+            jobs += [lambda p=p: onthefly(p) for p in args.levels]
+            return jobs
+
+        futures = [pool.submit(job) for seed in args.seeds for job in seed_jobs(seed)]
+        for future in futures:
+            for model, p, rows in future.result():
+                if rows is None:
+                    continue
+                for row, metrics in rows.items():
+                    cells.setdefault((model, p, row), []).append(metrics['accuracy/top1'])
+    chosen = report(args, cells, penalty)
+    extra = {}
+    if args.mbv2:
+        extra['mbv2'] = mobilenet(pipe, args, penalty)
+    if args.probe:
+        extra['probe'] = probes(pipe, args, penalty, chosen)
+    report_extra(args, extra)
+    print(f'wall time {(time.time() - start) / 60:.1f} min with {args.jobs} workers')
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return '-'
+    if len(values) == 1:
+        return f'{values[0]:.2f}'
+    return f'{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}'
+
+
+def drops(cells, model, p, row):
+    dense = cells.get((model, p, 'dense'), [])
+    return [d - v for d, v in zip(dense, cells.get((model, p, row), []))]
+
+
+def report(args, cells, penalty):
+    """Main table (top-1 drop vs each model's own dense) and the recovery-variant table;
+    returns the recovery with the smallest mean drop of on-the-fly at 50 % without BN."""
+    levels = args.levels
+    head = '| model | row | ' + ' | '.join(f'{100 * p:.0f} %' for p in levels) + ' |'
+    lines = [head, '|' + '---|' * (2 + len(levels))]
+    for model in ('magnitude', 'sphere', 'onthefly'):
+        lines.append(f'| {model} | dense top-1 | ' + ' | '.join(
+            mean_std(cells.get((model, p, 'dense'), [])) for p in levels) + ' |')
+        for row in ('zero', 'zero+bn', 'filter_abs_signed', 'filter_abs_signed+bn'):
+            lines.append(f'| {model} | drop: {row} | ' + ' | '.join(
+                mean_std(drops(cells, model, p, row)) for p in levels) + ' |')
+    rec = ['| model | recovery | ' + ' | '.join(f'{100 * p:.0f} % (no BN / BN)' for p in levels)
+           + ' |', '|' + '---|' * (2 + len(levels))]
+    for model in ('magnitude', 'sphere', 'onthefly'):
+        for mode in RECOVERIES:
+            rec.append(f'| {model} | {mode} | ' + ' | '.join(
+                f'{mean_std(drops(cells, model, p, mode))} / '
+                f'{mean_std(drops(cells, model, p, mode + "+bn"))}' for p in levels) + ' |')
+    p50 = min(levels, key=lambda p: abs(p - 0.5))
+    candidates = {m: drops(cells, 'onthefly', p50, m) for m in RECOVERIES}
+    chosen = min((m for m in candidates if candidates[m]),
+                 key=lambda m: statistics.mean(candidates[m]), default='filter_abs_signed')
+    note = (f'\n\nTop-1 drop in points against each model\'s own dense top-1 (mean +- std over '
+            f'seeds {args.seeds}), {args.val_subset} Fashion-MNIST test images, no fine-tuning; '
+            f'+bn: BN statistics re-estimated on {args.bn_images} training images. Training: '
+            f'{args.epochs} epochs on {args.subset} images; on-the-fly penalty {penalty:g}.')
+    with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
+        f.write('\n'.join(lines) + note + '\n')
+    with open(osp.join(args.work_dir, 'recovery.md'), 'w') as f:
+        f.write('\n'.join(rec) + note + f'\nSmallest mean drop at {100 * p50:.0f} % without BN '
+                f'(on-the-fly): {chosen}.\n')
+    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
+        json.dump({'|'.join(map(str, k)): v for k, v in cells.items()}, f, indent=2)
+    print('\n'.join(lines) + note)
+    print('\n'.join(rec))
+    plot(args, cells)
+    return chosen
+
+
+def plot(args, cells):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    xs = [100 * p for p in args.levels]
+    colors = dict(magnitude='tab:gray', sphere='tab:blue', onthefly='tab:red')
+    for ax, bn in zip(axes, ('', '+bn')):
+        for model, color in colors.items():
+            for row, style in (('zero', '--'), ('filter_abs_signed', '-')):
+                ys = [statistics.mean(drops(cells, model, p, row + bn) or [float('nan')])
+                      for p in args.levels]
+                ax.plot(xs, ys, style, marker='o', color=color, label=f'{model}, {row}')
+        ax.set_title('no fine-tuning' + (', BN recalibrated' if bn else ''))
+        ax.set_xlabel('sparsity of every prunable layer (%)')
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel('top-1 drop vs own dense (points)')
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(osp.join(args.work_dir, 'onthefly_vs_sparsity.png'), dpi=120)
+
+
+def mobilenet(pipe, args, penalty):
+    """MobileNetV2 at 70 % (first conv excluded): on-the-fly vs magnitude, no fine-tuning and
+    after a short fine-tune with the mask kept."""
+    out = {}
+    for seed in args.seeds:
+        root = osp.join(args.work_dir, f'seed{seed}', 'mbv2')
+        opts = data_options(args, seed)
+        sched = schedule_options(args)
+        dense = train(pipe, args, f'mbv2/dense/seed{seed}', MBV2_DENSE_CFG,
+                      osp.join(root, 'dense'), opts + sched)
+        otf = train(pipe, args, f'mbv2/onthefly/seed{seed}', MBV2_OTF_CFG,
+                    osp.join(root, 'onthefly'), opts + sched + otf_options(args, 0.7, penalty))
+        for model, cfg, ckpt, recovery in (('magnitude', MBV2_DENSE_CFG, dense, 'zero'),
+                                           ('onthefly', MBV2_OTF_CFG, otf,
+                                            'filter_abs_signed')):
+            work = osp.join(root, f'{model}_p70')
+            ticket = osp.join(work, 'ticket.pth')
+            rows = score(pipe, args, f'mbv2/{model}/p70/seed{seed}', cfg, ckpt, work, 0.7, opts,
+                         recoveries=['zero', recovery] if recovery != 'zero' else ['zero'],
+                         bn=False, out=ticket)
+            ft = osp.join(root, f'{model}_p70_finetune')
+            epochs = args.mbv2_finetune_epochs
+            metrics = osp.join(ft, 'test_metrics.json')
+            ft_opts = ['--cfg-options', f'model.backbone.ticket={ticket}', *opts,
+                       f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}']
+            rec = pipe.run(f'mbv2/{model}/p70/finetune/seed{seed}', [
+                [sys.executable, 'tools/train.py', MBV2_FINETUNE_CFG, '--work-dir', ft,
+                 *ft_opts],
+                [sys.executable, 'tools/test.py', MBV2_FINETUNE_CFG,
+                 osp.join(ft, f'epoch_{epochs}.pth'), '--work-dir', ft, '--out', metrics,
+                 *ft_opts]], [metrics], lambda m=metrics: read_json(m))
+            if rows is None or rec is None:
+                continue
+            out.setdefault(model, []).append(dict(
+                dense=rows['dense']['accuracy/top1'], pruned=rows[recovery]['accuracy/top1'],
+                finetuned=rec['metrics']['accuracy/top1']))
+    return out
+
+
+def probes(pipe, args, penalty, chosen):
+    """Downstream probe on the 50 % tickets: on-the-fly (chosen recovery) vs magnitude (zeros)."""
+    pipe.run('scenes64', [[sys.executable, 'tools/dataset_converters/make_fashion_scenes.py',
+                           *SCENES64_ARGS]],
+             [osp.join(SCENES64_ROOT, 'annotations', 'instances_test.json')])
+    out = {}
+    for seed in args.seeds:
+        root = osp.join(args.work_dir, f'seed{seed}')
+        opts = data_options(args, seed)
+        for model, cfg, ckpt, recovery in (
+                ('magnitude', DENSE_CFG, osp.join(root, 'dense', f'epoch_{args.epochs}.pth'),
+                 'zero'),
+                ('onthefly', OTF_CFG,
+                 osp.join(root, 'onthefly_p50', f'epoch_{args.epochs}.pth'), chosen)):
+            work = osp.join(root, f'probe_{model}_p50')
+            ticket = osp.join(work, 'ticket.pth')
+            score(pipe, args, f'probe/{model}/p50/ticket/seed{seed}', cfg, ckpt, work, 0.5,
+                  opts, recoveries=[recovery], bn=False, out=ticket)
+            res = probe_downstream(pipe, f'{model}_p50', work, seed,
+                                   f'model.backbone.ticket={ticket}')
+            if res is not None:
+                out.setdefault(model, []).append(res)
+    return out
+
+
+def report_extra(args, extra):
+    lines = []
+    if extra.get('mbv2'):
+        lines += ['| MobileNetV2-w0.5, 70 % | dense top-1 | pruned, no fine-tuning | after '
+                  f'{args.mbv2_finetune_epochs}-epoch fine-tune | drop after fine-tune |',
+                  '|---|---|---|---|---|']
+        for model, runs in extra['mbv2'].items():
+            lines.append(f'| {model} | ' + ' | '.join(
+                mean_std([r[k] for r in runs]) for k in ('dense', 'pruned', 'finetuned'))
+                + f' | {mean_std([r["dense"] - r["finetuned"] for r in runs])} |')
+        lines.append('')
+    if extra.get('probe'):
+        lines += ['| 50 % ticket | det bbox mAP | seg mIoU |', '|---|---|---|']
+        for model, runs in extra['probe'].items():
+            lines.append(f'| {model} | {mean_std([r["mAP"] for r in runs])} | '
+                         f'{mean_std([r["mIoU"] for r in runs])} |')
+    if lines:
+        with open(osp.join(args.work_dir, 'extra.md'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    main()
