@@ -30,6 +30,7 @@ Meta keys written by :func:`export_ticket` mean the same for every kind:
   and the method's own arguments.
 """
 import copy
+import io
 import os
 import os.path as osp
 import pickle
@@ -130,10 +131,14 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
         state_dict=state_dict, masks=packed, channel_structure=_plain(channel_structure or {}))
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    # serialised in memory first: torch.save names the zip's records after the file it writes,
+    # and a random temporary name would make identical tickets differ byte for byte (sha256)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-    os.close(fd)
     try:
-        torch.save(payload, tmp)
+        with os.fdopen(fd, 'wb') as f:
+            f.write(buffer.getbuffer())
         os.replace(tmp, path)
     finally:
         if osp.exists(tmp):

@@ -171,3 +171,16 @@ def test_fill_values_that_do_not_fit_are_refused(tmp_path):
     with pytest.raises(TicketError, match='has no mask'):
         save_ticket(str(tmp_path / 'x.pth'), CFG, net.state_dict(), masks=masks,
                     fill_values={'nope.weight': torch.zeros(())})
+
+
+def test_identical_tickets_are_identical_files(tmp_path):
+    """A rebuilt ticket can be checked against a published sha256: the same content gives the
+    same bytes whatever the file is called (torch.save used to record the temporary name)."""
+    import hashlib
+
+    from tests.conftest import UNSTRUCTURED_60, export_test_ticket
+    cfg = dict(type='mmdet.ResNet', depth=18, base_channels=4, out_indices=[3])
+    digests = {hashlib.sha256(open(export_test_ticket(tmp_path / name, cfg, UNSTRUCTURED_60),
+                                   'rb').read()).hexdigest()
+               for name in ('a.pth', 'round_7.pth')}
+    assert len(digests) == 1
