@@ -50,3 +50,21 @@ param_scheduler = []
     assert log.count('channel masks identical on 2 ranks') == 2, log[-3000:]
     meta = load_ticket(str(tmp_path / 'work' / 'tickets' / 'slim.pth')).meta
     assert meta['flops_ratio'] <= 0.5 and meta['steps'] == 2
+
+
+def test_dist_train_on_the_fly_cut_identical_on_every_rank(tmp_path):
+    """On-the-fly pruning under DDP: the penalty trains on both ranks, rank 0 decides the cut,
+    both ranks hold its masks, fill values and weights; the validation scores gather over
+    both ranks' shards."""
+    config = tiny_dist_config(
+        tmp_path / 'onthefly_tiny.py',
+        'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py', """
+custom_hooks = [dict(type='mmrecprune.OnTheFlyPruningHook', example_input_shape=(1, 3, 32, 32),
+                     pruner=dict(type='OnTheFlyPruner', sparsity=0.5, warmup_iters=2))]
+param_scheduler = []
+""")
+    log = dist_train(config, tmp_path / 'work')
+    assert log.count('masks identical on 2 ranks (weights too)') == 1, log[-3000:]
+    assert 'filter_abs_signed: accuracy/top1' in log
+    ticket = load_ticket(str(tmp_path / 'work' / 'tickets' / 'onthefly_p50.pth'))
+    assert abs(ticket.meta['sparsity'] - 0.5) < 0.01 and ticket.fill_values
