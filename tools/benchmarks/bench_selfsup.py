@@ -7,10 +7,11 @@ per round over all convs, late resetting to the weights after one epoch):
 RotNet (no labels), S4L-RotNet (10 % labels) and supervised (labels). Then:
 
 * **Claim 1** (paper Fig. 3): at the rounds in ``--levels`` (20 % ... 95.6 % sparse), each mask
-  (RotNet, supervised, and a random mask of the supervised mask's per-layer sparsity) is
-  re-trained with labels from its rewind weights (``weights='ticket'``; the random mask takes the
-  supervised run's rewind checkpoint) and from a random re-initialisation (``weights='random'``),
-  mask fixed (``configs/selfsup/label-retrain_r18-w16-ticket_fashionmnist.py``).
+  (RotNet, supervised, and random masks of the supervised and of the RotNet mask's per-layer
+  sparsity) is re-trained with labels from its rewind weights (``weights='ticket'``; a random
+  mask takes the rewind checkpoint of the run whose sparsity it copies) and from a random
+  re-initialisation (``weights='random'``), mask fixed
+  (``configs/selfsup/label-retrain_r18-w16-ticket_fashionmnist.py``).
 * **Claim 2** (paper Fig. 1): a linear probe (``linear-probe_r18-w16-ticket_fashionmnist.py``,
   backbone frozen) on the RotNet tickets, vs sparsity; and at ``--scenes-levels`` the
   frozen-backbone scenes probes (the 64x64 RetinaNet / Semantic FPN probe configs with
