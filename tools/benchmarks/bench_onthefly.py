@@ -57,6 +57,9 @@ def parse_args():
     parser.add_argument('--sweep', type=float, nargs='*', default=[0.3, 1.0, 3.0, 10.0],
                         help='penalty coefficients tried on held-out training images')
     parser.add_argument('--penalty', type=float, help='use this coefficient, no sweep')
+    parser.add_argument('--extra-penalties', type=float, nargs='*', default=[],
+                        help='also train on-the-fly with these coefficients (rows '
+                             'onthefly_pen<c>), e.g. the sweep\'s runner-up')
     parser.add_argument('--mbv2', action='store_true', help='also run the MobileNetV2 part')
     parser.add_argument('--mbv2-finetune-epochs', type=int, default=1)
     parser.add_argument('--probe', action='store_true', help='downstream probe, 50 %% tickets')
@@ -190,9 +193,18 @@ def main():
                 return [('onthefly', p, score(pipe, args, f'onthefly/{level_tag(p)}/score/seed'
                                               f'{seed}', OTF_CFG, ckpt, osp.join(work, 'score'),
                                               p, opts))]
+            def stronger(p, c):
+                work = osp.join(root, f'onthefly_pen{c:g}_{level_tag(p)}')
+                ckpt = train(pipe, args, f'onthefly_pen{c:g}/{level_tag(p)}/seed{seed}', OTF_CFG,
+                             work, opts + sched + otf_options(args, p, c))
+                return [(f'onthefly_pen{c:g}', p, score(
+                    pipe, args, f'onthefly_pen{c:g}/{level_tag(p)}/score/seed{seed}', OTF_CFG,
+                    ckpt, osp.join(work, 'score'), p, opts))]
             jobs.append(dense)
             jobs.append(sphere)
             jobs += [lambda p=p: onthefly(p) for p in args.levels]
+            jobs += [lambda p=p, c=c: stronger(p, c) for c in args.extra_penalties
+                     for p in args.levels]
             return jobs
 
         futures = [pool.submit(job) for seed in args.seeds for job in seed_jobs(seed)]
@@ -203,6 +215,7 @@ def main():
                 for row, metrics in rows.items():
                     cells.setdefault((model, p, row), []).append(metrics['accuracy/top1'])
     chosen = report(args, cells, penalty)
+    gap_histogram(args)
     extra = {}
     if args.mbv2:
         extra['mbv2'] = mobilenet(pipe, args, penalty)
@@ -226,13 +239,18 @@ def drops(cells, model, p, row):
     return [d - v for d, v in zip(dense, cells.get((model, p, row), []))]
 
 
+def models_of(args):
+    return ['magnitude', 'sphere', 'onthefly'] + [f'onthefly_pen{c:g}'
+                                                  for c in args.extra_penalties]
+
+
 def report(args, cells, penalty):
     """Main table (top-1 drop vs each model's own dense) and the recovery-variant table;
     returns the recovery with the smallest mean drop of on-the-fly at 50 % without BN."""
     levels = args.levels
     head = '| model | row | ' + ' | '.join(f'{100 * p:.0f} %' for p in levels) + ' |'
     lines = [head, '|' + '---|' * (2 + len(levels))]
-    for model in ('magnitude', 'sphere', 'onthefly'):
+    for model in models_of(args):
         lines.append(f'| {model} | dense top-1 | ' + ' | '.join(
             mean_std(cells.get((model, p, 'dense'), [])) for p in levels) + ' |')
         for row in ('zero', 'zero+bn', 'filter_abs_signed', 'filter_abs_signed+bn'):
@@ -240,7 +258,7 @@ def report(args, cells, penalty):
                 mean_std(drops(cells, model, p, row)) for p in levels) + ' |')
     rec = ['| model | recovery | ' + ' | '.join(f'{100 * p:.0f} % (no BN / BN)' for p in levels)
            + ' |', '|' + '---|' * (2 + len(levels))]
-    for model in ('magnitude', 'sphere', 'onthefly'):
+    for model in models_of(args):
         for mode in RECOVERIES:
             rec.append(f'| {model} | {mode} | ' + ' | '.join(
                 f'{mean_std(drops(cells, model, p, mode))} / '
@@ -272,7 +290,8 @@ def plot(args, cells):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     xs = [100 * p for p in args.levels]
-    colors = dict(magnitude='tab:gray', sphere='tab:blue', onthefly='tab:red')
+    palette = ['tab:gray', 'tab:blue', 'tab:red', 'tab:purple', 'tab:green', 'tab:orange']
+    colors = dict(zip(models_of(args), palette))
     for ax, bn in zip(axes, ('', '+bn')):
         for model, color in colors.items():
             for row, style in (('zero', '--'), ('filter_abs_signed', '-')):
@@ -286,6 +305,41 @@ def plot(args, cells):
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(osp.join(args.work_dir, 'onthefly_vs_sparsity.png'), dpi=120)
+
+
+def gap_histogram(args, layer='backbone.layer3.0.conv2.weight', seed=None):
+    """Histogram of one layer's scaled magnitudes (unit filters x sqrt(fan-in)) at the end of
+    training: without the penalty (``sphere``) and with it (``onthefly`` at 50 %), with the 50 %
+    border of each; the gap the penalty opens."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
+    from mmrecprune.sparsity import scaled_magnitudes
+    seed = args.seeds[0] if seed is None else seed
+    root = osp.join(args.work_dir, f'seed{seed}')
+    runs = dict(sphere=osp.join(root, 'sphere'), onthefly=osp.join(root, 'onthefly_p50'))
+    runs.update({f'onthefly_pen{c:g}': osp.join(root, f'onthefly_pen{c:g}_p50')
+                 for c in args.extra_penalties})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (name, work), color in zip(runs.items(), ('tab:blue', 'tab:red', 'tab:purple',
+                                                  'tab:green')):
+        ckpt = osp.join(work, f'epoch_{args.epochs}.pth')
+        if not osp.isfile(ckpt):
+            continue
+        weight = load_mmengine_checkpoint(ckpt, map_location='cpu')['state_dict'][layer]
+        u = scaled_magnitudes(weight).flatten()
+        border = u.kthvalue(u.numel() // 2).values.item()
+        ax.hist(u.numpy(), bins=120, range=(0, 3.5), alpha=0.55, color=color,
+                label=f'{name} (50 % border {border:.2f})')
+        ax.axvline(border, color=color, linestyle='--')
+    ax.set_xlabel(f'|w| of unit-norm filters x sqrt(fan-in), {layer}')
+    ax.set_ylabel('weights')
+    ax.set_title(f'the gap: no penalty (sphere) vs on-the-fly penalty, seed {seed}')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(osp.join(args.work_dir, 'gap_histogram.png'), dpi=120)
 
 
 def mobilenet(pipe, args, penalty):
