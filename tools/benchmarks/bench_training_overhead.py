@@ -6,9 +6,13 @@ Compares, on the embedded default's classifier (ResNet-18 at width 16, 56x56 inp
 - masked: the same + ``PruningOptimWrapper`` serving a 79 % sparse pruner + the
   ``LotteryTicketHook.after_train_iter`` call of every iteration
 - recprune: ``ReconstructionClassifier`` (decoder frozen, lambda = 10) + masked training
+- sphere: the plain classifier with hyperspherical convs (unit-norm filters in every forward)
+- onthefly: sphere + ``PruningOptimWrapper`` serving the ``OnTheFlyPruner``'s gap penalty
+  (target sets re-selected every 10 steps) + ``OnTheFlyPruningHook.after_train_iter``
 
 The variants are timed in interleaved blocks so machine noise hits them alike; the script prints
-median step times and the ratios masked / plain and recprune / masked.
+median step times and the ratios masked / plain, recprune / masked, sphere / plain and
+onthefly / plain.
 """
 import argparse
 import statistics
@@ -22,9 +26,12 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import BaseDataElement
 
 import mmrecprune  # noqa: F401
-from mmrecprune.hooks import LotteryTicketHook
+from mmrecprune.hooks import LotteryTicketHook, OnTheFlyPruningHook
 from mmrecprune.optim import PruningOptimWrapper
 from mmrecprune.registry import MODELS
+
+
+ONTHEFLY = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
 
 
 def build(config):
@@ -54,6 +61,17 @@ def variant(model, masked, rounds=7):
     return SimpleNamespace(model=model, wrapper=wrapper, hook=hook)
 
 
+def on_the_fly_variant(model, penalty):
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    if not penalty:
+        return SimpleNamespace(model=model, wrapper=OptimWrapper(opt), hook=None)
+    wrapper = PruningOptimWrapper(opt)
+    hook = OnTheFlyPruningHook(pruner=dict(type='OnTheFlyPruner', sparsity=0.5, penalty=1.0))
+    hook.pruner.attach(model)
+    wrapper.attach(hook.pruner)
+    return SimpleNamespace(model=model, wrapper=wrapper, hook=hook)
+
+
 def step_time(v, batch, runner):
     start = time.perf_counter()
     v.model.train_step(batch, v.wrapper)
@@ -75,6 +93,8 @@ def main():
         'masked': variant(build('configs/imp/imp_r18-w16_7r-1e_fashionmnist.py'), True),
         'recprune': variant(build('configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py'),
                             True),
+        'sphere': on_the_fly_variant(build(ONTHEFLY), False),
+        'onthefly': on_the_fly_variant(build(ONTHEFLY), True),
     }
     batch = make_batch(args.batch_size, args.size)
     runner = SimpleNamespace(iter=10**6)
@@ -93,6 +113,9 @@ def main():
     print(f'masked training (PruningOptimWrapper + LotteryTicketHook) / plain: '
           f'{med["masked"] / med["plain"]:.3f}')
     print(f'RecPrune decoder step / masked IMP step: {med["recprune"] / med["masked"]:.3f}')
+    print(f'hyperspherical convs / plain: {med["sphere"] / med["plain"]:.3f}')
+    print(f'on-the-fly (hyperspherical + gap penalty + hook) / plain: '
+          f'{med["onthefly"] / med["plain"]:.3f}')
 
 
 if __name__ == '__main__':
