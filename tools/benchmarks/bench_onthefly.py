@@ -345,8 +345,8 @@ def gap_histogram(args, layer='backbone.layer3.0.conv2.weight', seed=None):
 def mobilenet(pipe, args, penalty):
     """MobileNetV2 at 70 % (first conv excluded): on-the-fly vs magnitude, no fine-tuning and
     after a short fine-tune with the mask kept."""
-    out = {}
-    for seed in args.seeds:
+    def one_seed(seed):
+        runs = {}
         root = osp.join(args.work_dir, f'seed{seed}', 'mbv2')
         opts = data_options(args, seed)
         sched = schedule_options(args)
@@ -375,9 +375,22 @@ def mobilenet(pipe, args, penalty):
                  *ft_opts]], [metrics], lambda m=metrics: read_json(m))
             if rows is None or rec is None:
                 continue
-            out.setdefault(model, []).append(dict(
-                dense=rows['dense']['accuracy/top1'], pruned=rows[recovery]['accuracy/top1'],
-                finetuned=rec['metrics']['accuracy/top1']))
+            runs[model] = dict(dense=rows['dense']['accuracy/top1'],
+                               pruned=rows[recovery]['accuracy/top1'],
+                               finetuned=rec['metrics']['accuracy/top1'])
+        return runs
+
+    return merge_seeds(args, one_seed)
+
+
+def merge_seeds(args, one_seed):
+    """Run ``one_seed(seed) -> {model: result}`` for every seed on the workers; return
+    ``{model: [result per seed]}``."""
+    out = {}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for runs in pool.map(one_seed, args.seeds):
+            for model, result in runs.items():
+                out.setdefault(model, []).append(result)
     return out
 
 
@@ -386,8 +399,8 @@ def probes(pipe, args, penalty, chosen):
     pipe.run('scenes64', [[sys.executable, 'tools/dataset_converters/make_fashion_scenes.py',
                            *SCENES64_ARGS]],
              [osp.join(SCENES64_ROOT, 'annotations', 'instances_test.json')])
-    out = {}
-    for seed in args.seeds:
+    def one_seed(seed):
+        runs = {}
         root = osp.join(args.work_dir, f'seed{seed}')
         opts = data_options(args, seed)
         for model, cfg, ckpt, recovery in (
@@ -402,8 +415,10 @@ def probes(pipe, args, penalty, chosen):
             res = probe_downstream(pipe, f'{model}_p50', work, seed,
                                    f'model.backbone.ticket={ticket}')
             if res is not None:
-                out.setdefault(model, []).append(res)
-    return out
+                runs[model] = res
+        return runs
+
+    return merge_seeds(args, one_seed)
 
 
 def report_extra(args, extra):
