@@ -147,3 +147,30 @@ def test_one_shot_magnitude_on_an_ordinary_model():
         fresh.attach(_classifier(conv_cfg=None))
         fresh.ticket_content()
     assert isinstance(model.backbone.layer1[0].conv1, nn.Conv2d)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='AmpOptimWrapper needs a GPU')
+def test_penalty_gradient_is_the_same_under_amp_loss_scaling():
+    """The penalty joins the loss before AMP scales it, so after unscaling its gradient is the
+    fp32 one (head-free: the loss is the penalty alone)."""
+    from mmengine.optim import OptimWrapper
+
+    from mmrecprune.optim import AmpPruningOptimWrapper
+    grads = []
+    for amp in (False, True):
+        model = _classifier().cuda()
+        pruner = OnTheFlyPruner(sparsity=0.5, penalty=1.0)
+        pruner.attach(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        if amp:
+            wrapper = AmpPruningOptimWrapper(optimizer=optimizer, loss_scale=1024.0)
+        else:
+            from mmrecprune.optim import PruningOptimWrapper
+            wrapper = PruningOptimWrapper(optimizer=optimizer)
+        assert isinstance(wrapper, OptimWrapper)
+        wrapper.attach(pruner)
+        wrapper.backward(wrapper.scale_loss(torch.zeros((), device='cuda')))
+        if amp:
+            wrapper.loss_scaler.unscale_(optimizer)
+        grads.append(next(iter(pruner.params.values())).grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-6)
