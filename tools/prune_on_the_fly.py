@@ -64,7 +64,7 @@ def pruner_settings(cfg, args):
 def load_weights(model, path):
     """Load a checkpoint that fits ``model`` exactly, or exit with what does not fit."""
     from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
-    from mmrecprune.models.strict_pretrained import compare_state_dicts
+    from mmrecprune.models.strict_pretrained import misfit
     if not osp.isfile(path):
         raise SystemExit(f'{path}: no such checkpoint file')
     try:
@@ -75,13 +75,11 @@ def load_weights(model, path):
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not any(hasattr(v, 'shape') for v in state.values()):
         raise SystemExit(f'{path} holds no state_dict of tensors: not a training checkpoint')
-    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state)
-    if missing or unexpected or mismatched:
-        raise SystemExit(
-            f'{path} does not fit the model of the config (another architecture or width?): '
-            f'{len(missing)} missing, e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. '
-            f'{unexpected[:3]}; {len(mismatched)} of another shape, e.g. {mismatched[:3]}. '
-            'Pass the config the checkpoint was trained with.')
+    problem = misfit(model.state_dict(), state)
+    if problem:
+        raise SystemExit(f'{path} does not fit the model of the config (another architecture '
+                         f'or width?): {problem}. Pass the config the checkpoint was trained '
+                         'with.')
     model.load_state_dict({k: v for k, v in state.items() if hasattr(v, 'shape')}, strict=False)
 
 

@@ -23,6 +23,16 @@ def compare_state_dicts(own, state):
     return missing, unexpected, mismatched
 
 
+def misfit(own, state):
+    """None if ``state`` fits ``own`` exactly (see :func:`compare_state_dicts`), else how it
+    does not, in one sentence naming the first keys of each kind."""
+    missing, unexpected, mismatched = compare_state_dicts(own, state)
+    if not (missing or unexpected or mismatched):
+        return None
+    return (f'{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys '
+            f'{unexpected[:3]}, {len(mismatched)} shape mismatches {mismatched[:3]}')
+
+
 @WEIGHT_INITIALIZERS.register_module()
 class StrictPretrained(PretrainedInit):
     """Load ``checkpoint`` (keys under ``prefix``) and require an exact fit.
@@ -61,12 +71,11 @@ class StrictPretrained(PretrainedInit):
         # tensors only: a model trained on a ticket also saves the ticket header (a dict)
         state = {k: v for k, v in state.items()
                  if hasattr(v, 'shape') and not k.startswith(self.ignore_keys)}
-        missing, unexpected, mismatched = compare_state_dicts(module.state_dict(), state)
-        if missing or unexpected or mismatched:
+        problem = misfit(module.state_dict(), state)
+        if problem:
             raise ValueError(
                 f'checkpoint {self.checkpoint!r} does not fit {type(module).__name__}: '
-                f'{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys '
-                f'{unexpected[:3]}, {len(mismatched)} shape mismatches {mismatched[:3]}. Was it '
+                f'{problem}. Was it '
                 'trained with the same depth / base_channels? Entries to leave out (a '
                 'classifier\'s fc.*) go into ignore_keys; a pruned ticket goes into '
                 'type="mmrecprune.PrunedBackbone" instead.')

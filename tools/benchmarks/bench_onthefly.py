@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import SCENES64_ARGS, SCENES64_ROOT, probe_downstream  # noqa: E402
+from probe import SCENES64_ARGS, SCENES64_ROOT, probe_downstream, summarise  # noqa: E402
 from stage_runner import Pipeline, read_json  # noqa: E402
 
 DENSE_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
@@ -226,12 +226,7 @@ def main():
 
 
 def mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return '-'
-    if len(values) == 1:
-        return f'{values[0]:.2f}'
-    return f'{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}'
+    return summarise([v for v in values if v is not None]) or '-'
 
 
 def drops(cells, model, p, row):
