@@ -338,8 +338,8 @@ def gap_histogram(args, layer='backbone.layer3.0.conv2.weight', seed=None):
 
 
 def mobilenet(pipe, args, penalty):
-    """MobileNetV2 at 70 % (first conv excluded): on-the-fly vs magnitude, no fine-tuning and
-    after a short fine-tune with the mask kept."""
+    """MobileNetV2 at 70 % (first conv excluded): on-the-fly (every penalty) vs magnitude, no
+    fine-tuning and after a short fine-tune with the mask kept."""
     def one_seed(seed):
         runs = {}
         root = osp.join(args.work_dir, f'seed{seed}', 'mbv2')
@@ -347,11 +347,13 @@ def mobilenet(pipe, args, penalty):
         sched = schedule_options(args)
         dense = train(pipe, args, f'mbv2/dense/seed{seed}', MBV2_DENSE_CFG,
                       osp.join(root, 'dense'), opts + sched)
-        otf = train(pipe, args, f'mbv2/onthefly/seed{seed}', MBV2_OTF_CFG,
-                    osp.join(root, 'onthefly'), opts + sched + otf_options(args, 0.7, penalty))
-        for model, cfg, ckpt, recovery in (('magnitude', MBV2_DENSE_CFG, dense, 'zero'),
-                                           ('onthefly', MBV2_OTF_CFG, otf,
-                                            'filter_abs_signed')):
+        models = [('magnitude', MBV2_DENSE_CFG, dense, 'zero')]
+        for name, c in [('onthefly', penalty)] + [(f'onthefly_pen{c:g}', c)
+                                                   for c in args.extra_penalties]:
+            ckpt = train(pipe, args, f'mbv2/{name}/seed{seed}', MBV2_OTF_CFG,
+                         osp.join(root, name), opts + sched + otf_options(args, 0.7, c))
+            models.append((name, MBV2_OTF_CFG, ckpt, 'filter_abs_signed'))
+        for model, cfg, ckpt, recovery in models:
             work = osp.join(root, f'{model}_p70')
             ticket = osp.join(work, 'ticket.pth')
             rows = score(pipe, args, f'mbv2/{model}/p70/seed{seed}', cfg, ckpt, work, 0.7, opts,
@@ -390,7 +392,8 @@ def merge_seeds(args, one_seed):
 
 
 def probes(pipe, args, penalty, chosen):
-    """Downstream probe on the 50 % tickets: on-the-fly (chosen recovery) vs magnitude (zeros)."""
+    """Downstream probe on the 50 % tickets: on-the-fly (chosen recovery, every penalty) vs
+    magnitude (zeros)."""
     pipe.run('scenes64', [[sys.executable, 'tools/dataset_converters/make_fashion_scenes.py',
                            *SCENES64_ARGS]],
              [osp.join(SCENES64_ROOT, 'annotations', 'instances_test.json')])
@@ -398,11 +401,13 @@ def probes(pipe, args, penalty, chosen):
         runs = {}
         root = osp.join(args.work_dir, f'seed{seed}')
         opts = data_options(args, seed)
-        for model, cfg, ckpt, recovery in (
-                ('magnitude', DENSE_CFG, osp.join(root, 'dense', f'epoch_{args.epochs}.pth'),
-                 'zero'),
-                ('onthefly', OTF_CFG,
-                 osp.join(root, 'onthefly_p50', f'epoch_{args.epochs}.pth'), chosen)):
+        last = f'epoch_{args.epochs}.pth'
+        models = [('magnitude', DENSE_CFG, osp.join(root, 'dense', last), 'zero'),
+                  ('onthefly', OTF_CFG, osp.join(root, 'onthefly_p50', last), chosen)]
+        models += [(f'onthefly_pen{c:g}', OTF_CFG,
+                    osp.join(root, f'onthefly_pen{c:g}_p50', last), chosen)
+                   for c in args.extra_penalties]
+        for model, cfg, ckpt, recovery in models:
             work = osp.join(root, f'probe_{model}_p50')
             ticket = osp.join(work, 'ticket.pth')
             score(pipe, args, f'probe/{model}/p50/ticket/seed{seed}', cfg, ckpt, work, 0.5,
