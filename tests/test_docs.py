@@ -27,7 +27,7 @@ def test_docs_exist():
             'user_guides/use_a_ticket.md', 'user_guides/prune_your_backbone.md',
             'user_guides/resume_and_ddp.md', 'user_guides/analysis_plots.md',
             'user_guides/model_zoo.md', 'methods/recprune.md', 'methods/imp.md',
-            'methods/psap.md', 'methods/l1.md', 'methods/selfsup.md'} <= names
+            'methods/psap.md', 'methods/l1.md', 'methods/selfsup.md', 'methods/onthefly.md'} <= names
 
 
 @pytest.mark.parametrize('path', DOCS, ids=lambda p: osp.relpath(p, REPO))

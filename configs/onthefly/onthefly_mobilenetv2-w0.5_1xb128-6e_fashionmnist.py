@@ -7,7 +7,7 @@ model = dict(backbone=dict(conv_cfg=dict(type='mmrecprune.HypersphericalConv')))
 optim_wrapper = dict(type='mmrecprune.PruningOptimWrapper')
 custom_hooks = [
     dict(type='mmrecprune.OnTheFlyPruningHook', example_input_shape=(1, 3, 56, 56),
-         pruner=dict(type='OnTheFlyPruner', sparsity=sparsity, penalty=1.0, margin=0.5,
+         pruner=dict(type='OnTheFlyPruner', sparsity=sparsity, penalty=10.0, margin=0.5,
                      warmup_iters=469, update_interval=10, recovery='filter_abs_signed',
                      exclude=('conv1.*', )))
 ]

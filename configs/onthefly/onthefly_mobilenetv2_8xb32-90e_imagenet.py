@@ -11,7 +11,7 @@ model = dict(
 optim_wrapper = dict(optimizer=dict(weight_decay=4e-5))
 custom_hooks = [
     dict(type='mmrecprune.OnTheFlyPruningHook', example_input_shape=(1, 3, 224, 224),
-         pruner=dict(type='OnTheFlyPruner', sparsity=sparsity, penalty=1.0, margin=0.5,
+         pruner=dict(type='OnTheFlyPruner', sparsity=sparsity, penalty=10.0, margin=0.5,
                      warmup_iters=5005, update_interval=10, recovery='filter_abs_signed',
                      exclude=('conv1.*', )))
 ]

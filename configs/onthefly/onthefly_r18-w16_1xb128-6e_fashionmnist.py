@@ -12,6 +12,6 @@ custom_hooks = [
          bn_recalibration_images=0,
          # penalty, margin and warm-up: README "Choices" (the warm-up is one epoch of the 60k
          # training images at batch 128)
-         pruner=dict(type='OnTheFlyPruner', sparsity=sparsity, penalty=1.0, margin=0.5,
+         pruner=dict(type='OnTheFlyPruner', sparsity=sparsity, penalty=10.0, margin=0.5,
                      warmup_iters=469, update_interval=10, recovery='filter_abs_signed'))
 ]

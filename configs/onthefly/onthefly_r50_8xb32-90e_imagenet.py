@@ -19,7 +19,7 @@ custom_hooks = [
     dict(type='mmrecprune.OnTheFlyPruningHook', example_input_shape=(1, 3, 224, 224),
          bn_recalibration_images=0,
          # the warm-up is one epoch (1.28M images / 256)
-         pruner=dict(type='OnTheFlyPruner', sparsity=sparsity, penalty=1.0, margin=0.5,
+         pruner=dict(type='OnTheFlyPruner', sparsity=sparsity, penalty=10.0, margin=0.5,
                      warmup_iters=5005, update_interval=10, recovery='filter_abs_signed'))
 ]
 default_hooks = dict(logger=dict(interval=100))

@@ -204,7 +204,7 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
         sparsity (float): Fraction p of every prunable layer's weights the penalty pushes to
             zero and the step prunes, in (0, 1). Defaults to 0.5.
         penalty (float): Coefficient of the gap penalty once warmed up (0: hyperspherical
-            training alone). Defaults to 1.0.
+            training alone). Defaults to 10.0 (configs/onthefly/README.md, "penalty").
         margin (float): Hinge margin of the kept weights, on the scaled magnitude (root mean
             square 1 per layer). Defaults to 0.5.
         warmup_iters (int): Optimizer steps over which the coefficient ramps up from 0.
@@ -216,7 +216,7 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
     """
     method = 'onthefly'
 
-    def __init__(self, sparsity=0.5, penalty=1.0, margin=0.5, warmup_iters=0,
+    def __init__(self, sparsity=0.5, penalty=10.0, margin=0.5, warmup_iters=0,
                  update_interval=10, recovery='filter_abs_signed', ranking='layerwise',
                  include=('backbone.*', ), exclude=('conv1.*', 'stem.*')):
         super().__init__(sparsity, recovery, ranking, include, exclude)

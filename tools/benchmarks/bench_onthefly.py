@@ -326,11 +326,11 @@ def gap_histogram(args, layer='backbone.layer3.0.conv2.weight', seed=None):
         weight = load_mmengine_checkpoint(ckpt, map_location='cpu')['state_dict'][layer]
         u = scaled_magnitudes(weight).flatten()
         border = u.kthvalue(u.numel() // 2).values.item()
-        ax.hist(u.numpy(), bins=120, range=(0, 3.5), alpha=0.55, color=color,
+        ax.hist(u.numpy(), bins=120, range=(0, 3.5), alpha=0.55, color=color, log=True,
                 label=f'{name} (50 % border {border:.2f})')
         ax.axvline(border, color=color, linestyle='--')
     ax.set_xlabel(f'|w| of unit-norm filters x sqrt(fan-in), {layer}')
-    ax.set_ylabel('weights')
+    ax.set_ylabel('weights (log scale)')
     ax.set_title(f'the gap: no penalty (sphere) vs on-the-fly penalty, seed {seed}')
     ax.legend()
     fig.tight_layout()
