@@ -347,7 +347,9 @@ def mobilenet(pipe, args, penalty):
         sched = schedule_options(args)
         dense = train(pipe, args, f'mbv2/dense/seed{seed}', MBV2_DENSE_CFG,
                       osp.join(root, 'dense'), opts + sched)
-        models = [('magnitude', MBV2_DENSE_CFG, dense, 'zero')]
+        # the baseline with zeros (conventional) and with on-the-fly's recovery (like for like)
+        models = [('magnitude', MBV2_DENSE_CFG, dense, 'zero'),
+                  ('magnitude_recovered', MBV2_DENSE_CFG, dense, 'filter_abs_signed')]
         for name, c in [('onthefly', penalty)] + [(f'onthefly_pen{c:g}', c)
                                                    for c in args.extra_penalties]:
             ckpt = train(pipe, args, f'mbv2/{name}/seed{seed}', MBV2_OTF_CFG,
