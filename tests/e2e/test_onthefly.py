@@ -171,3 +171,25 @@ def test_iterative_magnitude_pruning_accepts_mobilenetv2(tmp_path):
     assert ticket.meta['backbone']['type'] == 'mmdet.MobileNetV2'
     assert not any(name.startswith('conv1.') for name in ticket.masks)
     assert any('depthwise_conv' in name for name in ticket.masks)  # depthwise convs pruned too
+
+
+def test_bn_recalibration_tool_on_a_trained_checkpoint(full_run, tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'recalibrate_bn', osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools',
+                                   'recalibrate_bn.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    _, work_dir, cfg_path = full_run
+    src = str(work_dir / 'epoch_2.pth')
+    out = tmp_path / 'recalibrated.pth'
+    tool.main([cfg_path, src, '--images', '32', '--out', str(out), '--work-dir',
+               str(tmp_path / 'eval')])
+    assert 'after (32 images)' in capsys.readouterr().out
+    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
+    old = load_mmengine_checkpoint(src)['state_dict']
+    new = load_mmengine_checkpoint(str(out))['state_dict']
+    moved = [k for k in old if 'running_' in k and not torch.equal(old[k], new[k])]
+    assert moved and all(torch.equal(old[k], new[k]) for k in old if k.endswith('conv1.weight'))
+    with pytest.raises(SystemExit, match='must not be the input checkpoint'):
+        tool.main([cfg_path, src, '--out', src])

@@ -1,0 +1,78 @@
+"""Re-estimate the BN statistics of any trained model (e.g. one built on a ticket) on a few
+hundred training images, with no weight update; print the validation metrics before and after,
+and write the recalibrated checkpoint.
+
+    python tools/analysis_tools/recalibrate_bn.py CONFIG CHECKPOINT --images 512 --out new.pth
+"""
+import argparse
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+
+import mmrecprune  # noqa: F401  registries, safe checkpoint loading
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Recalibrate BN statistics of a checkpoint')
+    parser.add_argument('config', help='the config the checkpoint was trained with')
+    parser.add_argument('checkpoint', help='a checkpoint of that config')
+    parser.add_argument('--images', type=int, default=512, help='training images to use')
+    parser.add_argument('--out', required=True, help='recalibrated checkpoint to write')
+    parser.add_argument('--work-dir', help='work dir of the evaluation (logs)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, xxx=yyy format')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.images <= 0:
+        raise SystemExit(f'--images must be > 0, got {args.images}')
+    if osp.abspath(args.out) == osp.abspath(args.checkpoint):
+        raise SystemExit('--out must not be the input checkpoint (nothing is overwritten)')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or osp.join('work_dirs', 'recalibrate_bn',
+                                             osp.splitext(osp.basename(args.config))[0])
+    cfg.custom_hooks = []
+    cfg.load_from = None
+    cfg.resume = False
+
+    from mmengine.runner import Runner
+
+    from mmrecprune.analysis import evaluate, recalibrate_bn
+    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
+    from mmrecprune.models.strict_pretrained import misfit
+
+    runner = Runner.from_cfg(cfg)
+    model = runner.model
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'{args.checkpoint}: no such checkpoint file')
+    ckpt = load_mmengine_checkpoint(args.checkpoint, map_location='cpu')
+    state = ckpt.get('state_dict') if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise SystemExit(f'{args.checkpoint} holds no state_dict: not a training checkpoint')
+    problem = misfit(model.state_dict(), state)
+    if problem:
+        raise SystemExit(f'{args.checkpoint} does not fit the model of the config: {problem}')
+    model.load_state_dict({k: v for k, v in state.items() if hasattr(v, 'shape')},
+                          strict=False)
+    loader = runner.build_dataloader(cfg.val_dataloader)
+    evaluator = runner.build_evaluator(cfg.val_evaluator)
+    evaluator.dataset_meta = getattr(loader.dataset, 'metainfo', None)
+    before = evaluate(model, loader, evaluator)
+    seen = recalibrate_bn(model, runner.build_dataloader(cfg.train_dataloader), args.images)
+    after = evaluate(model, loader, evaluator)
+    for name, metrics in (('before', before), (f'after ({seen} images)', after)):
+        print(f'{name:>20}: ' + ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+    torch.save(dict(ckpt, state_dict=model.state_dict()), args.out)
+    print(f'recalibrated checkpoint written to {args.out}')
+    return before, after
+
+
+if __name__ == '__main__':
+    main()
