@@ -41,6 +41,7 @@ OTF_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
 MBV2_DENSE_CFG = 'configs/onthefly/mobilenetv2-w0.5_1xb128-6e_fashionmnist.py'
 MBV2_OTF_CFG = 'configs/onthefly/onthefly_mobilenetv2-w0.5_1xb128-6e_fashionmnist.py'
 MBV2_FINETUNE_CFG = 'configs/onthefly/finetune_mobilenetv2-w0.5-ticket_fashionmnist.py'
+MBV2_IMP_CFG = 'configs/onthefly/imp_mobilenetv2-w0.5_6r-1e_fashionmnist.py'
 RECOVERIES = ['zero', 'layer_mean', 'filter_mean', 'layer_abs_signed', 'filter_abs_signed']
 HELD_OUT = (55000, 56000)  # training images scored by the penalty sweep
 
@@ -339,7 +340,8 @@ def gap_histogram(args, layer='backbone.layer3.0.conv2.weight', seed=None):
 
 def mobilenet(pipe, args, penalty):
     """MobileNetV2 at 70 % (first conv excluded): on-the-fly (every penalty) vs magnitude, no
-    fine-tuning and after a short fine-tune with the mask kept."""
+    fine-tuning and after a short fine-tune with the mask kept; IMP to 70 % with the same
+    fine-tune (its own 6 epochs of pruning rounds come first)."""
     def one_seed(seed):
         runs = {}
         root = osp.join(args.work_dir, f'seed{seed}', 'mbv2')
@@ -383,9 +385,36 @@ def mobilenet(pipe, args, penalty):
                                pruned=rows[recovery]['accuracy/top1'],
                                pruned_bn=with_bn[f'{recovery}+bn']['accuracy/top1'],
                                finetuned=rec['metrics']['accuracy/top1'])
+        imp = imp_mobilenet(pipe, args, seed, root, dense, opts)
+        if imp is not None:
+            runs['imp'] = imp
         return runs
 
     return merge_seeds(args, one_seed)
+
+
+def imp_mobilenet(pipe, args, seed, root, dense, opts):
+    """IMP to 70 % from the dense checkpoint (6 rounds of 1 epoch), then the same fine-tune."""
+    work = osp.join(root, 'imp_p70')
+    ticket = osp.join(work, 'tickets', 'round_6.pth')
+    pipe.run(f'mbv2/imp/p70/seed{seed}', [[sys.executable, 'tools/train.py', MBV2_IMP_CFG,
+                                           '--work-dir', work, '--cfg-options',
+                                           f'load_from={dense}', *opts]], [ticket])
+    ft = osp.join(root, 'imp_p70_finetune')
+    epochs = args.mbv2_finetune_epochs
+    metrics = osp.join(ft, 'test_metrics.json')
+    ft_opts = ['--cfg-options', f'model.backbone.ticket={ticket}', *opts,
+               f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}']
+    rec = pipe.run(f'mbv2/imp/p70/finetune/seed{seed}', [
+        [sys.executable, 'tools/train.py', MBV2_FINETUNE_CFG, '--work-dir', ft, *ft_opts],
+        [sys.executable, 'tools/test.py', MBV2_FINETUNE_CFG, osp.join(ft, f'epoch_{epochs}.pth'),
+         '--work-dir', ft, '--out', metrics, *ft_opts]], [metrics], lambda: read_json(metrics))
+    dense_top1 = pipe.results.get(f'mbv2/magnitude/p70/seed{seed}', {}).get('metrics')
+    if rec is None or dense_top1 is None:
+        return None
+    dense_top1 = dense_top1['rows']['dense']['accuracy/top1']
+    return dict(dense=dense_top1, pruned=None, pruned_bn=None,
+                finetuned=rec['metrics']['accuracy/top1'])
 
 
 def merge_seeds(args, one_seed):
