@@ -98,3 +98,28 @@ def test_strip_conv_cfg_only_removes_the_hyperspherical_type():
     assert 'conv_cfg' not in strip_conv_cfg(cfg) and 'conv_cfg' in cfg
     other = dict(type='mmdet.ResNet', depth=18, conv_cfg=dict(type='DCNv2'))
     assert strip_conv_cfg(other) == other
+
+
+def test_why_not_parametrize_the_two_measured_reasons():
+    """The reasons the module docstring gives for a conv class over torch's parametrize, kept
+    true: a parametrization renames the weight in the state_dict (checkpoints of the same config
+    stop lining up) and MMEngine's kaiming_init writes into a temporary (init silently lost)."""
+    from mmengine.model import kaiming_init
+    from torch.nn.utils import parametrize
+
+    class Unit(nn.Module):
+        def forward(self, w):
+            return unit_filters(w)
+
+    conv = nn.Conv2d(3, 4, 3)
+    parametrize.register_parametrization(conv, 'weight', Unit())
+    assert 'weight' not in conv.state_dict()
+    assert 'parametrizations.weight.original' in conv.state_dict()
+    before = conv.parametrizations.weight.original.detach().clone()
+    kaiming_init(conv)
+    assert torch.equal(conv.parametrizations.weight.original, before)  # init did not land
+    ours = HypersphericalConv2d(3, 4, 3)
+    assert 'weight' in ours.state_dict()
+    before = ours.weight.detach().clone()
+    kaiming_init(ours)
+    assert not torch.equal(ours.weight, before)
