@@ -23,7 +23,7 @@ class OnTheFlyPruningHook(PruningHook):
     if > 0), then exports the ticket (hyperspherical convs folded: an ordinary backbone).
 
     Args:
-        pruner (dict): e.g. ``dict(type='OnTheFlyPruner', sparsity=0.5, penalty=1.0)``.
+        pruner (dict): e.g. ``dict(type='OnTheFlyPruner', sparsity=0.5, penalty=10.0)``.
         evaluate (bool): Score the variants on the validation loader (skipped without one).
             Defaults to True.
         bn_recalibration_images (int): Training images that re-estimate the BN statistics after
