@@ -17,8 +17,8 @@ import torch
 
 from mmrecprune.methods.base import BasePruner, PruningPlan
 from mmrecprune.registry import PRUNERS
-from mmrecprune.sparsity import (HypersphericalConv2d, apply_recovery, check_recovery,
-                                 fold_conv, gap_penalty, gap_statistics,
+from mmrecprune.sparsity import (HypersphericalConv2d, WeightMasks, apply_recovery,
+                                 check_recovery, fold_conv, gap_penalty, gap_statistics,
                                  global_magnitude_masks, hyperspherical_convs, init_masks,
                                  layerwise_magnitude_masks, pack_mask, prunable_parameters,
                                  target_thresholds, unit_filters, unpack_mask)
@@ -76,6 +76,7 @@ class OneShotMagnitudePruner(BasePruner):
         self._convs = {}
         self._masks = None
         self.fill_values = {}
+        self.enforced = None  # WeightMasks (with fill values) once pruned
 
     # -- set-up ----------------------------------------------------------------------------
     def attach(self, model, example_input=None):
@@ -119,6 +120,7 @@ class OneShotMagnitudePruner(BasePruner):
         self.fold()
         self._masks = {n: m.to(self.params[n].device) for n, m in plan.masks.items()}
         self.fill_values = apply_recovery(self.params, self._masks, plan.info['recovery'])
+        self.enforced = WeightMasks(self.params, self._masks, self.fill_values)
         self.recovery = plan.info['recovery']
         self.step_count = plan.step
         return {n: ~m for n, m in self._masks.items()}
@@ -145,21 +147,12 @@ class OneShotMagnitudePruner(BasePruner):
 
     # -- training after the step keeps the pruned entries at their fill values --------------
     def before_optimizer_step(self, scale=1.0):
-        if self._masks is not None:
-            for name, p in self.params.items():
-                if p.grad is not None:
-                    p.grad.masked_fill_(~self._masks[name], 0)
+        if self.enforced is not None:
+            self.enforced.zero_gradients()
 
     def after_optimizer_step(self):
-        if self._masks is not None:
-            self._refill()
-
-    @torch.no_grad()
-    def _refill(self):
-        for name, p in self.params.items():
-            fill = self.fill_values.get(name)
-            p.copy_(torch.where(self._masks[name], p,
-                                torch.zeros((), device=p.device) if fill is None else fill))
+        if self.enforced is not None:
+            self.enforced.apply()
 
     # -- checkpoints and export -------------------------------------------------------------
     def state_dict(self):
@@ -177,6 +170,7 @@ class OneShotMagnitudePruner(BasePruner):
                            for n, b in state['masks'].items()}
             self.fill_values = {n: f.to(self.params[n].device)
                                 for n, f in state.get('fill_values', {}).items()}
+            self.enforced = WeightMasks(self.params, self._masks, self.fill_values)
 
     def ticket_meta(self):
         return dict(method=self.method, round=self.step_count, target_sparsity=self.sparsity,
@@ -275,7 +269,7 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
 
     def after_optimizer_step(self):
         if self.pruned:
-            self._refill()
+            super().after_optimizer_step()
         else:
             self.iteration += 1
 

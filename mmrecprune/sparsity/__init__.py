@@ -9,7 +9,8 @@
 * when and how much: :mod:`.cost_schedule` with :mod:`.channel_cost` and :mod:`.flops`;
   :mod:`.gradient_monitor` feeds protective restoration; :mod:`.report` plots and compares.
 """
-from .masks import (DEFAULT_EXCLUDE, WeightMasks, apply_masks, check_masks, init_masks,
+from .masks import (DEFAULT_EXCLUDE, WeightMasks, apply_masks, check_masks, fill_pruned_,
+                    init_masks,
                     name_matches, pack_mask, prunable_parameters, random_masks_like, rewind,
                     unpack_mask, zero_pruned_)
 from .report import mask_overlap, plot_kept_channels, plot_layer_sparsity, sparsity_report

@@ -1,14 +1,7 @@
 """Keep pruned weights fixed during downstream fine-tuning, with no optimizer wrapper."""
 import torch
 
-from .masks import apply_masks, check_masks
-
-
-def _fill_pruned_(params, masks, fills):
-    with torch.no_grad():
-        for name, fill in fills.items():
-            p = params[name]
-            p.copy_(torch.where(masks[name], p, fill))
+from .masks import apply_masks, check_masks, fill_pruned_
 
 
 def freeze_masks(params, masks, fill_values=None, owner=None):
@@ -46,7 +39,7 @@ def freeze_masks(params, masks, fill_values=None, owner=None):
     keep = {n: m.to(params[n].device) for n, m in masks.items()}
     apply_masks({n: p for n, p in params.items() if n not in fills},
                 {n: m for n, m in keep.items() if n not in fills})
-    _fill_pruned_(params, keep, fills)
+    fill_pruned_(params, keep, fills)
     handles = []
     for name, param in params.items():
         if not param.requires_grad:
@@ -54,5 +47,5 @@ def freeze_masks(params, masks, fill_values=None, owner=None):
         handles.append(param.register_hook(lambda grad, keep=keep[name]: grad * keep))
     if fills:
         handles.append(owner.register_forward_pre_hook(
-            lambda module, args: _fill_pruned_(params, keep, fills)))
+            lambda module, args: fill_pruned_(params, keep, fills)))
     return handles

@@ -135,6 +135,15 @@ def apply_masks(tensors, masks):
 
 
 @torch.no_grad()
+def fill_pruned_(params, masks, fills):
+    """Set, in place, each ``params[name]``'s pruned entries (``~masks[name]``) to
+    ``fills[name]`` (a tensor broadcasting to it), for every name in ``fills``."""
+    for name, fill in fills.items():
+        param = params[name]
+        param.copy_(torch.where(masks[name].to(param.device), param, fill.to(param.device)))
+
+
+@torch.no_grad()
 def zero_pruned_(tensors, pruned):
     """Set ``tensors[i]`` to exactly 0 where ``pruned[i]`` is True (lists, same order).
 
@@ -210,22 +219,31 @@ class WeightMasks:
     Args:
         params (dict[str, nn.Parameter]): The masked parameters.
         masks (dict[str, BoolTensor]): One mask per parameter, same keys and shapes.
+        fill_values (dict[str, Tensor], optional): For some masks, the value their pruned
+            entries hold instead of 0 (broadcasting to the weight; ticket format v2).
     """
 
-    def __init__(self, params, masks):
+    def __init__(self, params, masks, fill_values=None):
         check_masks(params, masks)
         self.params = dict(params)
         self.masks = {name: mask.to(params[name].device) for name, mask in masks.items()}
-        self._hot_params = [self.params[name] for name in self.masks]
-        self._hot_pruned = [~mask for mask in self.masks.values()]
+        self.fills = {name: torch.as_tensor(fill).to(params[name].device)
+                      for name, fill in (fill_values or {}).items()}
+        zeroed = [name for name in self.masks if name not in self.fills]
+        self._hot_params = [self.params[name] for name in zeroed]
+        self._hot_pruned = [~self.masks[name] for name in zeroed]
+        self._grad_params = [self.params[name] for name in self.masks]
+        self._grad_pruned = [~mask for mask in self.masks.values()]
 
     def apply(self):
-        """Zero the pruned weights in place."""
+        """Set the pruned weights to 0 (or their fill value) in place."""
         zero_pruned_(self._hot_params, self._hot_pruned)
+        if self.fills:
+            fill_pruned_(self.params, self.masks, self.fills)
 
     def zero_gradients(self):
         """Zero the gradients of pruned entries (parameters without a gradient are skipped)."""
-        with_grad = [(p.grad, pruned) for p, pruned in zip(self._hot_params, self._hot_pruned)
+        with_grad = [(p.grad, pruned) for p, pruned in zip(self._grad_params, self._grad_pruned)
                      if p.grad is not None]
         zero_pruned_([g for g, _ in with_grad], [m for _, m in with_grad])
 

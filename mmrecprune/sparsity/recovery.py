@@ -12,6 +12,8 @@ which mean; these are the candidates the on-the-fly benchmark measures (README, 
 """
 import torch
 
+from .masks import fill_pruned_
+
 RECOVERY_MODES = ('zero', 'layer_mean', 'filter_mean', 'layer_abs_signed', 'filter_abs_signed')
 
 
@@ -54,10 +56,6 @@ def apply_recovery(params, masks, mode):
     fills = {}
     for name, param in params.items():
         fill = recovery_fill(param, masks[name], mode)
-        mask = masks[name].to(param.device)
-        if fill is None:
-            param.masked_fill_(~mask, 0)
-        else:
-            param.copy_(torch.where(mask, param, fill))
-            fills[name] = fill
-    return fills
+        fills[name] = torch.zeros((), dtype=param.dtype) if fill is None else fill
+    fill_pruned_(params, masks, fills)
+    return {} if mode == 'zero' else fills
