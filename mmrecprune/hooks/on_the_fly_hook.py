@@ -71,7 +71,7 @@ class OnTheFlyPruningHook(PruningHook):
         if self.pruner.pruned:  # resumed after the step
             return
         model, p = self._model(runner), self.pruner
-        gap = p.statistics_of_gap()
+        gap = {}
         val_loop = runner.val_loop if runner._val_loop is not None else None
         if self.evaluate and val_loop is None:
             runner.logger.info('OnTheFlyPruningHook: no val_dataloader, pruning unscored')
@@ -79,6 +79,7 @@ class OnTheFlyPruningHook(PruningHook):
         def plan():
             decided = p.plan()
             broadcast_masks(decided.masks)  # rank 0 decides
+            gap.update(p.statistics_of_gap(decided.masks))  # before the cut, its own masks
             return decided
 
         recalibrate = None

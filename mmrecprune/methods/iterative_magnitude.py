@@ -5,8 +5,8 @@ import torch
 from mmrecprune.methods.base import BasePruner, PruningPlan
 from mmrecprune.methods.reinit import reinitialise
 from mmrecprune.registry import PRUNERS
-from mmrecprune.sparsity import (WeightMasks, check_masks, global_magnitude_masks, init_masks,
-                                 layerwise_magnitude_masks, pack_mask, prunable_parameters,
+from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, WeightMasks, check_masks, init_masks,
+                                 pack_mask, prunable_parameters,
                                  rewind, sparsity_report, unpack_mask)
 
 
@@ -21,7 +21,7 @@ def check_reinitialisable(module):
 
 
 REWIND_MODES = ('pretrained', 'iteration', 'reinit', 'none')
-RANKINGS = {'global': global_magnitude_masks, 'layerwise': layerwise_magnitude_masks}
+RANKINGS = MAGNITUDE_RANKINGS
 
 
 @PRUNERS.register_module()

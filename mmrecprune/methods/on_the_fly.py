@@ -17,23 +17,20 @@ import torch
 
 from mmrecprune.methods.base import BasePruner, PruningPlan
 from mmrecprune.registry import PRUNERS
-from mmrecprune.sparsity import (HypersphericalConv2d, WeightMasks, apply_recovery,
-                                 check_recovery, fold_conv, gap_penalty, gap_statistics,
-                                 global_magnitude_masks, hyperspherical_convs, init_masks,
-                                 layerwise_magnitude_masks, pack_mask, prunable_parameters,
+from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, HypersphericalConv2d, WeightMasks,
+                                 apply_recovery, check_recovery, fold_conv, gap_penalty,
+                                 gap_statistics, hyperspherical_convs, init_masks, pack_mask,
+                                 prunable_parameters,
                                  target_thresholds, unit_filters, unpack_mask)
 
-RANKINGS = ('layerwise', 'global')
+RANKINGS = tuple(MAGNITUDE_RANKINGS)
 
 
 def one_shot_masks(params, sparsity, ranking='layerwise'):
     """Keep-masks pruning ``sparsity`` of the weights by magnitude, per layer or globally."""
-    if ranking not in RANKINGS:
+    if ranking not in MAGNITUDE_RANKINGS:
         raise ValueError(f'ranking must be one of {RANKINGS}, got {ranking!r}')
-    start = init_masks(params)
-    if ranking == 'global':
-        return global_magnitude_masks(params, start, sparsity)
-    return layerwise_magnitude_masks(params, start, sparsity)
+    return MAGNITUDE_RANKINGS[ranking](params, init_masks(params), sparsity)
 
 
 @PRUNERS.register_module()
@@ -129,10 +126,12 @@ class OneShotMagnitudePruner(BasePruner):
         """The pruning step on one process: :meth:`plan` then :meth:`commit`."""
         return self.commit(self.plan())
 
-    def statistics_of_gap(self):
-        """Mean scaled magnitude of the entries the cut would prune / keep now, and ratio."""
+    def statistics_of_gap(self, masks=None):
+        """Mean scaled magnitude of the entries ``masks`` (default: the cut's masks now) prune /
+        keep, and their ratio."""
         units = self.unit_weights()
-        masks = one_shot_masks(units, self.sparsity, self.ranking)
+        if masks is None:
+            masks = one_shot_masks(units, self.sparsity, self.ranking)
         return gap_statistics(list(units.values()), [masks[n] for n in units])
 
     @property

@@ -14,8 +14,8 @@ from .masks import (DEFAULT_EXCLUDE, WeightMasks, apply_masks, check_masks, fill
                     name_matches, pack_mask, prunable_parameters, random_masks_like, rewind,
                     unpack_mask, zero_pruned_)
 from .report import mask_overlap, plot_kept_channels, plot_layer_sparsity, sparsity_report
-from .thresholds import (global_magnitude_masks, global_magnitude_threshold,
-                         layerwise_magnitude_masks)
+from .thresholds import (MAGNITUDE_RANKINGS, global_magnitude_masks,
+                         global_magnitude_threshold, layerwise_magnitude_masks)
 from .frozen_masks import freeze_masks
 from .channel_groups import CHANNEL_PARAMS, FILTER_KINDS, ChannelGroup, find_channel_groups
 from .channel_masks import (apply_channel_masks, channel_zero_targets, global_channel_masks,

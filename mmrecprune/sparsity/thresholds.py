@@ -219,3 +219,7 @@ def layerwise_magnitude_masks(params, masks, ratios):
     for name, p in params.items():
         new_masks.update(_Layers({name: p}, {name: masks[name]}).prune_smallest(ratios[name]))
     return new_masks
+
+
+#: The magnitude rankings by name (``ranking=`` of the unstructured pruners).
+MAGNITUDE_RANKINGS = {'global': global_magnitude_masks, 'layerwise': layerwise_magnitude_masks}
