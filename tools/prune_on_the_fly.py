@@ -61,28 +61,6 @@ def pruner_settings(cfg, args):
     return sparsity, recoveries, options, shape
 
 
-def load_weights(model, path):
-    """Load a checkpoint that fits ``model`` exactly, or exit with what does not fit."""
-    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
-    from mmrecprune.models.strict_pretrained import misfit
-    if not osp.isfile(path):
-        raise SystemExit(f'{path}: no such checkpoint file')
-    try:
-        ckpt = load_mmengine_checkpoint(path, map_location='cpu')
-    except Exception as err:  # noqa: BLE001  not a checkpoint at all: say so, then stop
-        raise SystemExit(f'{path} is not a checkpoint this tool can read ({type(err).__name__}: '
-                         f'{str(err)[:300]})') from None
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not any(hasattr(v, 'shape') for v in state.values()):
-        raise SystemExit(f'{path} holds no state_dict of tensors: not a training checkpoint')
-    problem = misfit(model.state_dict(), state)
-    if problem:
-        raise SystemExit(f'{path} does not fit the model of the config (another architecture '
-                         f'or width?): {problem}. Pass the config the checkpoint was trained '
-                         'with.')
-    model.load_state_dict({k: v for k, v in state.items() if hasattr(v, 'shape')}, strict=False)
-
-
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
@@ -95,33 +73,27 @@ def main(argv=None):
                                f'oneshot_p{round(100 * sparsity)}_{recoveries[-1]}.pth')
     if osp.isdir(out):
         raise SystemExit(f'--out {out} is a directory; give a file name')
-    cfg.custom_hooks = []  # the tool prunes; training hooks would attach their own pruner
-    cfg.load_from = None
-    cfg.resume = False
-
-    from mmengine.runner import Runner
-
-    from mmrecprune.analysis import evaluate, recalibrate_bn, score_pruning
+    from mmrecprune.analysis import (load_exact_weights, offline_runner, recalibrate_bn,
+                                     score_pruning, validation_scorer)
     from mmrecprune.methods import OneShotMagnitudePruner
     from mmrecprune.sparsity import strip_conv_cfg
     from mmrecprune.tickets import export_ticket
 
-    runner = Runner.from_cfg(cfg)
+    runner = offline_runner(cfg)
     model = runner.model
-    load_weights(model, args.checkpoint)
+    try:
+        load_exact_weights(model, args.checkpoint)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     pruner = OneShotMagnitudePruner(sparsity=sparsity, recovery=recoveries[-1],
                                     ranking=args.ranking, **options)
     pruner.attach(model)
-    loader = runner.build_dataloader(cfg.val_dataloader)
-    evaluator = runner.build_evaluator(cfg.val_evaluator)
-    evaluator.dataset_meta = getattr(loader.dataset, 'metainfo', None)
     recalibrate = None
     if args.bn_recalibration_images:
         train_loader = runner.build_dataloader(cfg.train_dataloader)
         recalibrate = lambda: recalibrate_bn(  # noqa: E731
             model, train_loader, args.bn_recalibration_images)
-    rows = score_pruning(pruner, lambda: evaluate(model, loader, evaluator), recoveries,
-                         recalibrate)
+    rows = score_pruning(pruner, validation_scorer(runner, cfg), recoveries, recalibrate)
     keys = list(rows['dense'])
     width = max(len(r) for r in rows)
     print(f'\none-shot pruning of {args.checkpoint}: {sparsity:.0%} of every prunable layer '

@@ -90,3 +90,49 @@ def score_pruning(pruner, score, recoveries, recalibrate=None, plan=None):
             recalibrate()
             rows[f'{mode}+bn'] = score()
     return rows
+
+
+def load_exact_weights(model, path):
+    """Load the training checkpoint ``path`` into ``model``, requiring an exact fit; return the
+    checkpoint. Raises ValueError naming the problem (missing file, not a checkpoint, no
+    tensors, another architecture or width)."""
+    import os.path as osp
+
+    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
+    from mmrecprune.models.strict_pretrained import misfit
+    if not osp.isfile(path):
+        raise ValueError(f'{path}: no such checkpoint file')
+    try:
+        ckpt = load_mmengine_checkpoint(path, map_location='cpu')
+    except Exception as err:  # noqa: BLE001  not a checkpoint at all: say so, then stop
+        raise ValueError(f'{path} is not a checkpoint this tool can read ({type(err).__name__}: '
+                         f'{str(err)[:300]})') from None
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not any(hasattr(v, 'shape') for v in state.values()):
+        raise ValueError(f'{path} holds no state_dict of tensors: not a training checkpoint')
+    problem = misfit(model.state_dict(), state)
+    if problem:
+        raise ValueError(f'{path} does not fit the model of the config (another architecture '
+                         f'or width?): {problem}. Pass the config the checkpoint was trained '
+                         'with.')
+    model.load_state_dict({k: v for k, v in state.items() if hasattr(v, 'shape')}, strict=False)
+    return ckpt
+
+
+def offline_runner(cfg):
+    """A runner of ``cfg`` for tools that score a given checkpoint: no training hooks (they
+    would attach their own pruner), nothing loaded or resumed by the runner itself."""
+    from mmengine.runner import Runner
+    cfg.custom_hooks = []
+    cfg.load_from = None
+    cfg.resume = False
+    return Runner.from_cfg(cfg)
+
+
+def validation_scorer(runner, cfg):
+    """``score() -> metrics`` of the runner's model on ``cfg.val_dataloader`` (loader and
+    evaluator built once)."""
+    loader = runner.build_dataloader(cfg.val_dataloader)
+    evaluator = runner.build_evaluator(cfg.val_evaluator)
+    evaluator.dataset_meta = getattr(loader.dataset, 'metainfo', None)
+    return lambda: evaluate(runner.model, loader, evaluator)

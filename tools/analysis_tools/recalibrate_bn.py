@@ -37,35 +37,20 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or osp.join('work_dirs', 'recalibrate_bn',
                                              osp.splitext(osp.basename(args.config))[0])
-    cfg.custom_hooks = []
-    cfg.load_from = None
-    cfg.resume = False
 
-    from mmengine.runner import Runner
+    from mmrecprune.analysis import (load_exact_weights, offline_runner, recalibrate_bn,
+                                     validation_scorer)
 
-    from mmrecprune.analysis import evaluate, recalibrate_bn
-    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
-    from mmrecprune.models.strict_pretrained import misfit
-
-    runner = Runner.from_cfg(cfg)
+    runner = offline_runner(cfg)
     model = runner.model
-    if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'{args.checkpoint}: no such checkpoint file')
-    ckpt = load_mmengine_checkpoint(args.checkpoint, map_location='cpu')
-    state = ckpt.get('state_dict') if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise SystemExit(f'{args.checkpoint} holds no state_dict: not a training checkpoint')
-    problem = misfit(model.state_dict(), state)
-    if problem:
-        raise SystemExit(f'{args.checkpoint} does not fit the model of the config: {problem}')
-    model.load_state_dict({k: v for k, v in state.items() if hasattr(v, 'shape')},
-                          strict=False)
-    loader = runner.build_dataloader(cfg.val_dataloader)
-    evaluator = runner.build_evaluator(cfg.val_evaluator)
-    evaluator.dataset_meta = getattr(loader.dataset, 'metainfo', None)
-    before = evaluate(model, loader, evaluator)
+    try:
+        ckpt = load_exact_weights(model, args.checkpoint)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    score = validation_scorer(runner, cfg)
+    before = score()
     seen = recalibrate_bn(model, runner.build_dataloader(cfg.train_dataloader), args.images)
-    after = evaluate(model, loader, evaluator)
+    after = score()
     for name, metrics in (('before', before), (f'after ({seen} images)', after)):
         print(f'{name:>20}: ' + ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
