@@ -31,6 +31,7 @@ class PruningUpdateMixin:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._pruner = None
+        self._regularized = False  # scale_loss added the penalty; backward must not again
 
     @property
     def pruner(self):
@@ -56,7 +57,7 @@ class PruningUpdateMixin:
         return super().scale_loss(loss)
 
     def backward(self, loss, **kwargs):
-        if self._pruner is not None and not getattr(self, '_regularized', False):
+        if self._pruner is not None and not self._regularized:
             loss = self._pruner.regularize(loss)  # called directly, not via update_params
         self._regularized = False
         super().backward(loss, **kwargs)
