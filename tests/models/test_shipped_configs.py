@@ -118,3 +118,37 @@ def test_readme_snippets_work_verbatim(tmp_path, r50_tickets):
         path = tmp_path / f'snippet_{i}.py'
         path.write_text(snippet.replace(placeholder, r50_tickets['unstructured']))
         build_and_step(str(path), r50_tickets['unstructured'])
+
+
+@pytest.mark.parametrize('base', ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py',
+                                  'mmseg::deeplabv3/deeplabv3_r50-d8_4xb4-80k_ade20k-512x512.py'])
+def test_filled_ticket_in_shipped_config(tmp_path, base):
+    """An on-the-fly style R50 ticket (pruned entries hold non-zero mean values, format v2) in
+    the installed packages' own configs, only the backbone replaced: init_weights leaves it
+    alone, one SGD step with weight decay trains the kept entries and the fills stay."""
+    from tests.conftest import ONE_SHOT_70_FILLED, export_test_ticket
+    path = export_test_ticket(tmp_path / 'onthefly.pth',
+                              dict(type='mmdet.ResNet', depth=50, out_indices=[3]),
+                              ONE_SHOT_70_FILLED)
+    ticket = load_ticket(path)
+    assert ticket.fill_values
+    cfg = Config.fromfile(user_config(tmp_path, base, SHIPPED[base], path))
+    if cfg.default_scope == 'mmseg':
+        cfg.model.data_preprocessor.size = (64, 64)
+    init_default_scope(cfg.default_scope)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model.init_weights()
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01,
+                                momentum=0.9, weight_decay=1e-4)
+    loss, _ = model.parse_losses(model(**synthetic_batch(model, cfg), mode='loss'))
+    loss.backward()
+    optimizer.step()
+    model(**synthetic_batch(model, cfg), mode='loss')  # the forward pre-hook restores fills
+    own = model.backbone.state_dict()
+    moved = 0
+    for name, mask in ticket.masks.items():
+        fill = torch.broadcast_to(ticket.fill_values[name], mask.shape)
+        assert torch.equal(own[name][~mask], fill[~mask]), name
+        moved += int((own[name][mask] != ticket.state_dict[name][mask]).sum())
+    assert moved > 0
