@@ -197,6 +197,22 @@ ONE_SHOT_70_FILLED = dict(type='OneShotMagnitudePruner', sparsity=0.7,
                           recovery='filter_abs_signed', include=('*', ), exclude=('conv1.*', ))
 
 
+def assert_fills_kept(model, ticket_path):
+    """After fine-tuning ``model`` on the ticket: every pruned entry still holds its fill
+    value and some kept entries trained."""
+    import torch
+
+    from mmrecprune.tickets import load_ticket
+    ticket = load_ticket(ticket_path)
+    state = model.backbone.state_dict()
+    moved = 0
+    for name, mask in ticket.masks.items():
+        fill = torch.broadcast_to(ticket.fill_values[name], mask.shape)
+        assert torch.equal(state[name][~mask], fill[~mask]), name
+        moved += int((state[name][mask] != ticket.state_dict[name][mask]).sum())
+    assert moved > 0  # the kept weights trained
+
+
 @pytest.fixture(scope='session')
 def mbv2_ticket(tmp_path_factory):
     """A MobileNetV2-w0.5 ticket, 70 % pruned (first conv kept) with non-zero fill values."""

@@ -7,7 +7,7 @@ import torch
 from mmengine.runner import Runner
 
 from mmrecprune.tickets import load_ticket
-from tests.conftest import tiny_cls_cfg, train_downstream
+from tests.conftest import assert_fills_kept, tiny_cls_cfg, train_downstream
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 CONFIG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
@@ -80,27 +80,16 @@ def test_resume_mid_training_restores_the_penalty_schedule_exactly(full_run, tmp
         assert torch.equal(t1.fill_values[name], t2.fill_values[name])
 
 
-def _assert_fills_kept(model, ticket_path):
-    ticket = load_ticket(ticket_path)
-    state = model.backbone.state_dict()
-    moved = 0
-    for name, mask in ticket.masks.items():
-        fill = torch.broadcast_to(ticket.fill_values[name], mask.shape)
-        assert torch.equal(state[name][~mask], fill[~mask]), name
-        moved += int((state[name][mask] != ticket.state_dict[name][mask]).sum())
-    assert moved > 0  # the kept weights trained
-
-
 def test_the_ticket_fine_tunes_in_mmdet_and_mmseg_configs_keeping_its_fills(full_run, tmp_path,
                                                                             scenes):
     _, work_dir, _ = full_run
     ticket = str(work_dir / 'tickets' / 'onthefly_p50.pth')
     det = train_downstream('configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py',
                            tmp_path / 'det', scenes, ticket, 1, base_channels=8)
-    _assert_fills_kept(det.model, ticket)
+    assert_fills_kept(det.model, ticket)
     seg = train_downstream('configs/downstream/mmseg/fpn_r18-w16-ticket_1k_fashionscenes.py',
                            tmp_path / 'seg', scenes, ticket, 2, base_channels=8)
-    _assert_fills_kept(seg.model, ticket)
+    assert_fills_kept(seg.model, ticket)
 
 
 def _tool(*argv):
@@ -153,7 +142,7 @@ def test_tool_refuses_bad_input_and_overwrites_nothing(full_run, tmp_path):
 def test_mobilenetv2_ticket_fine_tunes_in_detector_and_segmenter(config, length, tmp_path,
                                                                  scenes, mbv2_ticket):
     runner = train_downstream(config, tmp_path, scenes, mbv2_ticket, length)
-    _assert_fills_kept(runner.model, mbv2_ticket)
+    assert_fills_kept(runner.model, mbv2_ticket)
 
 
 def test_iterative_magnitude_pruning_accepts_mobilenetv2(tmp_path):
