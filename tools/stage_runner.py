@@ -15,11 +15,14 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 class Pipeline:
     """Runs stages as subprocesses, records wall times, and skips finished stages."""
 
-    def __init__(self, work_dir, force=False, threads_per_stage=None, report_only=False):
+    def __init__(self, work_dir, force=False, threads_per_stage=None, report_only=False,
+                 dry_run=False):
         self.work_dir = work_dir
         self.force = force
         # report_only: run nothing; unfinished stages return None (tables of partial runs)
-        self.report_only = report_only
+        self.report_only = report_only or dry_run
+        # dry_run: print the commands of the stages that would run, run nothing
+        self.dry_run = dry_run
         # stages may run from several threads (the benchmarks run two at once on 2 cores)
         self._lock = threading.Lock()
         self.env = dict(os.environ)
@@ -39,6 +42,10 @@ class Pipeline:
             print(f'[{name}] reusing the finished stage ({done["wall_s"]:.0f} s)', flush=True)
             return done
         if self.report_only:
+            if self.dry_run:
+                for cmd in cmds:
+                    print(f'[{name}] would run: {" ".join(shlex.quote(c) for c in cmd)}',
+                          flush=True)
             return None
         start = time.time()
         for cmd in cmds:
@@ -67,3 +74,14 @@ def train_and_test(pipe, name, cfg, work_dir, ckpt_name, extra=(), outputs=()):
     cmds = [[py, 'tools/train.py', cfg, '--work-dir', work_dir, *extra],
             [py, 'tools/test.py', cfg, ckpt, '--work-dir', work_dir, '--out', metrics, *extra]]
     return pipe.run(name, cmds, [ckpt, metrics, *outputs], lambda: read_json(metrics))
+
+
+def run_parallel(tasks, jobs):
+    """Run the callables ``tasks`` on ``jobs`` worker threads (each stage a single-thread
+    subprocess: on 2 cores two such runs finish sooner than one two-thread run after another),
+    in the order given, and return their results in that order. Tasks that wait for another
+    task's output do so through futures they are given (see the benchmarks)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(t) for t in tasks]
+        return [f.result() for f in futures]

@@ -23,7 +23,8 @@ from .channel_masks import (apply_channel_masks, channel_zero_targets, global_ch
 from .soft_channel_masks import ZEROED_KINDS, SoftChannelMasks
 from .flops import count_flops_params, example_input, inference_forward
 from .importance import (IMPORTANCES, BNScaleImportance, L1Importance, L2Importance,
-                         TaylorImportance, build_importance, group_importances)
+                         RandomImportance, TaylorImportance, build_importance,
+                         group_importances)
 from .slimming import apply_channel_structure, channel_sizes, slim_model
 from .channel_cost import ChannelCostModel
 from .cost_schedule import (METRICS, CostSchedule, bisect, bracket, check_schedule_args,

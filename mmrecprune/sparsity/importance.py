@@ -12,6 +12,7 @@ vectorised reduction.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Mapping, Union
 
 import torch
@@ -129,16 +130,39 @@ class TaylorImportance(_WeightImportance):
         return _channel_norm(weight.detach() * weight.grad, dim, 1)
 
 
+class RandomImportance:
+    """A fixed random score per channel: the random-channel control of a structured method.
+
+    Scores come from ``seed`` and the group's name alone (not the weights), so every step of a
+    run, every rank and a resumed run rank a group's channels the same way.
+
+    Args:
+        seed (int): Seed of the scores. Defaults to 0.
+    """
+    needs_gradients = False
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+
+    def __call__(self, model_or_modules: ModulesLike, group: ChannelGroup,
+                 weights: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(
+            zlib.crc32(f'{self.seed}:{group.name}'.encode()))
+        return torch.rand(group.num_channels, generator=generator)
+
+
 IMPORTANCES = {
     'L1': L1Importance,
     'L2': L2Importance,
     'BNScale': BNScaleImportance,
     'Taylor': TaylorImportance,
+    'Random': RandomImportance,
 }
 
 
 def build_importance(cfg) -> _WeightImportance:
-    """Build a criterion from a config: ``dict(type='L1' | 'L2' | 'BNScale' | 'Taylor', **kw)``
+    """Build a criterion from a config: ``dict(type='L1' | 'L2' | 'BNScale' | 'Taylor' |
+    'Random', **kw)``
     (or just the type name), or return an already built criterion."""
     if callable(cfg) and not isinstance(cfg, (str, dict)):
         return cfg

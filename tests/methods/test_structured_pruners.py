@@ -320,3 +320,25 @@ def test_cost_model_counts_only_its_scope():
     whole = ChannelCostModel(model, p.groups, X)
     head = model.head.weight.numel() + model.head.bias.numel()
     assert whole.dense('params') == p.cost_model.dense('params') + head
+
+
+def test_random_channel_control_keeps_l1_uniform_widths_with_other_channels():
+    """The random-channel control (``importance=dict(type='Random')``): L1-uniform's widths,
+    channels fixed by the seed alone (not the weights), so a step, a rank or a resumed run
+    ranks them the same; another seed picks other channels."""
+    runs = {}
+    for name, importance, seed in (('l1', None, 0), ('random', dict(type='Random', seed=0), 0),
+                                   ('random_again', dict(type='Random', seed=0), 1),
+                                   ('random_seed1', dict(type='Random', seed=1), 0)):
+        p = pruner('l1_uniform', classifier(seed=seed), importance=importance)
+        for _ in range(3):
+            p.step()
+        runs[name] = p
+    widths = {n: p.widths().tolist() for n, p in runs.items()}
+    assert widths['random'] == widths['l1'] == widths['random_seed1']
+    masks = {n: torch.cat([m.flatten() for m in p.masks.values()]) for n, p in runs.items()}
+    # other model weights, same seed: the same channels; another seed or L1: others
+    assert torch.equal(masks['random'], masks['random_again'])
+    assert not torch.equal(masks['random'], masks['l1'])
+    assert not torch.equal(masks['random'], masks['random_seed1'])
+    assert runs['random'].ticket_content()['meta']['importance'] == dict(type='Random', seed=0)
