@@ -116,6 +116,11 @@ def parse_args(argv=None):
                              'per ticket and seed)')
     parser.add_argument('--scenes-seeds', type=int, nargs='*', default=None,
                         help='seeds of the scenes probes (default: --seeds)')
+    parser.add_argument('--scenes-methods', nargs='*', default=None,
+                        choices=UNSTRUCTURED + STRUCTURED,
+                        help='methods whose tickets get the scenes probes (default: --methods)')
+    parser.add_argument('--scenes-modes', nargs='+', default=['finetuned', 'frozen'],
+                        choices=['finetuned', 'frozen'])
     parser.add_argument('--latency-repeats', type=int, default=30)
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
     parser.add_argument('--dry-run', action='store_true',
@@ -126,6 +131,8 @@ def parse_args(argv=None):
     args.size = resolve_scale(args.scale, args.set)
     if args.scenes_seeds is None:
         args.scenes_seeds = args.seeds
+    if args.scenes_methods is None:
+        args.scenes_methods = args.methods
     return args
 
 
@@ -196,7 +203,8 @@ def decoder_run(pipe, args, seed):
              [[sys.executable, 'tools/train.py', DECODER_CFG, '--work-dir', work,
                '--cfg-options', f'load_from={args.pretrained}', f'randomness.seed={seed}',
                *data_options(size['lottery_images'], size['val_images']),
-               f'train_cfg.max_epochs={size["decoder_epochs"]}']], [ckpt])
+               f'train_cfg.max_epochs={size["decoder_epochs"]}',
+               *probe_schedule(size['decoder_epochs'])]], [ckpt])
     return ckpt
 
 
@@ -333,16 +341,18 @@ def cell_tasks(pipe, args, key, ticket, extra):
             [*backbone, *probe_schedule(size['probe_epochs'])], size['probe_epochs'],
             size['probe_images'])),
     ]
-    if level in args.scenes_levels and seed in args.scenes_seeds:
-        tasks += scenes_tasks(pipe, f'{stage}', work, backbone, dense=False)
+    if (level in args.scenes_levels and seed in args.scenes_seeds
+            and method in args.scenes_methods):
+        tasks += scenes_tasks(pipe, args, stage, work, backbone, dense=False)
     return tasks
 
 
-def scenes_tasks(pipe, stage, work, options, dense):
+def scenes_tasks(pipe, args, stage, work, options, dense):
     tasks = []
     for task, (ticket_cfg, dense_cfg, last, metric) in SCENES.items():
-        for frozen in (False, True):
-            tag = f'{task}_{"frozen" if frozen else "finetuned"}'
+        for mode in args.scenes_modes:
+            frozen = mode == 'frozen'
+            tag = f'{task}_{mode}'
 
             def run(task=task, tag=tag, cfg=dense_cfg if dense else ticket_cfg, last=last,
                     metric=metric, frozen=frozen):
@@ -378,7 +388,7 @@ def dense_tasks(pipe, args, seed):
                                            *probe_schedule(size['probe_epochs'])],
                  size['probe_epochs'], size['probe_images']))]
     if args.scenes_levels and seed in args.scenes_seeds:
-        tasks += scenes_tasks(pipe, f'dense/seed{seed}', work,
+        tasks += scenes_tasks(pipe, args, f'dense/seed{seed}', work,
                               [init, f'randomness.seed={seed}'], dense=True)
     return tasks
 

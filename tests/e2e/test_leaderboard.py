@@ -1,0 +1,106 @@
+"""tools/benchmarks/leaderboard.py: its plan names configs and options that exist, its sizes
+refuse values the configs cannot run, and its paired differences are computed per seed.
+(The runs themselves are the configs' and tools' own, tested elsewhere; a smoke-scale run takes
+~10 minutes and is not part of the suite.)"""
+import os.path as osp
+import re
+import shlex
+import sys
+
+import pytest
+from mmengine.config import Config
+
+from tests.conftest import REPO
+
+sys.path.insert(0, osp.join(REPO, 'tools', 'benchmarks'))
+import leaderboard  # noqa: E402
+
+
+def _has_path(cfg, key):
+    node = cfg
+    for part in key.split('.'):
+        if isinstance(node, (list, tuple)):
+            if not part.isdigit() or int(part) >= len(node):
+                return False
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+# options that add a key the configs leave to a default (the dataset's, the runner's,
+# PrunedBackbone's)
+NEW_KEYS = {f'{split}_dataloader.dataset.indices' for split in ('train', 'val', 'test')} | {
+    'randomness.seed', 'model.backbone.masks', 'model.backbone.seed',
+    'model.backbone.frozen_stages', 'model.backbone.norm_eval'}
+
+
+def test_dry_run_plans_existing_configs_and_options(tmp_path, capsys):
+    """Every planned tools/train.py / tools/test.py command names a config that exists, and
+    every --cfg-options key it sets is a key of that config (a typo would silently add an
+    unused key and change nothing)."""
+    pretrained = tmp_path / 'dense.pth'
+    pretrained.write_bytes(b'')  # exists: no pretraining stage is planned
+    leaderboard.main(['--scale', 'smoke', '--seeds', '0', '--work-dir', str(tmp_path / 'lb'),
+                      '--pretrained', str(pretrained), '--scenes-levels', '20', '50',
+                      '--dry-run'])
+    lines = [line.split('would run: ', 1)[1] for line in capsys.readouterr().out.splitlines()
+             if 'would run: ' in line]
+    tools = [shlex.split(line) for line in lines if ' tools/t' in line]
+    methods = {re.search(r'--work-dir \S+/seed0/(?:scores/)?([a-z_0-9]+)', ' '.join(c))
+               .group(1).rstrip('_0123456789') for c in tools}
+    assert {'decoder', 'recprune', 'imp', 'magnitude_r', 'onthefly_r', 'psap_f', 'l1_uniform_f',
+            'l1_global_f', 'random_uniform_f', 'dense', 'random', 'onthefly', 'psap'} <= methods
+    checked = 0
+    for cmd in tools:
+        config = cmd[2]
+        assert osp.isfile(osp.join(REPO, config)), config
+        cfg = Config.fromfile(osp.join(REPO, config)).to_dict()
+        options = cmd[cmd.index('--cfg-options') + 1:] if '--cfg-options' in cmd else []
+        for option in options:
+            key = option.split('=', 1)[0]
+            if key in NEW_KEYS or key == 'load_from':
+                continue
+            assert _has_path(cfg, key), f'{config}: --cfg-options {key} is not a key of it'
+            checked += 1
+    assert checked > 100
+    # the scenes probes ran for the ticket levels asked for, fine-tuned and frozen
+    scenes = [' '.join(c) for c in tools if 'fashionscenes64' in ' '.join(c)]
+    assert any('frozen_stages=4' in c for c in scenes)
+    assert any('frozen_stages=4' not in c for c in scenes)
+
+
+@pytest.mark.parametrize('override, match', [
+    (['retrain_epochs=1'], 'at least 2 epochs'),
+    (['onthefly_epochs=1'], 'at least 2 epochs'),
+    (['structured_epochs=3'], 'at least 4 epochs'),
+    (['rounds'], 'KEY=VALUE'),
+    (['probe_length=3'], 'KEY=VALUE'),
+])
+def test_sizes_that_cannot_run_are_refused(override, match):
+    with pytest.raises(SystemExit, match=match):
+        leaderboard.resolve_scale('default', override)
+
+
+def test_overrides_keep_types():
+    size = leaderboard.resolve_scale('default', ['rounds=7,11', 'lottery_lr=0.003'])
+    assert size['rounds'] == [7, 11] and size['lottery_lr'] == 0.003
+    assert leaderboard.SCALES['default']['rounds'] == [7, 11, 14]  # the preset is untouched
+
+
+def test_paired_differences_are_per_seed_and_count_wins():
+    cells = {('recprune', 'unstructured', 79.0): {'top1': {0: 80.0, 1: 82.0, 2: 81.0}},
+             ('imp', 'unstructured', 79.0): {'top1': {0: 79.0, 1: 83.0, 2: None}},
+             ('random', 'unstructured', 79.0): {'top1': {0: 70.0, 1: 71.0, 2: 72.0}}}
+    mean, std, n, wins = leaderboard.paired(cells, 'recprune', 'imp', 'unstructured', 79.0,
+                                            'top1')
+    assert (mean, n, wins) == (0.0, 2, 1)  # seed 2 has no IMP value: not paired
+    assert std == pytest.approx(2 ** 0.5)
+    rows = leaderboard.build_rows(cells, {}, {})
+    assert [r['method'] for r in rows] == ['recprune', 'imp', 'random']
+    table = leaderboard.markdown(rows, ['top1'])
+    assert '+0.00 +- 1.41 (1/2) vs imp' in table
+    assert '81.00 +- 1.00' in table
+    assert leaderboard.paired(cells, 'recprune', 'imp', 'unstructured', 91.4, 'top1') is None
