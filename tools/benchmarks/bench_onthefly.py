@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import SCENES64_ARGS, SCENES64_ROOT, probe_downstream, summarise  # noqa: E402
-from stage_runner import Pipeline, read_json  # noqa: E402
+from stage_runner import Pipeline, read_json, run_parallel  # noqa: E402
 
 DENSE_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 OTF_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
@@ -133,8 +133,8 @@ def sweep(pipe, args):
         return score(pipe, args, f'sweep/penalty{penalty:g}/score', held_out, ckpt, work, 0.5,
                      [], recoveries=['zero', 'filter_abs_signed'], bn=False)
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        found = dict(zip(args.sweep, pool.map(one, args.sweep)))
+    found = dict(zip(args.sweep, run_parallel([lambda p=p: one(p) for p in args.sweep],
+                                              args.jobs)))
     results = {p: rows for p, rows in found.items() if rows}
     if not results:
         return None
@@ -421,10 +421,9 @@ def merge_seeds(args, one_seed):
     """Run ``one_seed(seed) -> {model: result}`` for every seed on the workers; return
     ``{model: [result per seed]}``."""
     out = {}
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for runs in pool.map(one_seed, args.seeds):
-            for model, result in runs.items():
-                out.setdefault(model, []).append(result)
+    for runs in run_parallel([lambda s=s: one_seed(s) for s in args.seeds], args.jobs):
+        for model, result in runs.items():
+            out.setdefault(model, []).append(result)
     return out
 
 

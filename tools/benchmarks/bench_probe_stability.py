@@ -22,12 +22,11 @@ import os.path as osp
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import DET, SCENES64_ARGS, SCENES64_ROOT  # noqa: E402
-from stage_runner import Pipeline, train_and_test  # noqa: E402
+from stage_runner import Pipeline, run_parallel, train_and_test  # noqa: E402
 
 
 def parse_args():
@@ -74,9 +73,8 @@ def main():
                                 extra=['--cfg-options', option, f'randomness.seed={seed}'])
         return name, seed, None if record is None else 100 * record['metrics']['coco/bbox_mAP']
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(lambda job: run(*job),
-                                [(n, p, s) for s in args.seeds for n, p in backbones.items()]))
+    results = run_parallel([lambda job=(n, p, s): run(*job)
+                            for s in args.seeds for n, p in backbones.items()], args.jobs)
     scores = {}
     for name, seed, value in results:
         if value is not None:

@@ -21,12 +21,11 @@ import os.path as osp
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import prepare_inputs, probe_downstream, summarise  # noqa: E402
-from stage_runner import Pipeline, read_json  # noqa: E402
+from stage_runner import Pipeline, read_json, run_parallel  # noqa: E402
 
 DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
 METHOD_CFGS = dict(recprune='configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
@@ -154,16 +153,15 @@ def main():
     prepare_inputs(pipe, args.pretrained)
     cells = {}
     # longest chains first, so the two workers finish together
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(method_chain, pipe, args, m, s)
-                   for s in args.seeds for m in ('recprune', 'imp')]
-        if not args.no_dense:
-            futures += [pool.submit(dense_chain, pipe, args, s) for s in args.seeds]
-        for future in futures:
-            for key, values in future.result():
-                cell = cells.setdefault(key, dict(top1=[], mAP=[], mIoU=[]))
-                for k, v in values.items():
-                    cell[k].append(v)
+    tasks = [lambda m=m, s=s: method_chain(pipe, args, m, s)
+             for s in args.seeds for m in ('recprune', 'imp')]
+    if not args.no_dense:
+        tasks += [lambda s=s: dense_chain(pipe, args, s) for s in args.seeds]
+    for chain in run_parallel(tasks, args.jobs):
+        for key, values in chain:
+            cell = cells.setdefault(key, dict(top1=[], mAP=[], mIoU=[]))
+            for k, v in values.items():
+                cell[k].append(v)
     cells = dict(sorted(cells.items(), key=lambda kv: (kv[0][0] != 'dense', kv[0])))
     table = write_outputs(args, cells)
     print('\n' + table)
