@@ -91,7 +91,7 @@ def main():
                          prune_run(pipe, args, m, s, i, l, src))
     tickets = run_parallel(tasks, args.jobs)
     rows = ['| images / round | SGD steps / round | lr | round | sparsity | '
-            'Jaccard RecPrune vs IMP | Jaccard IMP seed a vs b (noise) |', '|---|' * 7 + '']
+            'Jaccard RecPrune vs IMP | Jaccard IMP seed a vs b (noise) |', '|' + '---|' * 7]
     summary = []
     for k, (images, lr) in enumerate(settings):
         rec, imp, imp_b = tickets[3 * k:3 * k + 3]
