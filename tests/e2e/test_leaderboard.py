@@ -37,14 +37,15 @@ NEW_KEYS = {f'{split}_dataloader.dataset.indices' for split in ('train', 'val', 
     'model.backbone.frozen_stages', 'model.backbone.norm_eval'}
 
 
-def test_dry_run_plans_existing_configs_and_options(tmp_path, capsys):
+@pytest.mark.parametrize('scale', ['smoke', 'faithful'])
+def test_dry_run_plans_existing_configs_and_options(scale, tmp_path, capsys):
     """Every planned tools/train.py / tools/test.py command names a config that exists, and
     every --cfg-options key it sets is a key of that config (a typo would silently add an
     unused key and change nothing)."""
     pretrained = tmp_path / 'dense.pth'
     pretrained.write_bytes(b'')  # exists: no pretraining stage is planned
-    leaderboard.main(['--scale', 'smoke', '--seeds', '0', '--work-dir', str(tmp_path / 'lb'),
-                      '--pretrained', str(pretrained), '--scenes-levels', '20', '50',
+    leaderboard.main(['--scale', scale, '--seeds', '0', '--work-dir', str(tmp_path / 'lb'),
+                      '--pretrained', str(pretrained), '--scenes-levels', '20', '50', '91.4',
                       '--dry-run'])
     lines = [line.split('would run: ', 1)[1] for line in capsys.readouterr().out.splitlines()
              if 'would run: ' in line]
@@ -67,7 +68,8 @@ def test_dry_run_plans_existing_configs_and_options(tmp_path, capsys):
             checked += 1
     assert checked > 100
     # the scenes probes ran for the ticket levels asked for, fine-tuned and frozen
-    scenes = [' '.join(c) for c in tools if 'fashionscenes64' in ' '.join(c)]
+    scenes = [' '.join(c) for c in tools if 'fashionscenes' in ' '.join(c)]
+    assert all(('fashionscenes64' in c) == (scale == 'smoke') for c in scenes)
     assert any('frozen_stages=4' in c for c in scenes)
     assert any('frozen_stages=4' not in c for c in scenes)
 
@@ -78,6 +80,7 @@ def test_dry_run_plans_existing_configs_and_options(tmp_path, capsys):
     (['structured_epochs=3'], 'at least 4 epochs'),
     (['rounds'], 'KEY=VALUE'),
     (['probe_length=3'], 'KEY=VALUE'),
+    (['scenes=huge'], 'probe64'),
 ])
 def test_sizes_that_cannot_run_are_refused(override, match):
     with pytest.raises(SystemExit, match=match):

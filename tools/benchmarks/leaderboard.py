@@ -20,9 +20,10 @@ the residual blocks can remove), all on the embedded default (ResNet-18-w16, Fas
 Every ticket gets the same two scores: **top-1 after re-training** with labels (the ticket's
 weights and mask, mask fixed, ``retrain_epochs`` on ``retrain_images``: how lottery tickets are
 used) and a **linear probe** (backbone frozen, BN in eval, only a linear head trains: the
-features as they are). ``--scenes-levels`` adds the 64x64 scenes probes at those levels:
-RetinaNet and Semantic FPN, backbone fine-tuned and frozen (``frozen_stages=4``,
-``norm_eval=True``). Kept parameters and FLOPs come from each ticket; CPU latency (eager,
+features as they are). ``--scenes-levels`` adds the scenes probes at those levels: RetinaNet and
+Semantic FPN, backbone fine-tuned and frozen (``frozen_stages=4``, ``norm_eval=True``), on the
+64x64 probe scenes (``scenes=probe64``, the default and smoke scales) or the main job's 128x128
+scenes and configs (``scenes=full``, the faithful scale). Kept parameters and FLOPs come from each ticket; CPU latency (eager,
 batch 8, 56x56, 1 thread, interleaved with the dense backbone) for structured tickets is
 measured last, with nothing else running in this benchmark.
 
@@ -58,13 +59,23 @@ STRUCTURED_CFGS = dict(psap='configs/psap/psap_r18-w16_fashionmnist.py',
 RETRAIN_CFG = 'configs/selfsup/label-retrain_r18-w16-ticket_fashionmnist.py'
 PROBE_CFG = 'configs/selfsup/linear-probe_r18-w16-ticket_fashionmnist.py'
 DENSE_PROBE_CFG = 'configs/selfsup/linear-probe_r18-w16_fashionmnist.py'
-SCENES = dict(  # (ticket config, dense config, last checkpoint, metric)
-    det=('configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_probe_fashionscenes64.py',
-         'configs/downstream/mmdet/retinanet_r18-w16_fpn_probe_fashionscenes64.py',
-         'epoch_12.pth', 'coco/bbox_mAP'),
-    seg=('configs/downstream/mmseg/fpn_r18-w16-ticket_probe_fashionscenes64.py',
-         'configs/downstream/mmseg/fpn_r18-w16_probe_fashionscenes64.py',
-         'iter_1000.pth', 'mIoU'))
+SCENES = dict(  # size -> task -> (ticket config, dense config, last checkpoint, metric)
+    probe64=dict(
+        det=('configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_probe_fashionscenes64.py',
+             'configs/downstream/mmdet/retinanet_r18-w16_fpn_probe_fashionscenes64.py',
+             'epoch_12.pth', 'coco/bbox_mAP'),
+        seg=('configs/downstream/mmseg/fpn_r18-w16-ticket_probe_fashionscenes64.py',
+             'configs/downstream/mmseg/fpn_r18-w16_probe_fashionscenes64.py',
+             'iter_1000.pth', 'mIoU')),
+    full=dict(  # the main job's 128x128 scenes (make demo's downstream configs)
+        det=('configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py',
+             'configs/downstream/mmdet/retinanet_r18-w16_fpn_12e_fashionscenes.py',
+             'epoch_12.pth', 'coco/bbox_mAP'),
+        seg=('configs/downstream/mmseg/fpn_r18-w16-ticket_1k_fashionscenes.py',
+             'configs/downstream/mmseg/fpn_r18-w16_1k_fashionscenes.py',
+             'iter_1000.pth', 'mIoU')))
+SCENES_DATA = dict(probe64=(SCENES64_ROOT, SCENES64_ARGS),
+                   full=('data/fashion_scenes', ['--out', 'data/fashion_scenes']))
 FROZEN = ['model.backbone.frozen_stages=4', 'model.backbone.norm_eval=True']
 
 UNSTRUCTURED = ('recprune', 'imp', 'random', 'magnitude', 'onthefly', 'rotnet')
@@ -81,16 +92,17 @@ SCALES = dict(
     smoke=dict(lottery_images=256, lottery_lr=0.03, prune_images=256, rounds=[1, 2],
                flops=[0.5], decoder_epochs=1, structured_epochs=4, onthefly_images=256,
                onthefly_epochs=2, retrain_images=256, retrain_epochs=2, probe_images=256,
-               probe_epochs=1, val_images=256),
+               probe_epochs=1, val_images=256, scenes='probe64'),
     default=dict(lottery_images=10000, lottery_lr=0.03, prune_images=5000, rounds=[7, 11, 14],
                  flops=[0.5, 0.75], decoder_epochs=3, structured_epochs=4,
                  onthefly_images=5000, onthefly_epochs=6, retrain_images=5000,
-                 retrain_epochs=3, probe_images=5000, probe_epochs=3, val_images=2000),
+                 retrain_epochs=3, probe_images=5000, probe_epochs=3, val_images=2000,
+                 scenes='probe64'),
     faithful=dict(lottery_images=60000, lottery_lr=0.03, prune_images=60000,
                   rounds=[7, 11, 14, 18], flops=[0.5, 0.7, 0.75], decoder_epochs=3,
                   structured_epochs=4, onthefly_images=60000, onthefly_epochs=6,
                   retrain_images=60000, retrain_epochs=6, probe_images=60000, probe_epochs=3,
-                  val_images=10000),
+                  val_images=10000, scenes='full'),
 )
 
 
@@ -143,11 +155,11 @@ def resolve_scale(scale, overrides):
     size = dict(SCALES[scale])
     for item in overrides:
         key, sep, value = item.partition('=')
-        if not sep or key not in size:
+        if not sep or key not in size or (key == 'scenes' and value not in SCENES):
             raise SystemExit(f'--set {item!r}: expected KEY=VALUE with KEY one of '
-                             f'{sorted(size)}')
+                             f'{sorted(size)} (scenes: one of {sorted(SCENES)})')
         size[key] = [type(size[key][0])(v) for v in value.split(',')] \
-            if isinstance(size[key], list) else type(size[key])(value)
+            if isinstance(size[key], list) else type(size[key])(value)  # scenes: probe64 | full
     for key in ('retrain_epochs', 'onthefly_epochs'):  # a warm-up epoch, then the cosine
         if size[key] < 2:
             raise SystemExit(f'--set {key}={size[key]}: these runs warm up for one epoch '
@@ -366,7 +378,7 @@ def cell_tasks(pipe, args, key, ticket, extra):
 
 def scenes_tasks(pipe, args, stage, work, options, dense):
     tasks = []
-    for task, (ticket_cfg, dense_cfg, last, metric) in SCENES.items():
+    for task, (ticket_cfg, dense_cfg, last, metric) in SCENES[args.size['scenes']].items():
         for mode in args.scenes_modes:
             frozen = mode == 'frozen'
             tag = f'{task}_{mode}'
@@ -575,9 +587,10 @@ def main(argv=None):
                   for tasks in per_seed if i < len(tasks) for t in [tasks[i]]], args.jobs)
     print(f'[leaderboard] tickets ready after {(time.time() - start) / 60:.1f} min', flush=True)
     if args.scenes_levels:
-        pipe.run('scenes64', [[sys.executable, 'tools/dataset_converters/make_fashion_scenes.py',
-                               *SCENES64_ARGS]],
-                 [osp.join(SCENES64_ROOT, 'annotations', 'instances_test.json')])
+        root, data_args = SCENES_DATA[args.size['scenes']]
+        pipe.run(f'scenes/{args.size["scenes"]}',
+                 [[sys.executable, 'tools/dataset_converters/make_fashion_scenes.py',
+                   *data_args]], [osp.join(root, 'annotations', 'instances_test.json')])
     keyed = []  # (cell key, metric, callable); cheap scores first, the scenes probes last
     for seed in args.seeds:
         keyed += [(('dense', 'dense', 0.0, seed), m, t) for m, t in dense_tasks(pipe, args, seed)]
