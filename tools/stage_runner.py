@@ -85,3 +85,24 @@ def run_parallel(tasks, jobs):
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(t) for t in tasks]
         return [f.result() for f in futures]
+
+
+def parse_with_scale(parser, scales, argv=None):
+    """Parse with a ``--scale NAME`` option whose preset (a dict of argument defaults, e.g.
+    ``dict(faithful=dict(subset=60000))``) sets the size arguments: ``default`` keeps the
+    parser's own defaults, and arguments given on the command line still win."""
+    scales = dict(default={}, **scales)
+    dests = {action.dest for action in parser._actions}
+    for name, preset in scales.items():  # a misspelt key would set nothing and say nothing
+        unknown = sorted(set(preset) - dests)
+        if unknown:
+            raise ValueError(f'scale {name!r} sets {unknown}, which are not arguments of '
+                             f'{parser.prog}')
+    parser.add_argument('--scale', choices=sorted(scales), default='default',
+                        help='sizes of the runs: ' + '; '.join(
+                            f'{name}: ' + (', '.join(f'{k}={v}' for k, v in preset.items())
+                                           or "the defaults below")
+                            for name, preset in scales.items()))
+    known, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**scales[known.scale])
+    return parser.parse_args(argv)

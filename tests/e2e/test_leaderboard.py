@@ -13,6 +13,7 @@ from mmengine.config import Config
 from tests.conftest import REPO
 
 sys.path.insert(0, osp.join(REPO, 'tools', 'benchmarks'))
+sys.path.insert(0, osp.join(REPO, 'tools'))
 import leaderboard  # noqa: E402
 
 
@@ -107,3 +108,34 @@ def test_paired_differences_are_per_seed_and_count_wins():
     assert '+0.00 +- 1.41 (1/2) vs imp' in table
     assert '81.00 +- 1.00' in table
     assert leaderboard.paired(cells, 'recprune', 'imp', 'unstructured', 91.4, 'top1') is None
+
+
+def test_every_benchmark_scale_sets_defaults_and_explicit_arguments_win():
+    """``--scale faithful`` of the benchmarks sets their size arguments; given ones win."""
+    import argparse
+    from stage_runner import parse_with_scale
+
+    def parser():
+        p = argparse.ArgumentParser()
+        p.add_argument('--subset', type=int, default=5000)
+        p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+        return p
+    scales = dict(faithful=dict(subset=60000))
+    assert parse_with_scale(parser(), scales, []).subset == 5000
+    args = parse_with_scale(parser(), scales, ['--scale', 'faithful'])
+    assert (args.subset, args.seeds, args.scale) == (60000, [0, 1, 2], 'faithful')
+    assert parse_with_scale(parser(), scales, ['--scale', 'faithful', '--subset', '7']).subset == 7
+    with pytest.raises(SystemExit):
+        parse_with_scale(parser(), scales, ['--scale', 'huge'])
+    with pytest.raises(ValueError, match='subsett'):
+        parse_with_scale(parser(), dict(faithful=dict(subsett=60000)), [])
+
+
+@pytest.mark.parametrize('bench', ['bench_recprune_vs_imp', 'bench_psap_quality',
+                                   'bench_selfsup', 'bench_onthefly', 'bench_mask_divergence'])
+def test_each_benchmark_has_a_faithful_scale(bench):
+    import subprocess
+    out = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'benchmarks', f'{bench}.py'),
+                          '--scale', 'faithful', '--help'], capture_output=True, text=True,
+                         check=True).stdout
+    assert 'faithful:' in out

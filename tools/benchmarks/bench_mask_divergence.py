@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from stage_runner import Pipeline, run_parallel  # noqa: E402
+from stage_runner import Pipeline, parse_with_scale, run_parallel  # noqa: E402
 
 DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
 METHOD_CFGS = dict(recprune='configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
@@ -40,7 +40,9 @@ def parse_args():
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
     parser.add_argument('--report-only', action='store_true')
-    return parser.parse_args()
+    # faithful: every training (and test) image of the embedded default; a GPU machine
+    return parse_with_scale(parser, dict(faithful=dict(
+        settings=['60000:3e-4', '60000:3e-3', '60000:3e-2'], rounds=7)))
 
 
 def parse_setting(text):

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import SCENES64_ARGS, SCENES64_ROOT, probe_downstream, summarise  # noqa: E402
-from stage_runner import Pipeline, read_json, run_parallel  # noqa: E402
+from stage_runner import Pipeline, parse_with_scale, read_json, run_parallel  # noqa: E402
 
 DENSE_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 OTF_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
@@ -66,7 +66,8 @@ def parse_args():
     parser.add_argument('--probe', action='store_true', help='downstream probe, 50 %% tickets')
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
     parser.add_argument('--report-only', action='store_true')
-    return parser.parse_args()
+    # faithful: every training (and test) image of the embedded default; a GPU machine
+    return parse_with_scale(parser, dict(faithful=dict(subset=60000, val_subset=10000)))
 
 
 def data_options(args, seed):

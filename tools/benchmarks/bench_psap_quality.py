@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import prepare_inputs, probe_downstream, summarise  # noqa: E402
-from stage_runner import Pipeline, read_json, train_and_test  # noqa: E402
+from stage_runner import Pipeline, parse_with_scale, read_json, train_and_test  # noqa: E402
 
 PRUNE_CFGS = dict(  # from the dense checkpoint; the scratch runs use SCRATCH_CFG + method
     psap='configs/psap/psap_r18-w16_fashionmnist.py',
@@ -64,7 +64,8 @@ def parse_args():
     parser.add_argument('--report-only', action='store_true',
                         help='run nothing; tabulate the runs that finished (an interrupted '
                              'benchmark)')
-    return parser.parse_args()
+    # faithful: every training (and test) image of the embedded default; a GPU machine
+    return parse_with_scale(parser, dict(faithful=dict(subset=60000)))
 
 
 def prune(pipe, args, init, method, target, seed):

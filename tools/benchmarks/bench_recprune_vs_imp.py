@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import prepare_inputs, probe_downstream, summarise  # noqa: E402
-from stage_runner import Pipeline, read_json, run_parallel  # noqa: E402
+from stage_runner import Pipeline, parse_with_scale, read_json, run_parallel  # noqa: E402
 
 DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
 METHOD_CFGS = dict(recprune='configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
@@ -49,7 +49,8 @@ def parse_args():
     parser.add_argument('--no-dense', action='store_true',
                         help='skip the dense downstream reference (an investigation run)')
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
-    return parser.parse_args()
+    # faithful: every training (and test) image of the embedded default; a GPU machine
+    return parse_with_scale(parser, dict(faithful=dict(prune_subset=60000)))
 
 
 def downstream(pipe, args, tag, seed, init_option):

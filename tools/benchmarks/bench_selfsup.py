@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import SCENES64_ARGS, SCENES64_ROOT  # noqa: E402
-from stage_runner import Pipeline, read_json, train_and_test  # noqa: E402
+from stage_runner import Pipeline, parse_with_scale, read_json, train_and_test  # noqa: E402
 
 PRUNE_CFGS = dict(rotnet='configs/selfsup/rotnet-imp_r18-w16_7r-2e_fashionmnist.py',
                   s4l='configs/selfsup/s4l-imp_r18-w16_7r-2e_fashionmnist.py',
@@ -68,7 +68,9 @@ def parse_args():
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
     parser.add_argument('--report-only', action='store_true',
                         help='run nothing; tabulate what has finished')
-    return parser.parse_args()
+    # faithful: every training (and test) image of the embedded default; a GPU machine
+    return parse_with_scale(parser, dict(faithful=dict(subset=60000, val_subset=10000,
+                                                       retrain_epochs=6)))
 
 
 def sparsity(rounds):

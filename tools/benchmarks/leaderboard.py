@@ -23,9 +23,9 @@ used) and a **linear probe** (backbone frozen, BN in eval, only a linear head tr
 features as they are). ``--scenes-levels`` adds the scenes probes at those levels: RetinaNet and
 Semantic FPN, backbone fine-tuned and frozen (``frozen_stages=4``, ``norm_eval=True``), on the
 64x64 probe scenes (``scenes=probe64``, the default and smoke scales) or the main job's 128x128
-scenes and configs (``scenes=full``, the faithful scale). Kept parameters and FLOPs come from each ticket; CPU latency (eager,
-batch 8, 56x56, 1 thread, interleaved with the dense backbone) for structured tickets is
-measured last, with nothing else running in this benchmark.
+scenes and configs (``scenes=full``, the faithful scale). Kept parameters and FLOPs come from
+each ticket; CPU latency (eager, batch 8, 56x56, 1 thread, interleaved with the dense backbone)
+for structured tickets is measured last, with nothing else running in this benchmark.
 
 Writes ``leaderboard.md``, ``leaderboard.json`` and ``leaderboard.png`` to ``--work-dir``: mean
 +- std over seeds and, per method, the paired difference against its baseline (same seed,
