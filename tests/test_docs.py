@@ -26,8 +26,9 @@ def test_docs_exist():
     assert {'index.md', 'get_started.md', 'add_a_method.md', 'user_guides/deploy.md',
             'user_guides/use_a_ticket.md', 'user_guides/prune_your_backbone.md',
             'user_guides/resume_and_ddp.md', 'user_guides/analysis_plots.md',
-            'user_guides/model_zoo.md', 'methods/recprune.md', 'methods/imp.md',
-            'methods/psap.md', 'methods/l1.md', 'methods/selfsup.md', 'methods/onthefly.md'} <= names
+            'user_guides/model_zoo.md', 'user_guides/benchmarks.md', 'methods/recprune.md',
+            'methods/imp.md', 'methods/psap.md', 'methods/l1.md', 'methods/selfsup.md',
+            'methods/onthefly.md'} <= names
 
 
 @pytest.mark.parametrize('path', DOCS, ids=lambda p: osp.relpath(p, REPO))
