@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import SCENES64_ARGS, SCENES64_ROOT  # noqa: E402
+from probe import DET, FROZEN, SCENES64_ARGS, SCENES64_ROOT, SEG  # noqa: E402
 from stage_runner import Pipeline, parse_with_scale, read_json, train_and_test  # noqa: E402
 
 PRUNE_CFGS = dict(rotnet='configs/selfsup/rotnet-imp_r18-w16_7r-2e_fashionmnist.py',
@@ -42,11 +42,8 @@ PRUNE_CFGS = dict(rotnet='configs/selfsup/rotnet-imp_r18-w16_7r-2e_fashionmnist.
                   supervised='configs/selfsup/supervised-imp_r18-w16_7r-2e_fashionmnist.py')
 RETRAIN_CFG = 'configs/selfsup/label-retrain_r18-w16-ticket_fashionmnist.py'
 PROBE_CFG = 'configs/selfsup/linear-probe_r18-w16-ticket_fashionmnist.py'
-SCENES = dict(
-    det=('configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_probe_fashionscenes64.py',
-         'epoch_12.pth', 'coco/bbox_mAP'),
-    seg=('configs/downstream/mmseg/fpn_r18-w16-ticket_probe_fashionscenes64.py',
-         'iter_1000.pth', 'mIoU'))
+SCENES = dict(det=(DET[1], 'epoch_12.pth', 'coco/bbox_mAP'),
+              seg=(SEG[1], 'iter_1000.pth', 'mIoU'))
 
 
 def parse_args():
@@ -168,9 +165,6 @@ def retrain_jobs(args, seed, works):
                      [f'model.backbone.ticket={ticket}', f'randomness.seed={seed}'],
                      ('probe', 'rotnet', '-', r), 'rotnet'))
     return jobs
-
-
-FROZEN = ['model.backbone.frozen_stages=4', 'model.backbone.norm_eval=True']
 
 
 def scenes_jobs(args, seed, works):

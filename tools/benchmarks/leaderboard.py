@@ -44,7 +44,7 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import SCENES64_ARGS, SCENES64_ROOT  # noqa: E402
+from probe import DET, FROZEN, SCENES64_ARGS, SCENES64_ROOT, SEG  # noqa: E402
 from stage_runner import Pipeline, read_json, run_parallel, train_and_test  # noqa: E402
 
 PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
@@ -60,13 +60,8 @@ RETRAIN_CFG = 'configs/selfsup/label-retrain_r18-w16-ticket_fashionmnist.py'
 PROBE_CFG = 'configs/selfsup/linear-probe_r18-w16-ticket_fashionmnist.py'
 DENSE_PROBE_CFG = 'configs/selfsup/linear-probe_r18-w16_fashionmnist.py'
 SCENES = dict(  # size -> task -> (ticket config, dense config, last checkpoint, metric)
-    probe64=dict(
-        det=('configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_probe_fashionscenes64.py',
-             'configs/downstream/mmdet/retinanet_r18-w16_fpn_probe_fashionscenes64.py',
-             'epoch_12.pth', 'coco/bbox_mAP'),
-        seg=('configs/downstream/mmseg/fpn_r18-w16-ticket_probe_fashionscenes64.py',
-             'configs/downstream/mmseg/fpn_r18-w16_probe_fashionscenes64.py',
-             'iter_1000.pth', 'mIoU')),
+    probe64=dict(det=(DET[1], DET[0], 'epoch_12.pth', 'coco/bbox_mAP'),
+                 seg=(SEG[1], SEG[0], 'iter_1000.pth', 'mIoU')),
     full=dict(  # the main job's 128x128 scenes (make demo's downstream configs)
         det=('configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py',
              'configs/downstream/mmdet/retinanet_r18-w16_fpn_12e_fashionscenes.py',
@@ -76,7 +71,6 @@ SCENES = dict(  # size -> task -> (ticket config, dense config, last checkpoint,
              'iter_1000.pth', 'mIoU')))
 SCENES_DATA = dict(probe64=(SCENES64_ROOT, SCENES64_ARGS),
                    full=('data/fashion_scenes', ['--out', 'data/fashion_scenes']))
-FROZEN = ['model.backbone.frozen_stages=4', 'model.backbone.norm_eval=True']
 
 UNSTRUCTURED = ('recprune', 'imp', 'random', 'magnitude', 'onthefly', 'rotnet')
 STRUCTURED = ('psap', 'l1_uniform', 'l1_global', 'random_uniform')
