@@ -106,3 +106,13 @@ def parse_with_scale(parser, scales, argv=None):
     known, _ = parser.parse_known_args(argv)
     parser.set_defaults(**scales[known.scale])
     return parser.parse_args(argv)
+
+
+def write_summary(work_dir, table, summary, name='table'):
+    """A benchmark's results: the Markdown table (``<name>.md``) and the numbers behind it
+    (``summary.json``, or ``<name>.json`` for another name) in ``work_dir``."""
+    with open(osp.join(work_dir, f'{name}.md'), 'w') as f:
+        f.write(table + '\n')
+    with open(osp.join(work_dir, 'summary.json' if name == 'table' else f'{name}.json'),
+              'w') as f:
+        json.dump(summary, f, indent=2)

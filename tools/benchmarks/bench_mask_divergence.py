@@ -13,17 +13,14 @@ Writes ``table.md``, ``summary.json`` and ``divergence.png`` to ``--work-dir``; 
 reused. Every run is ``tools/train.py`` on the method's config with the options printed before it.
 """
 import argparse
-import json
 import os.path as osp
 import sys
 import time
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from stage_runner import Pipeline, parse_with_scale, run_parallel  # noqa: E402
-
-DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
-METHOD_CFGS = dict(recprune='configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
-                   imp='configs/imp/imp_r18-w16_7r-1e_fashionmnist.py')
+from probe import DECODER_CFG, LOTTERY_CFGS, PRETRAIN_CFG  # noqa: E402
+from stage_runner import Pipeline, parse_with_scale, run_parallel, write_summary  # noqa: E402
 
 
 def parse_args():
@@ -58,7 +55,7 @@ def prune_run(pipe, args, method, seed, images, lr, load_from):
             'default_hooks.checkpoint.max_keep_ckpts=1']
     tickets = [osp.join(work, 'tickets', f'round_{r}.pth') for r in range(1, args.rounds + 1)]
     pipe.run(f'prune/{images}_{lr:g}/{method}/seed{seed}',
-             [[sys.executable, 'tools/train.py', METHOD_CFGS[method], '--work-dir', work,
+             [[sys.executable, 'tools/train.py', LOTTERY_CFGS[method], '--work-dir', work,
                *opts]], tickets)
     return tickets
 
@@ -76,7 +73,7 @@ def main():
     pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only)
     if not osp.isfile(args.pretrained):
         pipe.run('pretrain', [[sys.executable, 'tools/train.py',
-                               'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py',
+                               PRETRAIN_CFG,
                                '--work-dir', osp.dirname(args.pretrained)]], [args.pretrained])
     decoder = osp.join(args.work_dir, f'decoder_seed{args.seed}', 'epoch_3.pth')
     pipe.run(f'decoder/seed{args.seed}',
@@ -110,10 +107,7 @@ def main():
                                f'time of this invocation {(time.time() - start) / 60:.1f} min '
                                f'with {args.jobs} workers.')
     print(table)
-    with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
-        f.write(table + '\n')
-    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+    write_summary(args.work_dir, table, summary)
     plot(args, summary)
 
 

@@ -17,7 +17,6 @@ A backbone is a ticket (``model.backbone.ticket=``) unless its file is a classif
 ``table.md`` and ``summary.json`` to ``--work-dir``.
 """
 import argparse
-import json
 import os.path as osp
 import statistics
 import sys
@@ -26,7 +25,7 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import DET, SCENES64_ARGS, SCENES64_ROOT  # noqa: E402
-from stage_runner import Pipeline, run_parallel, train_and_test  # noqa: E402
+from stage_runner import Pipeline, run_parallel, train_and_test, write_summary  # noqa: E402
 
 
 def parse_args():
@@ -103,11 +102,8 @@ def main():
             'workers.')
     table = '\n'.join(lines) + note
     print(table)
-    with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
-        f.write(table + '\n')
-    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
-        json.dump(dict(scores=scores, threshold=threshold, collapsed=collapsed,
-                       runs=len(every)), f, indent=2)
+    write_summary(args.work_dir, table, dict(scores=scores, threshold=threshold,
+                                             collapsed=collapsed, runs=len(every)))
 
 
 if __name__ == '__main__':

@@ -19,7 +19,6 @@ downstream runs in ``--downstream-targets`` order (default -50 % only, so the wh
 stays within 90 minutes on 2 cores; add ``0.3 0.7`` for the full grid, ~40 min more).
 """
 import argparse
-import json
 import os.path as osp
 import statistics
 import sys
@@ -29,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import prepare_inputs, probe_downstream, summarise  # noqa: E402
-from stage_runner import Pipeline, parse_with_scale, read_json, train_and_test  # noqa: E402
+from stage_runner import (Pipeline, parse_with_scale, read_json, train_and_test,
+                          write_summary)  # noqa: E402
 
 PRUNE_CFGS = dict(  # from the dense checkpoint; the scratch runs use SCRATCH_CFG + method
     psap='configs/psap/psap_r18-w16_fashionmnist.py',
@@ -122,10 +122,8 @@ def write_outputs(args, cells):
                     f'{summarise(c["mAP"])} | {summarise(c["mIoU"])} | '
                     f'{max(map(len, c.values()))} |')
     table = '\n'.join(rows)
-    with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
-        f.write(table + '\n')
-    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
-        json.dump({'/'.join(map(str, k)): v for k, v in sorted(cells.items())}, f, indent=2)
+    write_summary(args.work_dir, table,
+                  {'/'.join(map(str, k)): v for k, v in sorted(cells.items())})
     plot(args, cells)
     return table
 

@@ -16,7 +16,6 @@ runs finish sooner than one two-threaded run after another. Every run is ``tools
 can be re-run by hand.
 """
 import argparse
-import json
 import os.path as osp
 import statistics
 import sys
@@ -24,12 +23,10 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import prepare_inputs, probe_downstream, summarise  # noqa: E402
-from stage_runner import Pipeline, parse_with_scale, read_json, run_parallel  # noqa: E402
-
-DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
-METHOD_CFGS = dict(recprune='configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
-                   imp='configs/imp/imp_r18-w16_7r-1e_fashionmnist.py')
+from probe import (DECODER_CFG, LOTTERY_CFGS, prepare_inputs, probe_downstream,  # noqa: E402
+                   summarise)
+from stage_runner import (Pipeline, parse_with_scale, read_json, run_parallel,
+                          write_summary)  # noqa: E402
 
 
 def parse_args():
@@ -61,7 +58,7 @@ def downstream(pipe, args, tag, seed, init_option):
 def prune(pipe, args, method, seed, load_from):
     py = sys.executable
     work = osp.join(args.work_dir, f'seed{seed}', method)
-    cfg = METHOD_CFGS[method]
+    cfg = LOTTERY_CFGS[method]
     last = max(args.rounds)  # one epoch per round
     opts = ['--cfg-options', f'load_from={load_from}', f'randomness.seed={seed}',
             f'train_dataloader.dataset.indices={args.prune_subset}',
@@ -111,10 +108,7 @@ def write_outputs(args, cells):
                     f'{summarise(cell["mAP"])} | {summarise(cell["mIoU"])} | '
                     f'{len(cell["mAP"])} |')
     table = '\n'.join(rows)
-    with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
-        f.write(table + '\n')
-    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
-        json.dump({f'{k[0]}@{k[1]:.1f}': v for k, v in cells.items()}, f, indent=2)
+    write_summary(args.work_dir, table, {f'{k[0]}@{k[1]:.1f}': v for k, v in cells.items()})
     plot(args, cells)
     return table
 

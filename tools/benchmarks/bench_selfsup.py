@@ -24,7 +24,6 @@ interrupted benchmark continues where it stopped. Runs go to ``--jobs`` workers 
 each). Writes ``table.md``, ``summary.json`` and ``selfsup_vs_sparsity.png`` to ``--work-dir``.
 """
 import argparse
-import json
 import math
 import os.path as osp
 import statistics
@@ -35,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import DET, FROZEN, SCENES64_ARGS, SCENES64_ROOT, SEG  # noqa: E402
-from stage_runner import Pipeline, parse_with_scale, read_json, train_and_test  # noqa: E402
+from stage_runner import (Pipeline, parse_with_scale, read_json, train_and_test,
+                          write_summary)  # noqa: E402
 
 PRUNE_CFGS = dict(rotnet='configs/selfsup/rotnet-imp_r18-w16_7r-2e_fashionmnist.py',
                   s4l='configs/selfsup/s4l-imp_r18-w16_7r-2e_fashionmnist.py',
@@ -218,10 +218,7 @@ def report(args, cells, wall):
               f'(bbox mAP / mIoU, %), seeds {args.scenes_seeds}; wall time {wall / 60:.1f} min '
               f'with {args.jobs} workers.')
     print(table)
-    with open(osp.join(args.work_dir, 'table.md'), 'w') as f:
-        f.write(table + '\n')
-    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
-        json.dump({'|'.join(map(str, k)): v for k, v in cells.items()}, f, indent=2)
+    write_summary(args.work_dir, table, {'|'.join(map(str, k)): v for k, v in cells.items()})
     plot(args, cells)
 
 

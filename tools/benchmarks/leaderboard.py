@@ -44,13 +44,11 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import DET, FROZEN, SCENES64_ARGS, SCENES64_ROOT, SEG  # noqa: E402
-from stage_runner import Pipeline, read_json, run_parallel, train_and_test  # noqa: E402
+from probe import (DECODER_CFG, DET, FROZEN, LOTTERY_CFGS, PRETRAIN_CFG,  # noqa: E402
+                   SCENES64_ARGS, SCENES64_ROOT, SEG)
+from stage_runner import (Pipeline, read_json, run_parallel, train_and_test,
+                          write_summary)  # noqa: E402
 
-PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
-DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
-UNSTRUCTURED_CFGS = dict(recprune='configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
-                         imp='configs/imp/imp_r18-w16_7r-1e_fashionmnist.py')
 ONTHEFLY_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
 STRUCTURED_CFGS = dict(psap='configs/psap/psap_r18-w16_fashionmnist.py',
                        l1_uniform='configs/l1/l1-uniform_r18-w16_fashionmnist.py',
@@ -213,7 +211,7 @@ def lottery_run(pipe, args, method, seed, rounds, load_from, name, prune_ratio=N
         opts.append(f'custom_hooks.0.pruner.prune_ratio={prune_ratio}')
     out = osp.join(work, 'tickets', f'round_{rounds}.pth')
     pipe.run(f'prune/{name}/seed{seed}',
-             [[sys.executable, 'tools/train.py', UNSTRUCTURED_CFGS[method], '--work-dir', work,
+             [[sys.executable, 'tools/train.py', LOTTERY_CFGS[method], '--work-dir', work,
                *opts]], [out])
     return work
 
@@ -616,11 +614,10 @@ def main(argv=None):
             f'{args.seeds[0]}\'s tickets. Wall time of this invocation {wall / 60:.1f} min with '
             f'{args.jobs} workers.')
     print(table + note)
-    with open(osp.join(args.work_dir, 'leaderboard.md'), 'w') as f:
-        f.write(table + note + '\n')
-    with open(osp.join(args.work_dir, 'leaderboard.json'), 'w') as f:
-        json.dump(dict(scale=args.scale, size=args.size, seeds=args.seeds, rows=rows,
-                       cells={'|'.join(map(str, k)): v for k, v in cells.items()}), f, indent=2)
+    write_summary(args.work_dir, table + note,
+                  dict(scale=args.scale, size=args.size, seeds=args.seeds, rows=rows,
+                       cells={'|'.join(map(str, k)): v for k, v in cells.items()}),
+                  name='leaderboard')
     if any(r['top1'] for r in rows):
         plot(rows, osp.join(args.work_dir, 'leaderboard.png'))
     if FAILED:

@@ -9,6 +9,10 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from stage_runner import train_and_test  # noqa: E402
 
 PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
+# the RecPrune / IMP loop of the embedded default (RecPrune starts from its decoder stage)
+DECODER_CFG = 'configs/recprune/recprune_r18-w16_decoder-stage_fashionmnist.py'
+LOTTERY_CFGS = dict(recprune='configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
+                    imp='configs/imp/imp_r18-w16_7r-1e_fashionmnist.py')
 DET = ('configs/downstream/mmdet/retinanet_r18-w16_fpn_probe_fashionscenes64.py',
        'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_probe_fashionscenes64.py')
 SEG = ('configs/downstream/mmseg/fpn_r18-w16_probe_fashionscenes64.py',
