@@ -139,3 +139,17 @@ def test_each_benchmark_has_a_faithful_scale(bench):
                           '--scale', 'faithful', '--help'], capture_output=True, text=True,
                          check=True).stdout
     assert 'faithful:' in out
+
+
+def test_mask_jaccard_against_imp(r18_w16_tickets):
+    """The "mask Jaccard vs IMP" column: 1 for the same ticket, the random control's drawn
+    masks (the ones PrunedBackbone uses) share far fewer weights, structured rows have none."""
+    ticket = r18_w16_tickets['unstructured']
+    key = ('unstructured', 20.0, 0)
+    entries = {('imp', *key): (ticket, []), ('recprune', *key): (ticket, []),
+               ('random', *key): (ticket, ['model.backbone.masks=random']),
+               ('psap', 'structured', 50.0, 0): (r18_w16_tickets['structured'], [])}
+    jaccards = leaderboard.mask_jaccards(entries)
+    assert jaccards[('recprune', 'unstructured', 20.0)] == [1.0]
+    assert jaccards[('random', 'unstructured', 20.0)][0] < 0.9
+    assert set(jaccards) == {('recprune', 'unstructured', 20.0), ('random', 'unstructured', 20.0)}

@@ -473,11 +473,11 @@ def paired(cells, method, baseline, kind, level, metric):
             len(diffs), sum(d > 0 for d in diffs))
 
 
-def fmt(ms):
+def fmt(ms, digits=2):
     if ms is None:
         return '-'
     mean, std, n = ms
-    return f'{mean:.2f} +- {std:.2f}' if n > 1 else f'{mean:.2f} (1 seed)'
+    return f'{mean:.{digits}f} +- {std:.{digits}f}' if n > 1 else f'{mean:.{digits}f} (1 seed)'
 
 
 def fmt_paired(p):
@@ -487,7 +487,29 @@ def fmt_paired(p):
     return f'{mean:+.2f} +- {std:.2f} ({wins}/{n})'
 
 
-def build_rows(cells, costs, latency):
+def mask_jaccards(entries):
+    """``{(method, kind, level): [Jaccard of its kept weights with IMP's, per seed]}`` for the
+    unstructured tickets (``random``: the masks PrunedBackbone draws for it)."""
+    from mmrecprune.sparsity import mask_overlap, random_masks_like
+    from mmrecprune.tickets import load_ticket
+    out = {}
+    for (method, kind, level, seed), (ticket, extra) in entries.items():
+        imp = entries.get(('imp', kind, level, seed))
+        if (kind != 'unstructured' or method == 'imp' or imp is None
+                or not osp.isfile(ticket) or not osp.isfile(imp[0])):
+            continue
+        imp_masks = load_ticket(imp[0]).masks
+        masks = (random_masks_like(load_ticket(ticket).masks, seed) if method == 'random'
+                 else load_ticket(ticket).masks)
+        if set(masks) != set(imp_masks):  # another model (on-the-fly: first conv kept, ...)
+            masks = {k: v for k, v in masks.items() if k in imp_masks}
+            imp_masks = {k: v for k, v in imp_masks.items() if k in masks}
+        out.setdefault((method, kind, level), []).append(
+            mask_overlap(masks, imp_masks)['jaccard'])
+    return out
+
+
+def build_rows(cells, costs, latency, jaccards=None):
     """Every (method, kind, level) row with its summaries and paired differences."""
     rows = []
     for (method, kind, level), metrics in sorted(
@@ -495,7 +517,8 @@ def build_rows(cells, costs, latency):
                                            (UNSTRUCTURED + STRUCTURED + ('dense', ))
                                            .index(kv[0][0]))):
         row = dict(method=method, kind=kind, level=level, costs=costs.get((method, kind, level)),
-                   latency=latency.get((method, kind, level)), baseline=BASELINES.get(method))
+                   latency=latency.get((method, kind, level)), baseline=BASELINES.get(method),
+                   jaccard_imp=mean_std((jaccards or {}).get((method, kind, level), [])))
         for metric in COLUMNS:
             row[metric] = mean_std(list(metrics.get(metric, {}).values()))
             if row['baseline']:
@@ -506,7 +529,8 @@ def build_rows(cells, costs, latency):
 
 
 def markdown(rows, columns):
-    head = ['method', 'kind', 'level', 'params kept', 'FLOPs kept', 'CPU speed-up']
+    head = ['method', 'kind', 'level', 'params kept', 'FLOPs kept', 'CPU speed-up',
+            'mask Jaccard vs IMP']
     for c in columns:
         head += [TITLES[c], 'vs baseline']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
@@ -517,7 +541,8 @@ def markdown(rows, columns):
         costs = r['costs']
         cells = [r['method'], r['kind'], level,
                  f'{costs[0]:.1f} %' if costs else '-', f'{costs[1]:.1f} %' if costs else '-',
-                 f'{r["latency"]:.2f}x' if r['latency'] else '-']
+                 f'{r["latency"]:.2f}x' if r['latency'] else '-',
+                 fmt(r['jaccard_imp'], 3) if r.get('jaccard_imp') else '-']
         for c in columns:
             vs = r.get(f'{c}_vs_baseline')
             cells += [fmt(r[c]), (f'{fmt_paired(vs)} vs {r["baseline"]}' if vs else '-')]
@@ -603,7 +628,7 @@ def main(argv=None):
         for (method, kind, level, seed), (ticket, _) in entries.items():
             if kind == 'structured' and seed == args.seeds[0] and osp.isfile(ticket):
                 latency[(method, kind, level)] = latency_ratio(ticket, args.latency_repeats)
-    rows = build_rows(cells, costs, latency)
+    rows = build_rows(cells, costs, latency, {} if args.dry_run else mask_jaccards(entries))
     columns = [c for c in COLUMNS if any(r[c] for r in rows)] or ['top1', 'probe']
     table = markdown(rows, columns)
     wall = time.time() - start
