@@ -123,8 +123,9 @@ def parse_args(argv=None):
     parser.add_argument('--scenes-seeds', type=int, nargs='*', default=None,
                         help='seeds of the scenes probes (default: --seeds)')
     parser.add_argument('--scenes-methods', nargs='*', default=None,
-                        choices=UNSTRUCTURED + STRUCTURED,
-                        help='methods whose tickets get the scenes probes (default: --methods)')
+                        choices=UNSTRUCTURED + STRUCTURED + ('dense', ),
+                        help='methods whose tickets get the scenes probes, and dense for the '
+                             'dense reference (default: --methods and dense)')
     parser.add_argument('--scenes-modes', nargs='+', default=['finetuned', 'frozen'],
                         choices=['finetuned', 'frozen'])
     parser.add_argument('--latency-repeats', type=int, default=30)
@@ -138,7 +139,7 @@ def parse_args(argv=None):
     if args.scenes_seeds is None:
         args.scenes_seeds = args.seeds
     if args.scenes_methods is None:
-        args.scenes_methods = args.methods
+        args.scenes_methods = [*args.methods, 'dense']
     return args
 
 
@@ -408,7 +409,7 @@ def dense_tasks(pipe, args, seed):
                  osp.join(work, 'probe'), [init, f'randomness.seed={seed}',
                                            *probe_schedule(size['probe_epochs'])],
                  size['probe_epochs'], size['probe_images']))]
-    if args.scenes_levels and seed in args.scenes_seeds:
+    if args.scenes_levels and seed in args.scenes_seeds and 'dense' in args.scenes_methods:
         tasks += scenes_tasks(pipe, args, f'dense/seed{seed}', work,
                               [init, f'randomness.seed={seed}'], dense=True)
     return tasks
@@ -639,6 +640,8 @@ def main(argv=None):
             f'{args.seeds[0]}\'s tickets. Wall time of this invocation {wall / 60:.1f} min with '
             f'{args.jobs} workers.')
     print(table + note)
+    if args.dry_run:
+        return
     write_summary(args.work_dir, table + note,
                   dict(scale=args.scale, size=args.size, seeds=args.seeds, rows=rows,
                        cells={'|'.join(map(str, k)): v for k, v in cells.items()}),
