@@ -1,5 +1,6 @@
 """Run pipeline stages as ordinary tools/train.py / tools/test.py subprocesses, skipping
 stages that already finished (used by the main job and the benchmarks)."""
+import collections
 import json
 import os
 import os.path as osp
@@ -25,6 +26,8 @@ class Pipeline:
         self.dry_run = dry_run
         # stages may run from several threads (the benchmarks run two at once on 2 cores)
         self._lock = threading.Lock()
+        # one lock per stage: a stage that several tasks need runs once, the others wait for it
+        self._stage_locks = collections.defaultdict(threading.Lock)
         self.env = dict(os.environ)
         if threads_per_stage:
             self.env['OMP_NUM_THREADS'] = str(threads_per_stage)
@@ -37,6 +40,12 @@ class Pipeline:
 
     def run(self, name, cmds, outputs, read_metrics=None):
         """Run ``cmds`` unless stage ``name`` finished before and its ``outputs`` exist."""
+        with self._lock:
+            stage_lock = self._stage_locks[name]
+        with stage_lock:
+            return self._run(name, cmds, outputs, read_metrics)
+
+    def _run(self, name, cmds, outputs, read_metrics):
         done = self.results.get(name)
         if done and all(osp.exists(p) for p in outputs) and not self.force:
             print(f'[{name}] reusing the finished stage ({done["wall_s"]:.0f} s)', flush=True)

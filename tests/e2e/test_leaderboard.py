@@ -153,3 +153,19 @@ def test_mask_jaccard_against_imp(r18_w16_tickets):
     assert jaccards[('recprune', 'unstructured', 20.0)] == [1.0]
     assert jaccards[('random', 'unstructured', 20.0)][0] < 0.9
     assert set(jaccards) == {('recprune', 'unstructured', 20.0), ('random', 'unstructured', 20.0)}
+
+
+def test_a_stage_several_tasks_need_runs_once(tmp_path):
+    """Tasks on several workers asking for the same stage (e.g. one dense network pruned at
+    three levels): it runs once, the others wait for it and reuse it; results.json keeps it."""
+    from stage_runner import Pipeline, run_parallel
+    marker = tmp_path / 'runs.txt'
+    out = tmp_path / 'out.txt'
+    cmd = [sys.executable, '-c', 'import time; time.sleep(1); '
+           f'open({str(marker)!r}, "a").write("x"); open({str(out)!r}, "w").write("done")']
+    pipe = Pipeline(str(tmp_path / 'work'))
+    records = run_parallel([lambda: pipe.run('dense', [cmd], [str(out)])] * 3, 3)
+    assert marker.read_text() == 'x'
+    assert all(r['wall_s'] == records[0]['wall_s'] for r in records)
+    assert Pipeline(str(tmp_path / 'work')).run('dense', [cmd], [str(out)]) == records[0]
+    assert marker.read_text() == 'x'

@@ -70,11 +70,15 @@ SCENES = dict(  # size -> task -> (ticket config, dense config, last checkpoint,
 SCENES_DATA = dict(probe64=(SCENES64_ROOT, SCENES64_ARGS),
                    full=('data/fashion_scenes', ['--out', 'data/fashion_scenes']))
 
-UNSTRUCTURED = ('recprune', 'imp', 'random', 'magnitude', 'onthefly', 'rotnet')
+UNSTRUCTURED = ('recprune', 'imp', 'random', 'magnitude', 'onthefly', 'magnitude_scratch',
+                'rotnet', 'supervised_scratch')
 STRUCTURED = ('psap', 'l1_uniform', 'l1_global', 'random_uniform')
 # each method's paired comparison: what it must beat
-BASELINES = dict(recprune='imp', imp='random', magnitude='random', onthefly='magnitude',
-                 rotnet='random', psap='l1_uniform', l1_uniform='random_uniform',
+# (on-the-fly and the self-supervised tickets train their own network from scratch on fewer
+# images, so their baselines are pruned from networks trained the same way, not from the dense
+# checkpoint the other rows start from)
+BASELINES = dict(recprune='imp', imp='random', magnitude='random', onthefly='magnitude_scratch',
+                 rotnet='supervised_scratch', psap='l1_uniform', l1_uniform='random_uniform',
                  l1_global='l1_uniform', random='dense', random_uniform='dense')
 
 # The sizes: ``default`` fits 90 minutes on 2 CPU cores; ``faithful`` is the embedded default at
@@ -253,6 +257,39 @@ def onthefly_run(pipe, args, seed, rounds):
     return out
 
 
+def scratch_dense_run(pipe, args, seed):
+    """An ordinary dense network trained as ``onthefly`` trains its own (same images, epochs
+    and seed, plain convs, no penalty): what one-shot magnitude pruning starts from in the
+    like-for-like comparison with on-the-fly pruning."""
+    size = args.size
+    work = osp.join(seed_dir(args, seed), 'dense_scratch')
+    epochs = size['onthefly_epochs']
+    ckpt = osp.join(work, f'epoch_{epochs}.pth')
+    pipe.run(f'dense_scratch/seed{seed}',
+             [[sys.executable, 'tools/train.py', PRETRAIN_CFG, '--work-dir', work,
+               '--cfg-options', f'randomness.seed={seed}',
+               *data_options(size['onthefly_images'], size['val_images']),
+               f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+               f'param_scheduler.1.T_max={max(1, epochs - 1)}',
+               f'param_scheduler.1.end={epochs}', 'default_hooks.checkpoint.max_keep_ckpts=1']],
+             [ckpt])
+    return ckpt
+
+
+def magnitude_scratch_run(pipe, args, seed, rounds, ckpt):
+    """One-shot magnitude pruning of ``ckpt`` with on-the-fly's cut (every layer, first conv
+    kept, zeros), no fine-tuning: ``tools/prune_on_the_fly.py``."""
+    sparsity = round(1 - 0.8 ** rounds, 4)
+    work = osp.join(seed_dir(args, seed), f'magnitude_scratch_r{rounds}')
+    out = osp.join(work, 'ticket.pth')
+    pipe.run(f'prune/magnitude_scratch_r{rounds}/seed{seed}',
+             [[sys.executable, 'tools/prune_on_the_fly.py', PRETRAIN_CFG, ckpt,
+               '--sparsity', str(sparsity), '--recovery', 'zero', '--out', out,
+               '--work-dir', work, '--cfg-options',
+               f'test_dataloader.dataset.indices={args.size["val_images"]}']], [out])
+    return out
+
+
 def structured_run(pipe, args, method, seed, fraction):
     size = args.size
     name = f'{method}_f{round(100 * fraction)}'
@@ -308,11 +345,16 @@ def ticket_tasks(pipe, args, seed):
                            f'onthefly_p{round(100 * round(1 - 0.8 ** r, 4))}.pth')
             tasks.append(lambda r=r: onthefly_run(pipe, args, seed, r))
             entries[('onthefly', *key)] = (out, [])
-        if 'rotnet' in methods:
-            path = osp.join(args.selfsup_dir, f'seed{seed}', 'prune_rotnet', 'tickets',
-                            f'round_{r}.pth')
-            if osp.isfile(path):  # only the levels bench_selfsup.py scored
-                entries[('rotnet', *key)] = (path, [])
+        if 'magnitude_scratch' in methods:
+            out = osp.join(root, f'magnitude_scratch_r{r}', 'ticket.pth')
+            tasks.append(lambda r=r: magnitude_scratch_run(
+                pipe, args, seed, r, scratch_dense_run(pipe, args, seed)))
+            entries[('magnitude_scratch', *key)] = (out, [])
+        for method, run in (('rotnet', 'prune_rotnet'), ('supervised_scratch',
+                                                         'prune_supervised')):
+            path = osp.join(args.selfsup_dir, f'seed{seed}', run, 'tickets', f'round_{r}.pth')
+            if method in methods and osp.isfile(path):  # bench_selfsup.py's tickets
+                entries[(method, *key)] = (path, [])
     for method in STRUCTURED:
         if method not in methods:
             continue
