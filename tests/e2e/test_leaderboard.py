@@ -108,6 +108,9 @@ def test_paired_differences_are_per_seed_and_count_wins():
     assert '+0.00 +- 1.41 (1/2) vs imp' in table
     assert '81.00 +- 1.00' in table
     assert leaderboard.paired(cells, 'recprune', 'imp', 'unstructured', 91.4, 'top1') is None
+    compact = leaderboard.pivot(rows, 'top1')
+    assert '| recprune (imp) | 81.00 (+0.00 +- 1.41 (1/2)) |' in compact
+    assert '| random (dense) | 71.00 |' in compact  # no dense cell: no paired difference
 
 
 def test_every_benchmark_scale_sets_defaults_and_explicit_arguments_win():

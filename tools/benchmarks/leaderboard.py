@@ -593,6 +593,36 @@ def markdown(rows, columns):
     return '\n'.join(lines)
 
 
+def pivot(rows, metric):
+    """One compact table per kind: a row per method, a column per level, each cell the mean
+    and, below the method's name, its paired difference against its baseline."""
+    out = []
+    for kind in ('unstructured', 'structured'):
+        levels = sorted({r['level'] for r in rows if r['kind'] == kind})
+        if not levels:
+            continue
+        head = ['method (baseline)'] + [
+            f'{lv:.1f} % sparse' if kind == 'unstructured' else f'-{lv:.0f} % FLOPs'
+            for lv in levels]
+        lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+        for method in [m for m in UNSTRUCTURED + STRUCTURED
+                       if any(r['method'] == m and r['kind'] == kind for r in rows)]:
+            cells = []
+            for lv in levels:
+                r = next((r for r in rows if (r['method'], r['kind'], r['level']) ==
+                          (method, kind, lv)), None)
+                if r is None or r[metric] is None:
+                    cells.append('-')
+                    continue
+                vs = r.get(f'{metric}_vs_baseline')
+                cells.append(f'{r[metric][0]:.2f}' + (f' ({fmt_paired(vs)})' if vs else ''))
+            baseline = BASELINES.get(method)
+            lines.append(f'| {method}' + (f' ({baseline})' if baseline else '') + ' | ' +
+                         ' | '.join(cells) + ' |')
+        out.append('\n'.join(lines))
+    return '\n\n'.join(out)
+
+
 def plot(rows, path):
     import matplotlib
     matplotlib.use('Agg')
@@ -674,6 +704,9 @@ def main(argv=None):
     rows = build_rows(cells, costs, latency, {} if args.dry_run else mask_jaccards(entries))
     columns = [c for c in COLUMNS if any(r[c] for r in rows)] or ['top1', 'probe']
     table = markdown(rows, columns)
+    for metric in columns:  # the compact views the README quotes
+        table += f'\n\n**{TITLES[metric]}** (mean; paired difference vs baseline)\n\n'
+        table += pivot(rows, metric)
     wall = time.time() - start
     note = (f'\n\nScale {args.scale!r} ({json.dumps(args.size)}), seeds {args.seeds}; mean +- '
             f'std over seeds; "vs baseline": mean +- std of the per-seed differences (same '
