@@ -151,6 +151,7 @@ def test_mask_jaccard_against_imp(r18_w16_tickets):
     key = ('unstructured', 20.0, 0)
     entries = {('imp', *key): (ticket, []), ('recprune', *key): (ticket, []),
                ('random', *key): (ticket, ['model.backbone.masks=random']),
+               ('onthefly', *key): (ticket, []),  # another network: no Jaccard with IMP's
                ('psap', 'structured', 50.0, 0): (r18_w16_tickets['structured'], [])}
     jaccards = leaderboard.mask_jaccards(entries)
     assert jaccards[('recprune', 'unstructured', 20.0)] == [1.0]

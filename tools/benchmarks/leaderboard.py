@@ -530,15 +530,19 @@ def fmt_paired(p):
     return f'{mean:+.2f} +- {std:.2f} ({wins}/{n})'
 
 
+SAME_START = ('recprune', 'random', 'magnitude')  # pruned from the dense checkpoint IMP prunes
+
+
 def mask_jaccards(entries):
     """``{(method, kind, level): [Jaccard of its kept weights with IMP's, per seed]}`` for the
-    unstructured tickets (``random``: the masks PrunedBackbone draws for it)."""
+    tickets pruned from the same dense network as IMP's (``random``: the masks PrunedBackbone
+    draws for it); the others prune networks of their own, whose masks IMP's cannot share."""
     from mmrecprune.sparsity import mask_overlap, random_masks_like
     from mmrecprune.tickets import load_ticket
     out = {}
     for (method, kind, level, seed), (ticket, extra) in entries.items():
         imp = entries.get(('imp', kind, level, seed))
-        if (kind != 'unstructured' or method == 'imp' or imp is None
+        if (method not in SAME_START or imp is None
                 or not osp.isfile(ticket) or not osp.isfile(imp[0])):
             continue
         imp_masks = load_ticket(imp[0]).masks
@@ -597,6 +601,7 @@ def pivot(rows, metric):
     """One compact table per kind: a row per method, a column per level, each cell the mean
     and, below the method's name, its paired difference against its baseline."""
     out = []
+    rows = [r for r in rows if r[metric] is not None]  # what this metric was run on
     for kind in ('unstructured', 'structured'):
         levels = sorted({r['level'] for r in rows if r['kind'] == kind})
         if not levels:
