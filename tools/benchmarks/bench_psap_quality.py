@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import prepare_inputs, probe_downstream, summarise  # noqa: E402
-from stage_runner import (Pipeline, parse_with_scale, read_json, train_and_test,
-                          write_summary)  # noqa: E402
+from stage_runner import (Pipeline, parse_with_scale, read_json, train_and_test,  # noqa: E402
+                          write_summary)
 
 PRUNE_CFGS = dict(  # from the dense checkpoint; the scratch runs use SCRATCH_CFG + method
     psap='configs/psap/psap_r18-w16_fashionmnist.py',

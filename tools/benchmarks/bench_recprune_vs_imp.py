@@ -25,8 +25,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import (DECODER_CFG, LOTTERY_CFGS, prepare_inputs, probe_downstream,  # noqa: E402
                    summarise)
-from stage_runner import (Pipeline, parse_with_scale, read_json, run_parallel,
-                          write_summary)  # noqa: E402
+from stage_runner import (Pipeline, parse_with_scale, read_json, run_parallel,  # noqa: E402
+                          write_summary)
 
 
 def parse_args():

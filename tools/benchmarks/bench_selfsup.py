@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import DET, FROZEN, SCENES64_ARGS, SCENES64_ROOT, SEG  # noqa: E402
-from stage_runner import (Pipeline, parse_with_scale, read_json, train_and_test,
-                          write_summary)  # noqa: E402
+from stage_runner import (Pipeline, parse_with_scale, read_json, train_and_test,  # noqa: E402
+                          write_summary)
 
 PRUNE_CFGS = dict(rotnet='configs/selfsup/rotnet-imp_r18-w16_7r-2e_fashionmnist.py',
                   s4l='configs/selfsup/s4l-imp_r18-w16_7r-2e_fashionmnist.py',

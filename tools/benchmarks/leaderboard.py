@@ -1,7 +1,7 @@
 """One leaderboard of every pruning method in the repo, at matched sparsity / FLOPs, over seeds.
 
     python tools/benchmarks/leaderboard.py [--scale default|smoke|faithful] [--seeds 0 1 2]
-        [--scenes-levels 95.6 80] [--dry-run] [--report-only]
+        [--scenes-levels 91.4 75] [--dry-run] [--report-only]
 
 Unstructured methods are compared at the same overall sparsity (20 % of the remaining weights
 per round: 7 / 11 / 14 rounds = 79.0 / 91.4 / 95.6 %), structured ones at the same fraction of
@@ -14,6 +14,9 @@ the residual blocks can remove), all on the embedded default (ResNet-18-w16, Fas
   (hyperspherical training with the gap penalty for that level, cut, no fine-tuning; trained from
   scratch on ``onthefly_images``) and ``rotnet`` (the self-supervised tickets of
   ``bench_selfsup.py``, read from its work dir where it has them: from scratch on 5000 images);
+  the last two train networks of their own, so their baselines do too: ``magnitude_scratch``
+  (one-shot magnitude pruning of a dense network trained as ``onthefly`` trains) and
+  ``supervised_scratch`` (``bench_selfsup.py``'s supervised tickets of the same loop);
 * structured: ``psap``, ``l1_uniform``, ``l1_global`` and ``random_uniform`` (L1-uniform's
   widths, random channels: the control).
 
@@ -46,8 +49,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import (DECODER_CFG, DET, FROZEN, LOTTERY_CFGS, PRETRAIN_CFG,  # noqa: E402
                    SCENES64_ARGS, SCENES64_ROOT, SEG)
-from stage_runner import (Pipeline, read_json, run_parallel, train_and_test,
-                          write_summary)  # noqa: E402
+from stage_runner import (Pipeline, read_json, run_parallel, train_and_test,  # noqa: E402
+                          write_summary)
 
 ONTHEFLY_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
 STRUCTURED_CFGS = dict(psap='configs/psap/psap_r18-w16_fashionmnist.py',
