@@ -88,8 +88,8 @@ def train_and_test(pipe, name, cfg, work_dir, ckpt_name, extra=(), outputs=()):
 def run_parallel(tasks, jobs):
     """Run the callables ``tasks`` on ``jobs`` worker threads (each stage a single-thread
     subprocess: on 2 cores two such runs finish sooner than one two-thread run after another),
-    in the order given, and return their results in that order. Tasks that wait for another
-    task's output do so through futures they are given (see the benchmarks)."""
+    in the order given, and return their results in that order. A stage several tasks need
+    runs once: the others wait for it on the Pipeline's per-stage lock."""
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(t) for t in tasks]

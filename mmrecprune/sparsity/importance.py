@@ -161,9 +161,8 @@ IMPORTANCES = {
 
 
 def build_importance(cfg) -> _WeightImportance:
-    """Build a criterion from a config: ``dict(type='L1' | 'L2' | 'BNScale' | 'Taylor' |
-    'Random', **kw)``
-    (or just the type name), or return an already built criterion."""
+    """Build a criterion from a config, ``dict(type='L1' | 'L2' | 'BNScale' | 'Taylor' |
+    'Random', **kw)`` (or just the type name), or return an already built criterion."""
     if callable(cfg) and not isinstance(cfg, (str, dict)):
         return cfg
     cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
