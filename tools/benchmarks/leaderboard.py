@@ -47,6 +47,8 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+# analyze_ticket.load_models (imported where used: it pulls in MMEngine)
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', 'analysis_tools'))
 from probe import (DECODER_CFG, DET, FROZEN, LOTTERY_CFGS, PRETRAIN_CFG,  # noqa: E402
                    SCENES64_ARGS, SCENES64_ROOT, SEG)
 from stage_runner import (Pipeline, read_json, run_parallel, train_and_test,  # noqa: E402
@@ -174,6 +176,16 @@ def sparsity_of(rounds):
     return 100 * (1 - 0.8 ** rounds)
 
 
+def fraction_of(rounds, digits=4):
+    """The fraction of weights ``rounds`` rounds of 20 % prune, as the runs are given it."""
+    return round(1 - 0.8 ** rounds, digits)
+
+
+def onthefly_ticket(args, seed, rounds):
+    return osp.join(seed_dir(args, seed), f'onthefly_r{rounds}', 'tickets',
+                    f'onthefly_p{round(100 * fraction_of(rounds))}.pth')
+
+
 def level_key(kind, value):
     """Levels as printed: unstructured sparsity (%) from rounds, structured FLOPs removed (%)."""
     return round(sparsity_of(value) if kind == 'unstructured' else 100 * value, 1)
@@ -239,7 +251,7 @@ def decoder_run(pipe, args, seed):
 
 def onthefly_run(pipe, args, seed, rounds):
     size = args.size
-    sparsity = round(1 - 0.8 ** rounds, 4)
+    sparsity = fraction_of(rounds)
     work = osp.join(seed_dir(args, seed), f'onthefly_r{rounds}')
     iters = math.ceil(size['onthefly_images'] / 128)
     epochs = size['onthefly_epochs']
@@ -253,7 +265,7 @@ def onthefly_run(pipe, args, seed, rounds):
             f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
             f'param_scheduler.1.T_max={max(1, epochs - 1)}', f'param_scheduler.1.end={epochs}',
             'default_hooks.checkpoint.max_keep_ckpts=1']
-    out = osp.join(work, 'tickets', f'onthefly_p{round(100 * sparsity)}.pth')
+    out = onthefly_ticket(args, seed, rounds)
     pipe.run(f'prune/onthefly_r{rounds}/seed{seed}',
              [[sys.executable, 'tools/train.py', ONTHEFLY_CFG, '--work-dir', work, *opts]],
              [out])
@@ -282,7 +294,7 @@ def scratch_dense_run(pipe, args, seed):
 def magnitude_scratch_run(pipe, args, seed, rounds, ckpt):
     """One-shot magnitude pruning of ``ckpt`` with on-the-fly's cut (every layer, first conv
     kept, zeros), no fine-tuning: ``tools/prune_on_the_fly.py``."""
-    sparsity = round(1 - 0.8 ** rounds, 4)
+    sparsity = fraction_of(rounds)
     work = osp.join(seed_dir(args, seed), f'magnitude_scratch_r{rounds}')
     out = osp.join(work, 'ticket.pth')
     pipe.run(f'prune/magnitude_scratch_r{rounds}/seed{seed}',
@@ -338,16 +350,14 @@ def ticket_tasks(pipe, args, seed):
             entries[('random', *key)] = (ticket('imp'), ['model.backbone.masks=random',
                                                          f'model.backbone.seed={seed}'])
         if 'magnitude' in methods:
-            ratio = round(1 - 0.8 ** r, 6)
+            ratio = fraction_of(r, digits=6)
             tasks.append(lambda r=r, ratio=ratio: lottery_run(
                 pipe, args, 'imp', seed, 1, args.pretrained, f'magnitude_r{r}', ratio))
             entries[('magnitude', *key)] = (osp.join(root, f'magnitude_r{r}', 'tickets',
                                                      'round_1.pth'), [])
         if 'onthefly' in methods:
-            out = osp.join(root, f'onthefly_r{r}', 'tickets',
-                           f'onthefly_p{round(100 * round(1 - 0.8 ** r, 4))}.pth')
             tasks.append(lambda r=r: onthefly_run(pipe, args, seed, r))
-            entries[('onthefly', *key)] = (out, [])
+            entries[('onthefly', *key)] = (onthefly_ticket(args, seed, r), [])
         if 'magnitude_scratch' in methods:
             out = osp.join(root, f'magnitude_scratch_r{r}', 'ticket.pth')
             tasks.append(lambda r=r: magnitude_scratch_run(
@@ -464,7 +474,6 @@ def ticket_costs(ticket_path, input_shape=(1, 3, 56, 56)):
     """``(kept params %, kept FLOPs %)`` of a ticket's backbone against its dense backbone
     (unstructured: non-zero weights; their FLOPs stay dense on ordinary hardware)."""
     from mmrecprune.sparsity import count_flops_params
-    sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', 'analysis_tools'))
     from analyze_ticket import load_models
     dense, pruned, ticket = load_models(ticket_path)
     dense_flops, dense_params = count_flops_params(dense, input_shape)
@@ -480,7 +489,6 @@ def latency_ratio(ticket_path, repeats, batch=8):
     import torch
 
     from mmrecprune.analysis.latency import interleaved_latency
-    sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', 'analysis_tools'))
     from analyze_ticket import load_models
     torch.set_num_threads(1)
     dense, pruned, _ = load_models(ticket_path)
