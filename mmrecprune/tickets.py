@@ -33,23 +33,26 @@ import copy
 import io
 import os
 import os.path as osp
-import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 
 import torch
 
-from mmrecprune.checkpoint_safety import load_mmengine_checkpoint, refusal_reason
+from mmrecprune.fileio import UnsafeCheckpointError, read_archive
 from mmrecprune.sparsity import pack_mask, unpack_mask
-
-TICKET_FORMAT = 'mmrecprune-ticket'
-TICKET_VERSION = 2
-TICKET_KINDS = ('unstructured', 'structured', 'dense')
+from mmrecprune.ticket_schema import (TICKET_FORMAT, TICKET_KINDS, TICKET_VERSION,  # noqa
+                                      TicketError, check_backbone_cfg, check_ticket_payload)
 
 
-class TicketError(ValueError):
-    """A file that is not a usable ticket (wrong format, corrupted, mismatched)."""
+#: The state_dict entry (under the backbone's prefix) of a ticket backbone that carries its
+#: ticket header: a uint8 tensor holding :func:`ticket_bytes` of it.
+TICKET_STATE_KEY = 'ticket'
+
+
+def without_ticket_header(state_dict):
+    """The weights of a state_dict: the ticket header entries (``...ticket``) left out."""
+    return {k: v for k, v in state_dict.items()
+            if k.rpartition('.')[2] != TICKET_STATE_KEY and isinstance(v, torch.Tensor)}
 
 
 @dataclass
@@ -84,11 +87,12 @@ def _plain(obj):
 
 def clean_backbone_cfg(cfg):
     """The backbone config a ticket stores and builds from: a plain dict without ``init_cfg``
-    / ``pretrained`` (a ticket holds its weights; nothing may load others over them)."""
+    / ``pretrained`` (a ticket holds its weights; nothing may load others over them), checked
+    against the ticket schema (its canonical type, e.g. ``'mmdet.ResNet'``)."""
     cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else copy.deepcopy(dict(cfg))
     cfg.pop('init_cfg', None)
     cfg.pop('pretrained', None)
-    return cfg
+    return check_backbone_cfg(_plain(cfg), 'backbone config')
 
 
 def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=None,
@@ -111,9 +115,8 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
         raise TicketError('a ticket is either unstructured (masks) or structured '
                           '(channel_structure), not both')
     kind = 'unstructured' if masks else 'structured' if channel_structure else 'dense'
-    # tensors only: a backbone built from a ticket also saves its ticket header (a dict)
-    state_dict = {k: v.detach().cpu().clone() for k, v in state_dict.items()
-                  if isinstance(v, torch.Tensor)}
+    state_dict = {k: v.detach().cpu().clone()
+                  for k, v in without_ticket_header(state_dict).items()}
     packed = {}
     for name in sorted(set(fill_values or {}) - set(masks or {})):
         raise TicketError(f'fill value for {name!r}, which has no mask')
@@ -129,16 +132,16 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
         meta=_plain(dict(meta, format=TICKET_FORMAT, version=TICKET_VERSION, kind=kind,
                          backbone=clean_backbone_cfg(backbone_cfg))),
         state_dict=state_dict, masks=packed, channel_structure=_plain(channel_structure or {}))
+    check_ticket_payload(payload, 'ticket to save')  # what we write, we can read back
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     # serialised in memory first: torch.save names the zip's records after the file it writes,
     # and a random temporary name would make identical tickets differ byte for byte (sha256)
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
+    data = ticket_bytes(payload)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(buffer.getbuffer())
+            f.write(data)
         os.replace(tmp, path)
     finally:
         if osp.exists(tmp):
@@ -163,27 +166,14 @@ def check_fill(name, weight, mask, fill=None, where='ticket'):
                           'prunes it')
 
 
-def _first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def _training_checkpoint_hint(path):
-    """What to do with ``path`` if it is an MMEngine training checkpoint, else ''."""
-    try:
-        ckpt = load_mmengine_checkpoint(path, map_location='cpu')
-    except Exception:  # refused or unreadable: the caller reports the weights-only refusal
-        return ''
-    if not isinstance(ckpt, dict) or 'state_dict' not in ckpt:
-        return ''
-    return (f'{path!r} is a training checkpoint, not a ticket: dense backbone weights go into '
-            '`init_cfg=dict(type="mmrecprune.StrictPretrained", prefix="backbone.", '
-            'checkpoint=...)`, a whole trained model into `load_from`; a ticket is what a '
-            'pruning run exports under work_dir/tickets/')
-
-
 def load_ticket(path):
-    """Load and validate a ticket with ``weights_only=True``; raise :class:`TicketError`."""
+    """Load a ticket file as data and check it against the ticket schema.
+
+    Raises:
+        TicketError: the file is missing, not a ticket, corrupted, or holds anything outside
+            the schema (nothing in it was executed).
+    """
+    from mmrecprune.fileio.mmengine_records import MMENGINE_GLOBALS
     if not isinstance(path, str):
         raise TicketError(f'a ticket path must be a str, got {type(path).__name__} {path!r}')
     if osp.isdir(path):
@@ -195,59 +185,56 @@ def load_ticket(path):
     if osp.getsize(path) == 0:
         raise TicketError(f'ticket file {path!r} is empty (0 bytes): an interrupted copy or '
                           'export; copy or export it again')
-    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since 1.6
-        raise TicketError(f'{path!r} is not a readable ticket (truncated or corrupted file?): '
-                          'it is not a PyTorch zip archive')
     try:
-        payload = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        hint = _training_checkpoint_hint(path)
-        if hint:
-            raise TicketError(hint) from None
+        # read with the message-hub records too (still data only), so that a training
+        # checkpoint given by mistake is recognised in this one read
+        payload = read_archive(path, MMENGINE_GLOBALS)
+    except UnsafeCheckpointError as err:
+        raise TicketError(f'{path!r} is not a readable ticket (refused, nothing in it was '
+                          f'executed): {err}') from None
+    if isinstance(payload, dict) and 'state_dict' in payload and 'meta' in payload and \
+            not (isinstance(payload['meta'], dict) and
+                 payload['meta'].get('format') == TICKET_FORMAT):
         raise TicketError(
-            f'{path!r} is not a ticket: it holds objects that a weights-only load refuses '
-            f'(refused, nothing was executed): {refusal_reason(err)}') from None
-    except Exception as err:  # truncated / corrupted zip or pickle data: many error types
-        raise TicketError(f'{path!r} is not a readable ticket (truncated or corrupted file?): '
-                          f'{_first_line(err)}') from None
+            f'{path!r} is a training checkpoint, not a ticket: dense backbone weights go into '
+            '`init_cfg=dict(type="mmrecprune.StrictPretrained", prefix="backbone.", '
+            'checkpoint=...)`, a whole trained model into `load_from`; a ticket is what a '
+            'pruning run exports under work_dir/tickets/')
     return validate_ticket(payload, path)
 
 
+def read_ticket_bytes(data, where):
+    """A ticket (or ticket header) serialised by :func:`ticket_bytes`, checked like a file."""
+    try:
+        payload = read_archive(data)
+    except UnsafeCheckpointError as err:
+        raise TicketError(f'{where}: not a readable ticket header (refused, nothing in it was '
+                          f'executed): {err}') from None
+    return payload
+
+
+def ticket_bytes(payload):
+    """``payload`` as ``torch.save`` bytes (plain data: loads with weights_only=True)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
 def validate_ticket(payload, path='<ticket>'):
-    if not isinstance(payload, dict) or not isinstance(payload.get('meta'), dict) or \
-            payload['meta'].get('format') != TICKET_FORMAT:
-        raise TicketError(f'{path!r} is not an mmrecprune ticket (no "{TICKET_FORMAT}" header); '
-                          'a training checkpoint goes into `init_cfg=dict(type="Pretrained")`, '
-                          'a ticket into `type="mmrecprune.PrunedBackbone"`')
-    meta = payload['meta']
-    if meta.get('version', 0) > TICKET_VERSION:
-        raise TicketError(f'{path!r} has ticket format version {meta.get("version")}, this '
-                          f'mmrecprune reads up to {TICKET_VERSION}; upgrade mmrecprune')
-    if meta.get('kind') not in TICKET_KINDS or not isinstance(meta.get('backbone'), dict):
-        raise TicketError(f'{path!r}: ticket header lacks a valid kind / backbone config')
-    state_dict = payload.get('state_dict')
-    if not isinstance(state_dict, dict) or not all(
-            isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise TicketError(f'{path!r}: ticket has no tensor state_dict')
+    """A :class:`Ticket` from loaded data, checked against the ticket schema."""
+    meta, state_dict, entries, structure = check_ticket_payload(payload, repr(path))
     masks, fills = {}, {}
-    for name, entry in (payload.get('masks') or {}).items():
-        weight = state_dict.get(name)
-        shape = list(entry.get('shape', [])) if isinstance(entry, dict) else None
-        if weight is None or shape != list(weight.shape):
-            raise TicketError(f'{path!r}: mask {name!r} (shape {shape}) does not match the '
-                              'ticket weights; the file is corrupted or was edited')
+    for name, entry in entries.items():
         try:
-            masks[name] = unpack_mask(entry['bits'], shape)
+            masks[name] = unpack_mask(entry['bits'], list(entry['shape']))
         except ValueError as err:
             raise TicketError(f'{path!r}: mask {name!r} is corrupted: {err}') from None
         fill = entry.get('fill')
-        if fill is not None and not isinstance(fill, torch.Tensor):
-            raise TicketError(f'{path!r}: fill value of mask {name!r} is not a tensor')
         if fill is not None:
             fills[name] = fill
-        check_fill(name, weight, masks[name], fill, where=repr(path))
+        check_fill(name, state_dict[name], masks[name], fill, where=repr(path))
     return Ticket(meta=meta, state_dict=state_dict, masks=masks,
-                  channel_structure=payload.get('channel_structure') or {}, fill_values=fills)
+                  channel_structure=structure, fill_values=fills)
 
 
 # -- export: the one way a pruner's result becomes a ticket ----------------------------------
@@ -259,12 +246,12 @@ def _conv_linear_weights(module):
 def stage_out_channels(backbone_cfg, structure, x):
     """Output widths of every stage of the backbone built from ``backbone_cfg`` and slimmed to
     ``structure`` (``{}``: dense), for a neck's ``in_channels``."""
-    from mmrecprune.registry import MODELS
     from mmrecprune.sparsity import apply_channel_structure, inference_forward
+    from mmrecprune.ticket_schema import build_ticket_backbone
     cfg = copy.deepcopy(backbone_cfg)
     if 'num_stages' in cfg:
         cfg['out_indices'] = tuple(range(cfg['num_stages']))
-    net = MODELS.build(cfg)
+    net = build_ticket_backbone(cfg)
     apply_channel_structure(net, structure)
     outs = inference_forward(net, x.cpu())
     outs = [outs] if isinstance(outs, torch.Tensor) else list(outs)

@@ -17,7 +17,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
 
-from mmrecprune.checkpoint_safety import UnsafeCheckpointError, load_mmengine_checkpoint
+from mmrecprune.fileio import UnsafeCheckpointError, load_mmengine_checkpoint
 from tests.conftest import REPO, tiny_cls_cfg
 
 pytestmark = pytest.mark.usefixtures('single_thread')

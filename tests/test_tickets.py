@@ -78,7 +78,7 @@ class _RunsCode:
 def test_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.save({'meta': {'format': 'mmrecprune-ticket'}, 'x': _RunsCode()}, 'evil.pth')
-    with pytest.raises(TicketError, match='refused, nothing was executed'):
+    with pytest.raises(TicketError, match='nothing in it was executed'):
         load_ticket('evil.pth')
     assert not (tmp_path / 'pwned').exists()
 

@@ -98,7 +98,7 @@ def load_exact_weights(model, path):
     tensors, another architecture or width)."""
     import os.path as osp
 
-    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
+    from mmrecprune.fileio import load_mmengine_checkpoint
     from mmrecprune.models.strict_pretrained import misfit
     if not osp.isfile(path):
         raise ValueError(f'{path}: no such checkpoint file')

@@ -1,6 +1,7 @@
 """The weights a pruning run starts from must really load: a ticket pruned from random weights
 because ``load_from`` did not fit is worse than no ticket."""
 from mmrecprune.models.strict_pretrained import compare_state_dicts
+from mmrecprune.tickets import without_ticket_header
 
 BACKBONE_PREFIX = 'backbone.'
 #: torchvision's classifier layer, and where our ImageClassifier keeps it
@@ -21,7 +22,7 @@ def adapt_starting_weights(model, checkpoint, source='load_from'):
             message names them.
     """
     state = checkpoint.get('state_dict', checkpoint)
-    own = {k: v for k, v in model.state_dict().items() if hasattr(v, 'shape')}
+    own = without_ticket_header(model.state_dict())
     backbone = {k: v for k, v in own.items() if k.startswith(BACKBONE_PREFIX)}
     if not any(k in state for k in backbone):
         bare = {BACKBONE_PREFIX + k: k for k in list(state) if BACKBONE_PREFIX + k in backbone}

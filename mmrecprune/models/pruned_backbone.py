@@ -5,8 +5,10 @@ stages, norm config, strides / dilations) from the config. The built backbone is
 own registered type (e.g. ``mmdet.ResNet``), so state_dict keys are those of a dense backbone.
 
 A model trained on a ticket carries the ticket's structure in its own checkpoint: the backbone
-adds one entry, ``<prefix>ticket`` (the ticket header: meta, channel structure, packed masks),
-to its state_dict. When the ticket file named in the config is gone (the detector was copied to
+adds one entry, ``<prefix>ticket``, to its state_dict: a uint8 tensor holding the ticket header
+(meta, channel structure, packed masks) as ``torch.save`` bytes of plain data, so every
+state_dict entry is a tensor (EMA, averaging and conversion tools assume it). Reading it back
+goes through the same reader and schema as a ticket file. When the ticket file named in the config is gone (the detector was copied to
 another machine), the backbone is built lazily from that entry while the checkpoint loads, so
 ``init_detector``, ``DetInferencer``, ``tools/test.py`` and mmseg's ``init_model`` work with the
 checkpoint alone.
@@ -21,8 +23,9 @@ from torch import nn
 
 from mmrecprune.registry import MODELS
 from mmrecprune.sparsity import apply_channel_structure, freeze_masks, pack_mask
-from mmrecprune.tickets import (Ticket, TicketError, clean_backbone_cfg, load_ticket,
-                                validate_ticket)
+from mmrecprune.ticket_schema import build_ticket_backbone, check_ticket_header
+from mmrecprune.tickets import (TICKET_STATE_KEY, Ticket, TicketError, clean_backbone_cfg,
+                                load_ticket, read_ticket_bytes, ticket_bytes, validate_ticket)
 
 #: Options a downstream config may set; everything that defines the structure (depth, widths,
 #: stem) comes from the ticket.
@@ -31,8 +34,6 @@ BEHAVIOUR_KEYS = ('out_indices', 'frozen_stages', 'norm_cfg', 'norm_eval', 'stri
 #: Set by shipped configs (mmseg pushes its model-level ``pretrained`` into the backbone); a
 #: ticket holds its weights, so these are accepted and ignored with a log line.
 IGNORED_KEYS = ('pretrained', 'init_cfg')
-#: The state_dict entry (under the backbone's prefix) that holds the ticket header.
-TICKET_STATE_KEY = 'ticket'
 #: mmseg's ResNet takes ``contract_dilation`` (its dilated V1c configs set it); mmdet's does not.
 #: Both name their weights alike, so the ticket's mmdet type is built as mmseg's twin.
 _MMSEG_TWINS = {'mmdet.ResNet': 'mmseg.ResNet', 'ResNet': 'mmseg.ResNet',
@@ -92,7 +93,7 @@ def build_backbone_from_ticket(ticket=None, keep_masks=True, weights='ticket', m
 def transfer_ticket(ticket, weights='ticket', masks='ticket', seed=0, behaviour=None):
     """The ticket with other starting weights and / or a random mask of the same per-layer
     sparsity (see :func:`build_backbone_from_ticket`); pruned entries are zero."""
-    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
+    from mmrecprune.fileio import UnsafeCheckpointError, load_mmengine_checkpoint
     from mmrecprune.methods.reinit import reinitialise
     from mmrecprune.sparsity import random_masks_like
     if masks not in ('ticket', 'random'):
@@ -115,7 +116,10 @@ def transfer_ticket(ticket, weights='ticket', masks='ticket', seed=0, behaviour=
     elif weights != 'ticket':
         if not osp.isfile(weights):
             raise TicketError(f'PrunedBackbone weights={weights!r}: no such checkpoint file')
-        ckpt = load_mmengine_checkpoint(weights, map_location='cpu')
+        try:
+            ckpt = load_mmengine_checkpoint(weights, map_location='cpu')
+        except UnsafeCheckpointError as err:
+            raise TicketError(f'PrunedBackbone weights={weights!r}: {err}') from None
         source = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else {}
         found = {k[len('backbone.'):]: v for k, v in source.items()
                  if k.startswith('backbone.') and isinstance(v, torch.Tensor)}
@@ -148,7 +152,7 @@ def _build(ticket, keep_masks, behaviour, attach=True, quiet=False):
         cfg['type'] = _MMSEG_TWINS[cfg['type']]
         # mmseg's stem defaults to 64 channels whatever base_channels is; mmdet's follows it
         cfg.setdefault('stem_channels', cfg.get('base_channels', 64))
-    backbone = MODELS.build(cfg)
+    backbone = build_ticket_backbone(cfg)
     if ticket.channel_structure:
         try:
             apply_channel_structure(backbone, ticket.channel_structure)
@@ -291,27 +295,28 @@ def ticket_header(ticket, masks):
 
 
 def attach_ticket_state(backbone, header):
-    """Save ``header`` with the backbone's state_dict; on load, check that a checkpoint's
-    header describes the same structure (its weights would not fit otherwise)."""
+    """Save ``header`` with the backbone's state_dict (a uint8 tensor); on load, check that a
+    checkpoint's header describes the same structure (its weights would not fit otherwise)."""
     backbone._ticket_header = header
+    backbone._ticket_header_bytes = ticket_bytes(header)
 
     def save_header(module, state_dict, prefix, local_metadata):
-        state_dict[prefix + TICKET_STATE_KEY] = module._ticket_header
+        state_dict[prefix + TICKET_STATE_KEY] = header_tensor(module._ticket_header_bytes)
 
     def check_header(module, state_dict, prefix, *args):
-        saved = state_dict.pop(prefix + TICKET_STATE_KEY, None)
-        if saved is None or not isinstance(saved, dict):
-            return  # a checkpoint of the dense model, or one saved before headers existed
+        saved = read_header(state_dict.pop(prefix + TICKET_STATE_KEY, None), prefix)
+        if saved is None:
+            return  # a checkpoint of the dense model
         own = module._ticket_header
-        if saved.get('channel_structure') != own['channel_structure']:
+        if saved['channel_structure'] != own['channel_structure']:
             raise TicketError(
                 f'the checkpoint\'s backbone was trained on another ticket (method '
-                f'{saved.get("meta", {}).get("method")!r}, round '
-                f'{saved.get("meta", {}).get("round")!r}) with other channel widths than '
-                f'`ticket` in the config ({own["meta"].get("method")!r}, round '
-                f'{own["meta"].get("round")!r}); point model.backbone.ticket at the ticket the '
-                'model was trained on, or move it away so the checkpoint\'s own is used')
-        saved_masks, own_masks = saved.get('masks') or {}, own['masks']
+                f'{saved["meta"].get("method")!r}, round {saved["meta"].get("round")!r}) with '
+                f'other channel widths than `ticket` in the config '
+                f'({own["meta"].get("method")!r}, round {own["meta"].get("round")!r}); point '
+                'model.backbone.ticket at the ticket the model was trained on, or move it away '
+                'so the checkpoint\'s own is used')
+        saved_masks, own_masks = saved['masks'], own['masks']
         if set(saved_masks) != set(own_masks) or any(
                 not torch.equal(saved_masks[n]['bits'].cpu(), own_masks[n]['bits'])
                 for n in own_masks):
@@ -323,6 +328,23 @@ def attach_ticket_state(backbone, header):
 
     backbone._register_state_dict_hook(save_header)
     backbone._register_load_state_dict_pre_hook(check_header, with_module=True)
+
+
+def header_tensor(data):
+    """The state_dict entry that carries a ticket header: its bytes as a uint8 tensor."""
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def read_header(entry, prefix):
+    """The ticket header in a checkpoint's ``<prefix>ticket`` entry, read as data and checked
+    against the ticket schema (without weights); None if there is no entry."""
+    if entry is None:
+        return None
+    where = f'checkpoint entry {prefix}{TICKET_STATE_KEY}'
+    if type(entry) is not torch.Tensor or entry.dtype != torch.uint8 or entry.dim() != 1:
+        raise TicketError(f'{where} is not a ticket header (a uint8 tensor); the checkpoint '
+                          'is corrupted or was edited')
+    return check_ticket_header(read_ticket_bytes(entry.cpu().numpy().tobytes(), where), where)
 
 
 class DeferredTicketBackbone(nn.Module):
@@ -356,8 +378,8 @@ class DeferredTicketBackbone(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        header = state_dict.pop(prefix + TICKET_STATE_KEY, None)
-        if not isinstance(header, dict):
+        header = read_header(state_dict.pop(prefix + TICKET_STATE_KEY, None), prefix)
+        if header is None:
             raise TicketError(
                 f'ticket file {self.ticket_path!r} does not exist and the checkpoint being '
                 f'loaded holds no ticket ({prefix}{TICKET_STATE_KEY} is missing: it was not '

@@ -4,6 +4,7 @@ from mmengine.model.weight_init import PretrainedInit
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from mmrecprune.registry import WEIGHT_INITIALIZERS
+from mmrecprune.tickets import without_ticket_header
 
 
 def compare_state_dicts(own, state):
@@ -14,8 +15,7 @@ def compare_state_dicts(own, state):
         ``num_batches_tracked`` counters excepted), keys of ``state`` that ``own`` lacks, and
         ``'key: checkpoint (shape) vs model (shape)'`` for every shape mismatch; all sorted.
     """
-    own = {k: v for k, v in own.items() if hasattr(v, 'shape')}
-    state = {k: v for k, v in state.items() if hasattr(v, 'shape')}
+    own, state = without_ticket_header(own), without_ticket_header(state)
     missing = sorted(k for k in set(own) - set(state) if not k.endswith('num_batches_tracked'))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
@@ -68,9 +68,8 @@ class StrictPretrained(PretrainedInit):
             if not state:
                 raise ValueError(f'{self.checkpoint!r} has no weights under prefix '
                                  f'{self.prefix!r}; check `prefix` in init_cfg')
-        # tensors only: a model trained on a ticket also saves the ticket header (a dict)
-        state = {k: v for k, v in state.items()
-                 if hasattr(v, 'shape') and not k.startswith(self.ignore_keys)}
+        state = {k: v for k, v in without_ticket_header(state).items()
+                 if not k.startswith(self.ignore_keys)}
         problem = misfit(module.state_dict(), state)
         if problem:
             raise ValueError(

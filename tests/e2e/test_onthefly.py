@@ -175,7 +175,7 @@ def test_bn_recalibration_tool_on_a_trained_checkpoint(full_run, tmp_path, capsy
     tool.main([cfg_path, src, '--images', '32', '--out', str(out), '--work-dir',
                str(tmp_path / 'eval')])
     assert 'after (32 images)' in capsys.readouterr().out
-    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
+    from mmrecprune.fileio import load_mmengine_checkpoint
     old = load_mmengine_checkpoint(src)['state_dict']
     new = load_mmengine_checkpoint(str(out))['state_dict']
     moved = [k for k in old if 'running_' in k and not torch.equal(old[k], new[k])]

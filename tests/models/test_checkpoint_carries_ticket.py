@@ -13,7 +13,7 @@ import pytest
 import torch
 from matplotlib import cbook
 
-from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
+from mmrecprune.fileio import load_mmengine_checkpoint
 from mmrecprune.tickets import TicketError
 from tests.conftest import REPO, train_downstream
 

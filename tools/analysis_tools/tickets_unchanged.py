@@ -77,11 +77,10 @@ def same(x, y):
 
 
 def compare(args):
-    import torch
+    from mmrecprune.fileio import read_plain
     differ = 0
     for name, (_, _, rel) in RUNS.items():
-        a, b = (torch.load(osp.join(w, name, rel), map_location='cpu', weights_only=True)
-                for w in (args.work_a, args.work_b))
+        a, b = (read_plain(osp.join(w, name, rel)) for w in (args.work_a, args.work_b))
         ta, tb = tensors(a), tensors(b)
         bad = sorted(set(ta) ^ set(tb))
         bad += [k for k in sorted(set(ta) & set(tb)) if not same(ta[k], tb[k])]

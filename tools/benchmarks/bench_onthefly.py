@@ -312,7 +312,7 @@ def gap_histogram(args, layer='backbone.layer3.0.conv2.weight', seed=None):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from mmrecprune.checkpoint_safety import load_mmengine_checkpoint
+    from mmrecprune.fileio import load_mmengine_checkpoint
     from mmrecprune.sparsity import scaled_magnitudes
     seed = args.seeds[0] if seed is None else seed
     root = osp.join(args.work_dir, f'seed{seed}')

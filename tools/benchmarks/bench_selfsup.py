@@ -94,7 +94,7 @@ def prune(pipe, args, source, seed):
     tickets = [osp.join(work, 'tickets', f'round_{r}.pth') for r in args.levels]
     # the dense weights at the rewind point, from the pruning state of the last checkpoint: the
     # random-mask control starts from them
-    keep_rewind = ('from mmrecprune.checkpoint_safety import load_mmengine_checkpoint; '
+    keep_rewind = ('from mmrecprune.fileio import load_mmengine_checkpoint; '
                    'import torch; c = load_mmengine_checkpoint('
                    f'{osp.join(work, f"epoch_{epochs}.pth")!r}); torch.save(dict(state_dict='
                    f'c["lottery_ticket"]["rewind_state"]), {rewind_checkpoint(work)!r})')

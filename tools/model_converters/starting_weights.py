@@ -24,7 +24,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
-from mmrecprune.checkpoint_safety import load_mmengine_checkpoint  # noqa: E402
+from mmrecprune.fileio import load_mmengine_checkpoint  # noqa: E402
 from mmrecprune.hooks.starting_weights import adapt_starting_weights  # noqa: E402
 from mmrecprune.registry import MODELS  # noqa: E402
 

@@ -1,0 +1,311 @@
+"""The declared schema of a ticket: every key of its header typed and range-checked.
+
+A ticket (or the ticket header a detector checkpoint carries) is data. Before anything is
+built from it, :func:`check_ticket_payload` checks it against this schema: the backbone is one
+of :data:`BACKBONES`, a closed list of the backbones the project supports and tests, each with
+its own keys, types and ranges; the ``meta`` keys are those :func:`~mmrecprune.tickets.
+export_ticket` writes; masks and channel structure have fixed shapes. Unknown keys are refused.
+A backbone is then built by :func:`build_ticket_backbone` from the class this module maps its
+canonical name to, not through a registry, so no string from a file ever names code: the only
+strings that reach one (``norm_cfg`` / ``act_cfg`` types, which MMCV builds) come from closed
+lists here.
+"""
+import math
+
+import torch
+
+TICKET_FORMAT = 'mmrecprune-ticket'
+TICKET_VERSION = 2
+TICKET_KINDS = ('unstructured', 'structured', 'dense')
+MAX_NAME = 256
+
+
+class TicketError(ValueError):
+    """A file that is not a usable ticket (wrong format, corrupted, mismatched, or holding
+    anything outside the declared schema)."""
+
+
+# -- value specs: callables (value, where) -> checked value -------------------------------------
+def _fail(where, msg):
+    raise TicketError(f'{where}: {msg}')
+
+
+def _shown(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + '...'
+
+
+def Int(low, high):
+    def check(value, where):
+        if type(value) is not int or not low <= value <= high:
+            _fail(where, f'must be an int in [{low}, {high}], got {_shown(value)}')
+        return value
+    return check
+
+
+def Float(low, high):
+    def check(value, where):
+        if type(value) not in (int, float) or not math.isfinite(value) or \
+                not low <= value <= high:
+            _fail(where, f'must be a finite number in [{low}, {high}], got {_shown(value)}')
+        return value
+    return check
+
+
+def Bool(value, where):
+    if type(value) is not bool:
+        _fail(where, f'must be true or false, got {_shown(value)}')
+    return value
+
+
+def Str(max_len=MAX_NAME, choices=None):
+    def check(value, where):
+        if type(value) is not str or len(value) > max_len:
+            _fail(where, f'must be a string of at most {max_len} characters, got '
+                         f'{_shown(value)}')
+        if choices is not None and value not in choices:
+            _fail(where, f'must be one of {list(choices)}, got {_shown(value)}')
+        return value
+    return check
+
+
+def Choice(*choices):
+    def check(value, where):
+        if not any(type(value) is type(c) and value == c for c in choices):
+            _fail(where, f'must be one of {list(choices)}, got {_shown(value)}')
+        return value
+    return check
+
+
+def NoneOr(spec):
+    return lambda value, where: None if value is None else spec(value, where)
+
+
+def Seq(spec, min_len, max_len):
+    """A list or tuple; returned as a tuple (what the backbones take)."""
+    def check(value, where):
+        if type(value) not in (list, tuple) or not min_len <= len(value) <= max_len:
+            _fail(where, f'must be a list of {min_len}..{max_len} items, got {_shown(value)}')
+        return tuple(spec(v, f'{where}[{i}]') for i, v in enumerate(value))
+    return check
+
+
+def Fields(fields, required=()):
+    """A dict with only the keys of ``fields``, ``required`` among them."""
+    def check(value, where):
+        if type(value) is not dict:
+            _fail(where, f'must be a dict, got {_shown(value)}')
+        unknown = sorted(map(str, set(value) - set(fields)))
+        if unknown:
+            _fail(where, f'unknown keys {unknown}; allowed are {sorted(fields)}')
+        missing = [k for k in required if k not in value]
+        if missing:
+            _fail(where, f'lacks {missing}')
+        return {k: fields[k](v, f'{where}.{k}') for k, v in value.items()}
+    return check
+
+
+def MapOf(value_spec, max_items):
+    """A dict from names (str) to values of one spec."""
+    def check(value, where):
+        if type(value) is not dict or len(value) > max_items:
+            _fail(where, f'must be a dict of at most {max_items} entries, got {_shown(value)}')
+        name = Str()
+        return {name(k, f'{where} key'): value_spec(v, f'{where}[{k!r}]')
+                for k, v in value.items()}
+    return check
+
+
+def Scalar(value, where):
+    if value is not None and type(value) not in (str, int, float, bool) or \
+            type(value) is str and len(value) > MAX_NAME or \
+            type(value) is float and not math.isfinite(value):
+        _fail(where, f'must be a number, a short string, a bool or None, got {_shown(value)}')
+    return value
+
+
+# -- backbones ---------------------------------------------------------------------------------
+_NORM = Fields(dict(type=Str(choices=('BN', 'BN2d', 'SyncBN', 'GN')), requires_grad=Bool,
+                    eps=Float(0, 1), momentum=NoneOr(Float(0, 1)), num_groups=Int(1, 4096),
+                    affine=Bool), required=('type', ))
+_ACT = Fields(dict(type=Str(choices=('ReLU', 'ReLU6')), inplace=Bool), required=('type', ))
+_NONE_ONLY = Choice(None)
+_RESNET = dict(
+    depth=Choice(18, 34, 50, 101, 152), in_channels=Int(1, 16),
+    stem_channels=NoneOr(Int(1, 4096)), base_channels=Int(1, 4096), num_stages=Int(1, 4),
+    strides=Seq(Int(1, 4), 1, 4), dilations=Seq(Int(1, 64), 1, 4),
+    out_indices=Seq(Int(0, 3), 1, 4), style=Str(choices=('pytorch', 'caffe')),
+    deep_stem=Bool, avg_down=Bool, frozen_stages=Int(-1, 4), conv_cfg=_NONE_ONLY,
+    norm_cfg=_NORM, norm_eval=Bool, dcn=_NONE_ONLY, stage_with_dcn=Seq(Bool, 1, 4),
+    plugins=_NONE_ONLY, with_cp=Bool, zero_init_residual=Bool)
+_MMSEG_RESNET = dict(_RESNET, stem_channels=Int(1, 4096), contract_dilation=Bool,
+                     multi_grid=NoneOr(Seq(Int(1, 16), 1, 8)))
+# the V1c / V1d classes set deep_stem / avg_down themselves
+_FIXED_STEM = ('deep_stem', 'avg_down')
+_MOBILENET_V2 = dict(
+    out_indices=Seq(Int(0, 7), 1, 8), frozen_stages=Int(-1, 8), widen_factor=Float(0.01, 8),
+    conv_cfg=_NONE_ONLY, norm_cfg=_NORM, act_cfg=_ACT, norm_eval=Bool, with_cp=Bool)
+
+
+def _without(fields, keys):
+    return {k: v for k, v in fields.items() if k not in keys}
+
+
+#: canonical type -> (module, class name, allowed keys); built by :func:`build_ticket_backbone`
+BACKBONES = {
+    'mmdet.ResNet': ('mmdet.models.backbones', 'ResNet', _RESNET),
+    'mmdet.ResNetV1d': ('mmdet.models.backbones', 'ResNetV1d', _without(_RESNET, _FIXED_STEM)),
+    'mmdet.MobileNetV2': ('mmdet.models.backbones', 'MobileNetV2', _MOBILENET_V2),
+    'mmseg.ResNet': ('mmseg.models.backbones', 'ResNet', _MMSEG_RESNET),
+    'mmseg.ResNetV1c': ('mmseg.models.backbones', 'ResNetV1c',
+                        _without(_MMSEG_RESNET, _FIXED_STEM)),
+    'mmseg.ResNetV1d': ('mmseg.models.backbones', 'ResNetV1d',
+                        _without(_MMSEG_RESNET, _FIXED_STEM)),
+}
+#: names a config may use without a scope (tickets exported from such configs store them)
+BACKBONE_ALIASES = {'ResNet': 'mmdet.ResNet', 'ResNetV1d': 'mmdet.ResNetV1d',
+                    'MobileNetV2': 'mmdet.MobileNetV2', 'ResNetV1c': 'mmseg.ResNetV1c'}
+
+
+def check_backbone_cfg(cfg, where='ticket backbone'):
+    """The backbone config with its canonical type and checked values (raise TicketError)."""
+    if type(cfg) is not dict:
+        _fail(where, f'must be a dict, got {_shown(cfg)}')
+    name = cfg.get('type')
+    name = BACKBONE_ALIASES.get(name, name) if type(name) is str else name
+    if name not in BACKBONES:
+        _fail(where, f'type {_shown(cfg.get("type"))} is not a supported backbone; tickets '
+                     f'describe one of {sorted(BACKBONES)}')
+    fields = BACKBONES[name][2]
+    if 'depth' in fields and 'depth' not in cfg:
+        _fail(where, f'{name} needs depth')
+    checked = Fields(fields)({k: v for k, v in cfg.items() if k != 'type'}, where)
+    return dict(checked, type=name)
+
+
+def build_ticket_backbone(cfg):
+    """Build a backbone from a config that :func:`check_backbone_cfg` accepts (it is checked
+    again here), constructing its class from the closed table, not through a registry."""
+    import importlib
+    cfg = check_backbone_cfg(cfg)
+    module, cls_name, _ = BACKBONES[cfg.pop('type')]
+    cls = getattr(importlib.import_module(module), cls_name)
+    return cls(**cfg)
+
+
+# -- the ticket header -------------------------------------------------------------------------
+_FRACTION = Float(0, 1)
+_COUNT = Int(0, 10 ** 15)
+_SMALL_INT = Int(0, 10 ** 9)
+_REAL = Float(-1e9, 1e9)
+_SHORT = NoneOr(Str(64))
+META_FIELDS = dict(
+    format=Choice(TICKET_FORMAT), version=Int(1, TICKET_VERSION), kind=Choice(*TICKET_KINDS),
+    backbone=check_backbone_cfg,
+    # provenance (export_ticket)
+    method=Str(64), round=_SMALL_INT, steps=_SMALL_INT, iterations=_SMALL_INT,
+    warmup_iters=_SMALL_INT, source=NoneOr(Str(4096)), input_shape=Seq(Int(1, 65536), 4, 4),
+    flops=_COUNT, params=_COUNT, flops_dense=_COUNT, params_dense=_COUNT,
+    prunable_params=_COUNT, pruned_params=_COUNT, nonzero_params=_COUNT,
+    flops_nonzero=_COUNT, flops_ratio=_FRACTION, params_ratio=_FRACTION, sparsity=_FRACTION,
+    # the methods' own arguments
+    prune_ratio=_FRACTION, target_sparsity=_FRACTION, rewind_to=_SHORT, ranking=_SHORT,
+    recovery=_SHORT, penalty=_REAL, margin=_REAL, target=MapOf(_FRACTION, 4),
+    prune_residual=Bool, round_to=_SMALL_INT, min_keep=_SMALL_INT,
+    importance=MapOf(Scalar, 16), protective=Bool, protect_factor=_REAL, adaptive=Bool,
+    sparsity_eps=_REAL, ratio_floor=_REAL, restored=_SMALL_INT,
+    kept_channels=MapOf(Int(0, 65536), 10000),
+    out_channels=Seq(Int(1, 65536), 1, 8), dense_out_channels=Seq(Int(1, 65536), 1, 8),
+    # what PrunedBackbone changed (weights=..., masks=...), carried in checkpoints
+    transfer=Fields(dict(weights=Str(4096), masks=Choice('ticket', 'random'),
+                         seed=Int(0, 2 ** 32)), required=('weights', 'masks', 'seed')),
+)
+_META = Fields(META_FIELDS, required=('format', 'version', 'kind', 'backbone'))
+_WIDTHS = Fields(dict(**{'in': Int(1, 65536), 'out': Int(1, 65536)}), required=('in', 'out'))
+_CHANNEL_STRUCTURE = MapOf(_WIDTHS, 10000)
+PAYLOAD_KEYS = ('meta', 'state_dict', 'masks', 'channel_structure')
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def check_meta(meta, where):
+    """The ticket's ``meta`` (raise TicketError naming the key and the fix)."""
+    if type(meta) is not dict or meta.get('format') != TICKET_FORMAT:
+        _fail(where, f'not an mmrecprune ticket (no "{TICKET_FORMAT}" header); a training '
+                     'checkpoint goes into `init_cfg=dict(type="Pretrained")`, a ticket into '
+                     '`type="mmrecprune.PrunedBackbone"`')
+    version = meta.get('version')
+    if type(version) is int and version > TICKET_VERSION:
+        _fail(where, f'ticket format version {version}; this mmrecprune reads up to '
+                     f'{TICKET_VERSION}: upgrade mmrecprune')
+    return _META(meta, f'{where} meta')
+
+
+def check_state_dict(state_dict, where):
+    if not isinstance(state_dict, dict) or not all(
+            type(k) is str and len(k) <= MAX_NAME and type(v) is torch.Tensor
+            for k, v in state_dict.items()):
+        _fail(where, 'ticket has no state_dict of named tensors')
+    return dict(state_dict)
+
+
+def check_masks_entries(masks, state_dict, where):
+    """Packed masks: ``{name: {'bits': uint8 1-D, 'shape': weight shape, 'fill': tensor}}``;
+    ``state_dict`` None: a header without weights (shapes checked against the bits only)."""
+    if type(masks) is not dict:
+        _fail(where, f'masks must be a dict, got {_shown(masks)}')
+    for name, entry in masks.items():
+        at = f'{where} mask {name!r}'
+        entry = Fields(dict(bits=_tensor, shape=Seq(Int(0, 2 ** 31), 0, 8), fill=_tensor),
+                       required=('bits', 'shape'))(entry, at)
+        shape = list(entry['shape'])
+        if state_dict is not None and (name not in state_dict or
+                                       shape != list(state_dict[name].shape)):
+            _fail(at, f'(shape {shape}) does not match the ticket weights; the file is '
+                      'corrupted or was edited')
+        numel, bits = math.prod(shape), entry['bits']
+        if bits.dtype != torch.uint8 or bits.dim() != 1 or bits.numel() != math.ceil(numel / 8):
+            _fail(at, f'bits must be {math.ceil(numel / 8)} packed uint8 values')
+        fill = entry.get('fill')
+        if fill is not None and (fill.dtype not in FLOAT_DTYPES or fill.numel() > numel or
+                                 fill.dim() > len(shape) or not torch.isfinite(fill).all()):
+            _fail(at, 'fill value must be a finite float tensor that broadcasts to the weight')
+    return masks
+
+
+def _tensor(value, where):
+    if type(value) is not torch.Tensor:
+        _fail(where, f'must be a tensor, got {_shown(value)}')
+    return value
+
+
+def check_ticket_header(header, where):
+    """A checkpoint's ticket header (a ticket without ``state_dict``), checked; returned as
+    ``dict(meta=..., channel_structure=..., masks=...)``."""
+    if type(header) is not dict or set(header) != {'meta', 'channel_structure', 'masks'}:
+        _fail(where, 'does not hold a ticket header (meta, channel_structure, masks)')
+    meta = check_meta(header['meta'], where)
+    masks = check_masks_entries(header['masks'], None, where)
+    structure = _CHANNEL_STRUCTURE(header['channel_structure'], f'{where} channel_structure')
+    return dict(meta=meta, channel_structure=structure, masks=masks)
+
+
+def check_ticket_payload(payload, where):
+    """Check a loaded ticket file (or a checkpoint's ticket header plus its weights) against
+    the schema; return ``(meta, state_dict, masks, channel_structure)``."""
+    if type(payload) is not dict:
+        _fail(where, 'not an mmrecprune ticket (the file holds no dict)')
+    meta = check_meta(payload.get('meta'), where)
+    unknown = sorted(map(str, set(payload) - set(PAYLOAD_KEYS)))
+    if unknown:
+        _fail(where, f'unknown top-level keys {unknown}; a ticket holds {list(PAYLOAD_KEYS)}')
+    state_dict = check_state_dict(payload.get('state_dict'), where)
+    masks = check_masks_entries(payload.get('masks') or {}, state_dict, where)
+    structure = _CHANNEL_STRUCTURE(payload.get('channel_structure') or {},
+                                   f'{where} channel_structure')
+    kind = 'unstructured' if masks else 'structured' if structure else 'dense'
+    if meta['kind'] != kind:
+        _fail(where, f'header says kind {meta["kind"]!r} but the content is {kind} (masks: '
+                     f'{len(masks)}, channel_structure entries: {len(structure)})')
+    return meta, state_dict, masks, structure
+
+
