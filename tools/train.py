@@ -8,6 +8,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmrecprune  # noqa: F401  registries, safe checkpoint loading
+from mmrecprune.hooks import with_plain_checkpoints
 from mmrecprune.utils import setup_cpu_distributed, teardown_distributed
 
 
@@ -55,6 +56,7 @@ def build_config(args):
             raise RuntimeError('--auto-scale-lr needs `auto_scale_lr=dict(enable=..., '
                                'base_batch_size=...)` in the config')
         cfg.auto_scale_lr.enable = True
+    with_plain_checkpoints(cfg)  # checkpoints load with plain torch.load(weights_only=True)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
