@@ -140,6 +140,9 @@ def apply_channel_structure(model: nn.Module, structure: Mapping[str, Mapping[st
         n_in, n_out = int(sizes['in']), int(sizes['out'])
         if n_in < 1 or n_out < 1:
             raise ValueError(f'channel structure entry {name!r} has non-positive sizes {sizes}')
+        if n_in > old['in'] or n_out > old['out']:  # a slim structure never grows a layer
+            raise ValueError(f'channel structure entry {name!r}: sizes {sizes} exceed the dense '
+                             f'layer {old}')
         if isinstance(module, _ConvNd):
             groups = n_in if _is_depthwise(module) else module.groups
             if (_is_depthwise(module) and n_in != n_out) or n_in % groups or n_out % groups:

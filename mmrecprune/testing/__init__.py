@@ -1,0 +1,1 @@
+"""Attack tools for the loaders (used by tests/security and tools/benchmarks)."""
