@@ -302,6 +302,12 @@ def check_ticket_payload(payload, where):
     masks = check_masks_entries(payload.get('masks') or {}, state_dict, where)
     structure = _CHANNEL_STRUCTURE(payload.get('channel_structure') or {},
                                    f'{where} channel_structure')
+    for name, widths in structure.items():
+        weight = state_dict.get(f'{name}.weight')
+        if weight is None or weight.dim() < 1 or weight.shape[0] != widths['out']:
+            _fail(where, f'channel_structure entry {name!r} ({widths}) has no weight of '
+                         f'{widths["out"]} output channels in the ticket; the file is corrupted '
+                         'or was edited')
     kind = 'unstructured' if masks else 'structured' if structure else 'dense'
     if meta['kind'] != kind:
         _fail(where, f'header says kind {meta["kind"]!r} but the content is {kind} (masks: '
