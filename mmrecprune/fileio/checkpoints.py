@@ -177,4 +177,10 @@ def route_mmengine_loading():
     """Route MMEngine's local checkpoint loading (runner resume / load_from, ``Pretrained``
     init, ``load_checkpoint`` in mmdet / mmseg APIs) through :func:`load_mmengine_checkpoint`."""
     from mmengine.runner.checkpoint import CheckpointLoader
-    CheckpointLoader.register_scheme(prefixes='', loader=load_mmengine_checkpoint, force=True)
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_as_data, force=True)
+
+
+def load_from_local_as_data(filename, map_location=None):
+    """:func:`load_mmengine_checkpoint` under the name MMEngine logs ("Loads checkpoint by
+    local_as_data backend": it prints the loader's name after ``load_from_``)."""
+    return load_mmengine_checkpoint(filename, map_location)

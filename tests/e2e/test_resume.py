@@ -1,10 +1,15 @@
-"""Checkpoints written by MMEngine load on PyTorch >= 2.6 and resume continues exactly."""
+"""Checkpoints load as data and resume continues exactly: as MMEngine writes them (message hub
+pickled), and as plain data (``PlainCheckpointHook``, what ``tools/train.py`` adds), which
+plain ``torch.load(weights_only=True)`` reads with nothing allow-listed."""
 import pickle
 
+import numpy as np
 import pytest
 import torch
+from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner
 
+from mmrecprune.hooks import with_plain_checkpoints
 from tests.conftest import tiny_cls_cfg
 
 
@@ -19,12 +24,17 @@ def _optimizer_state(runner):
             for k, v in runner.optim_wrapper.optimizer.state_dict()['state'].items()}
 
 
-def test_resume_continues_exactly(tmp_path):
-    full = _run(tiny_cls_cfg(tmp_path / 'full', max_epochs=2))
+def _cfg(work_dir, plain, **kwargs):
+    cfg = tiny_cls_cfg(work_dir, **kwargs)
+    return with_plain_checkpoints(cfg) if plain else cfg
 
-    first = tiny_cls_cfg(tmp_path / 'split', max_epochs=1)
-    _run(first)
-    second = tiny_cls_cfg(tmp_path / 'split', max_epochs=2)
+
+@pytest.mark.parametrize('plain', [False, True], ids=['mmengine', 'plain'])
+def test_resume_continues_exactly(tmp_path, plain):
+    full = _run(_cfg(tmp_path / 'full', plain, max_epochs=2))
+
+    _run(_cfg(tmp_path / 'split', plain, max_epochs=1))
+    second = _cfg(tmp_path / 'split', plain, max_epochs=2)
     second.resume = True
     resumed = _run(second)
 
@@ -33,17 +43,42 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     for k, v in _optimizer_state(full).items():
         torch.testing.assert_close(v, _optimizer_state(resumed)[k], rtol=0, atol=0)
+    # the resumed message hub holds real HistoryBuffers with the saved histories
+    loss = resumed.message_hub.get_scalar('train/loss')
+    assert type(loss) is HistoryBuffer and len(loss.data[0]) == 8
 
 
-def test_checkpoint_loads_weights_only(tmp_path):
+def test_plain_checkpoints_need_no_allow_list(tmp_path):
     from mmengine.runner.checkpoint import _load_checkpoint
-    _run(tiny_cls_cfg(tmp_path, max_epochs=1))
-    ckpt = _load_checkpoint(str(tmp_path / 'epoch_1.pth'))
-    assert ckpt['meta']['epoch'] == 1
-    assert 'message_hub' in ckpt
-    # the allow-list is scoped to MMEngine's loader: plain torch.load keeps PyTorch's defaults
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(tmp_path / 'epoch_1.pth')
+    _run(_cfg(tmp_path / 'plain', True, max_epochs=1))
+    _run(_cfg(tmp_path / 'mmengine', False, max_epochs=1))
+    plain = torch.load(tmp_path / 'plain' / 'epoch_1.pth', weights_only=True)
+    assert plain['meta']['epoch'] == 1
+    history = plain['message_hub']['log_scalars']['train/loss']
+    assert set(history) == {'log_history', 'count_history', 'max_length'}
+    with pytest.raises(pickle.UnpicklingError):  # MMEngine's own format needs our loader
+        torch.load(tmp_path / 'mmengine' / 'epoch_1.pth', weights_only=True)
+    # both read through MMEngine's loader into the same objects
+    a = _load_checkpoint(str(tmp_path / 'plain' / 'epoch_1.pth'))['message_hub']
+    b = _load_checkpoint(str(tmp_path / 'mmengine' / 'epoch_1.pth'))['message_hub']
+    for key, buf in b['log_scalars'].items():
+        assert type(a['log_scalars'][key]) is HistoryBuffer
+        if key != 'train/time' and key != 'train/data_time':
+            np.testing.assert_array_equal(a['log_scalars'][key].data[0], buf.data[0])
+
+
+def test_resume_from_a_mid_epoch_checkpoint(tmp_path):
+    """A checkpoint saved by iteration in the middle of an epoch loads and the run goes on
+    (MMEngine's epoch loop replays the interrupted epoch from its start: 2 + 8 iterations)."""
+    cfg = _cfg(tmp_path, True, max_epochs=2)
+    cfg.default_hooks.checkpoint.update(by_epoch=False, interval=2)
+    _run(cfg)
+    ckpt = torch.load(tmp_path / 'iter_2.pth', weights_only=True)
+    assert ckpt['meta']['iter'] == 2
+    resumed = _cfg(tmp_path, True, max_epochs=2)
+    resumed.load_from, resumed.resume = str(tmp_path / 'iter_2.pth'), True
+    runner = _run(resumed)
+    assert runner.iter == 2 + 8
 
 
 class _Evil:
