@@ -1,11 +1,13 @@
 """The ticket file: one weights-only checkpoint that fully describes a pruned backbone.
 
-Layout (only dicts, lists, str, int, float, bool, None and tensors, so it loads with
-``torch.load(weights_only=True)`` and loading never unpickles arbitrary objects)::
+Layout (only dicts, lists, str, int, float, bool, None and tensors, so it also loads with plain
+``torch.load(weights_only=True)``; :func:`load_ticket` reads it with the project's own reader,
+:mod:`mmrecprune.fileio`, and checks it against :mod:`mmrecprune.ticket_schema`)::
 
     {'meta': {'format': 'mmrecprune-ticket', 'version': 2,
               'kind': 'unstructured' | 'structured' | 'dense',
               'backbone': <backbone config dict>, 'method': str, 'round': int, ...},
+                                                  # every key in ticket_schema.META_FIELDS
      'state_dict': {name: tensor},                # backbone weights (slim if structured)
      'masks': {name: {'bits': uint8, 'shape': [...],    # unstructured: packed masks,
                       'fill': tensor}},                 # v2, optional: see below
