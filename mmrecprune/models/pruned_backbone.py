@@ -341,6 +341,8 @@ def read_header(entry, prefix):
     if entry is None:
         return None
     where = f'checkpoint entry {prefix}{TICKET_STATE_KEY}'
+    if type(entry) is dict:  # written by mmrecprune 0.1 (a dict in the state_dict)
+        return check_ticket_header(entry, where)
     if type(entry) is not torch.Tensor or entry.dtype != torch.uint8 or entry.dim() != 1:
         raise TicketError(f'{where} is not a ticket header (a uint8 tensor); the checkpoint '
                           'is corrupted or was edited')

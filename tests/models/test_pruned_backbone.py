@@ -7,6 +7,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from mmrecprune.models.pruned_backbone import build_backbone_from_ticket
 from mmrecprune.registry import MODELS
 from mmrecprune.tickets import Ticket, TicketError, load_ticket
 from tests.conftest import repo_path
@@ -185,3 +186,19 @@ def test_deep_copy_checks_nothing_after_the_first_forward(r18_tickets):
     clone(torch.randn(1, 3, 32, 32))
     assert not clone._consumer_width_check
     assert len(torch.nn.modules.module._global_forward_pre_hooks) == hooks
+
+
+@pytest.mark.parametrize('kind', ['unstructured', 'structured'])
+def test_state_dict_holds_tensors_only_and_reads_old_dict_headers(r18_tickets, kind):
+    """The ticket header is a uint8 tensor entry; a checkpoint of mmrecprune 0.1, whose entry
+    was the header dict itself, still loads (checked against the same schema)."""
+    from mmrecprune.models.pruned_backbone import read_header
+    backbone = build_backbone_from_ticket(ticket=r18_tickets[kind], out_indices=(3, ))
+    state = backbone.state_dict()
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert state['ticket'].dtype == torch.uint8
+    header = read_header(state['ticket'], '')
+    other = build_backbone_from_ticket(ticket=r18_tickets[kind], out_indices=(3, ))
+    other.load_state_dict(dict(state, ticket=header))
+    for name, value in backbone.state_dict().items():
+        assert torch.equal(value, other.state_dict()[name]), name
