@@ -82,11 +82,11 @@ def NoneOr(spec):
 
 
 def Seq(spec, min_len, max_len):
-    """A list or tuple; returned as a tuple (what the backbones take)."""
+    """A list or tuple (returned as the same type)."""
     def check(value, where):
         if type(value) not in (list, tuple) or not min_len <= len(value) <= max_len:
             _fail(where, f'must be a list of {min_len}..{max_len} items, got {_shown(value)}')
-        return tuple(spec(v, f'{where}[{i}]') for i, v in enumerate(value))
+        return type(value)(spec(v, f'{where}[{i}]') for i, v in enumerate(value))
     return check
 
 

@@ -7,6 +7,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmrecprune.hooks import LotteryTicketHook
+from mmrecprune.models.pruned_backbone import read_header
 from mmrecprune.registry import MODELS
 from mmrecprune.tickets import TicketError, load_ticket
 from tests.conftest import (dist_train, repo_path, tiny_cls_cfg, tiny_dist_config,
@@ -130,7 +131,7 @@ def test_mask_transfer_weights_and_random_mask_control(rotnet_ticket, tmp_path):
     assert not torch.equal(rand, own) and not rand[~ticket.masks[name]].any()
     torch.testing.assert_close(_backbone(path, weights='random', seed=1).state_dict()[name], rand)
     ctrl = _backbone(path, masks='random', seed=2)
-    ctrl_mask = ctrl.state_dict()['ticket']['masks'][name]
+    ctrl_mask = read_header(ctrl.state_dict()['ticket'], '')['masks'][name]
     from mmrecprune.sparsity import unpack_mask
     ctrl_mask = unpack_mask(ctrl_mask['bits'], ctrl_mask['shape'])
     assert int(ctrl_mask.sum()) == int(ticket.masks[name].sum())  # same per-layer sparsity

@@ -14,6 +14,7 @@ import torch
 from matplotlib import cbook
 
 from mmrecprune.fileio import load_mmengine_checkpoint
+from mmrecprune.models.pruned_backbone import read_header
 from mmrecprune.tickets import TicketError
 from tests.conftest import REPO, train_downstream
 
@@ -66,7 +67,7 @@ def test_detector_loads_without_ticket_file(tmp_path, scenes, r18_tickets, photo
         if torch.is_tensor(value):
             assert torch.equal(value, state['backbone.' + name]), name
     if kind == 'unstructured':
-        assert model.backbone.state_dict()['ticket']['masks']  # the masks travelled too
+        assert read_header(model.backbone.state_dict()['ticket'], '')['masks']  # masks travelled
     inferencer = DetInferencer(model=cfg, weights=ckpt, device='cpu', show_progress=False)
     assert len(inferencer(photo)['predictions'][0]['scores']) == len(without[0])
 

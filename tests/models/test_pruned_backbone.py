@@ -87,7 +87,7 @@ def test_contract_dilation_builds_mmseg_resnet(r18_tickets, kind):
 
 
 def test_contract_dilation_refused_for_other_backbones():
-    ticket = Ticket(meta=dict(kind='dense', backbone=dict(type='mmdet.ResNeXt', depth=50)),
+    ticket = Ticket(meta=dict(kind='dense', backbone=dict(type='mmdet.MobileNetV2')),
                     state_dict={})
     with pytest.raises(TicketError, match='contract_dilation applies to ResNet'):
         build(ticket, contract_dilation=True)

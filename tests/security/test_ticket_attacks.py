@@ -145,6 +145,7 @@ def test_mmseg_init_model_refuses_ticket(tmp_path, good_ticket):
 ], ids=['analyze_ticket', 'pytorch2onnx', 'test'])
 def test_tools_refuse_ticket(tmp_path, good_ticket, tool):
     path, marker = _crafted(good_ticket, tmp_path, 'backbone type subprocess.run')
+    torch.save({}, tmp_path / 'none.pth')  # a checkpoint file for tools/test.py to find
     args = [a.format(ticket=path, tmp=tmp_path) for a in tool]
     result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
                             timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
