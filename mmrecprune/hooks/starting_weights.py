@@ -8,6 +8,30 @@ BACKBONE_PREFIX = 'backbone.'
 TORCHVISION_FC, CLASSIFIER_FC = 'fc.', 'head.fc.'
 
 
+def map_torchvision_keys(own, state):
+    """A torchvision-style state dict (``conv1.weight``, ``layer1.0.conv1.weight``, ...,
+    ``fc.*``: mmdet's ResNet names its weights as torchvision does) with the keys of a model
+    whose state dict is ``own``: ``backbone.`` prefixed, and ``fc.`` mapped to ``head.fc.``
+    where ``own`` has that entry with the same shape; the other entries unchanged. ``None`` when
+    ``state`` is not one: it already names a backbone entry of ``own``, or no bare key does.
+    """
+    backbone = {k for k in own if k.startswith(BACKBONE_PREFIX)}
+    if any(k in state for k in backbone):
+        return None
+    if not any(BACKBONE_PREFIX + k in backbone for k in state):
+        return None
+    mapped = {}
+    for key, value in state.items():
+        if BACKBONE_PREFIX + key in backbone:
+            key = BACKBONE_PREFIX + key
+        elif key.startswith(TORCHVISION_FC):
+            head = CLASSIFIER_FC + key[len(TORCHVISION_FC):]
+            if head in own and getattr(value, 'shape', None) == own[head].shape:
+                key = head
+        mapped[key] = value
+    return mapped
+
+
 def adapt_starting_weights(model, checkpoint, source='load_from'):
     """Check, and where the format is known adapt in place, the checkpoint a pruning run loads.
 
@@ -24,15 +48,10 @@ def adapt_starting_weights(model, checkpoint, source='load_from'):
     state = checkpoint.get('state_dict', checkpoint)
     own = without_ticket_header(model.state_dict())
     backbone = {k: v for k, v in own.items() if k.startswith(BACKBONE_PREFIX)}
-    if not any(k in state for k in backbone):
-        bare = {BACKBONE_PREFIX + k: k for k in list(state) if BACKBONE_PREFIX + k in backbone}
-        if bare:  # a torchvision-style (backbone-only or classifier) state dict
-            for new, old in bare.items():
-                state[new] = state.pop(old)
-            for key in [k for k in state if k.startswith(TORCHVISION_FC)]:
-                new = CLASSIFIER_FC + key[len(TORCHVISION_FC):]
-                if new in own and own[new].shape == state[key].shape:
-                    state[new] = state.pop(key)
+    mapped = map_torchvision_keys(own, state)
+    if mapped is not None:  # a torchvision-style (backbone-only or classifier) state dict
+        state.clear()
+        state.update(mapped)
     missing, _, mismatched = compare_state_dicts(backbone, state)  # other entries may stay
     if missing or mismatched:
         raise ValueError(
