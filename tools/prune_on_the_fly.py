@@ -5,6 +5,9 @@ hyperspherical (on-the-fly) model is folded first (exact); an ordinary one gets 
 magnitude pruning. Prints the validation metrics before pruning, right after it (``zero``), with
 every ``--recovery`` mode and, with ``--bn-recalibration-images``, after BN recalibration; writes
 the ticket of the last recovery mode (with its fill values and, if asked, recalibrated BN).
+CHECKPOINT may also be a torchvision-format state dict (``conv1.weight``, ``layer1.0...``,
+``fc.*``): its keys are mapped as ``load_from`` maps them. An existing ``--out`` /
+``--out-json`` is refused unless ``--force``; bad input stops with one line, before any work.
 
     python tools/prune_on_the_fly.py CONFIG CHECKPOINT --sparsity 0.5 \\
         --recovery zero filter_abs_signed --bn-recalibration-images 512 --out ticket.pth
@@ -15,16 +18,18 @@ import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 import mmrecprune  # noqa: F401  registries, safe checkpoint loading
+from mmrecprune.cli import CLIError, check_output_path, check_work_dir, load_config, run_tool
 from mmrecprune.sparsity import RECOVERY_MODES
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Prune a checkpoint once, no fine-tuning')
     parser.add_argument('config', help='the config the checkpoint was trained with')
-    parser.add_argument('checkpoint', help='a checkpoint of that config (tools/train.py)')
+    parser.add_argument('checkpoint', help='a checkpoint of that config (tools/train.py), or a '
+                        'torchvision-format state dict (mapped as load_from maps it)')
     parser.add_argument('--sparsity', type=float,
                         help="fraction of every prunable layer pruned (default: the config's "
                              'pruner sparsity)')
@@ -37,6 +42,8 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='ticket file to write (default: '
                                       'WORK_DIR/tickets/oneshot_p<sparsity>_<recovery>.pth)')
     parser.add_argument('--out-json', help='write the table of metrics here')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite the --out ticket / --out-json file if it exists')
     parser.add_argument('--work-dir', help='work dir of the evaluation (logs)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, xxx=yyy format')
@@ -53,9 +60,9 @@ def pruner_settings(cfg, args):
             shape = tuple(hook.get('example_input_shape', shape))
     sparsity = args.sparsity if args.sparsity is not None else pruner.get('sparsity')
     if sparsity is None:
-        raise SystemExit('give --sparsity (the config has no pruner with a sparsity)')
+        raise CLIError('give --sparsity (the config has no pruner with a sparsity)')
     if not 0 < sparsity < 1:
-        raise SystemExit(f'--sparsity must be a fraction in (0, 1), got {sparsity}')
+        raise CLIError(f'--sparsity must be a fraction in (0, 1), got {sparsity}')
     recoveries = args.recovery or list(dict.fromkeys(['zero', pruner.get('recovery', 'zero')]))
     options = {k: pruner[k] for k in ('include', 'exclude') if k in pruner}
     return sparsity, recoveries, options, shape
@@ -63,18 +70,25 @@ def pruner_settings(cfg, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     sparsity, recoveries, options, input_shape = pruner_settings(cfg, args)
-    cfg.work_dir = args.work_dir or osp.join('work_dirs', 'prune_on_the_fly',
-                                             osp.splitext(osp.basename(args.config))[0])
-    out = args.out or osp.join(cfg.work_dir, 'tickets',
-                               f'oneshot_p{round(100 * sparsity)}_{recoveries[-1]}.pth')
-    if osp.isdir(out):
-        raise SystemExit(f'--out {out} is a directory; give a file name')
-    from mmrecprune.analysis import (load_exact_weights, offline_runner, recalibrate_bn,
-                                     score_pruning, validation_scorer)
+    cfg.work_dir = check_work_dir(args.work_dir) or osp.join(
+        'work_dirs', 'prune_on_the_fly', osp.splitext(osp.basename(args.config))[0])
+    from mmrecprune.analysis import (load_exact_weights, offline_runner,
+                                     read_training_checkpoint, recalibrate_bn, score_pruning,
+                                     validation_scorer)
+    try:
+        checkpoint = read_training_checkpoint(args.checkpoint)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    if args.out:
+        check_output_path(args.out, args.force, '--out')
+        out = args.out
+    else:  # the work dir's own file, named by the settings: a rerun replaces it
+        out = osp.join(cfg.work_dir, 'tickets',
+                       f'oneshot_p{round(100 * sparsity)}_{recoveries[-1]}.pth')
+        check_output_path(out, True, 'the ticket')
+    check_output_path(args.out_json, args.force, '--out-json')
     from mmrecprune.methods import OneShotMagnitudePruner
     from mmrecprune.sparsity import strip_conv_cfg
     from mmrecprune.tickets import export_ticket
@@ -82,9 +96,9 @@ def main(argv=None):
     runner = offline_runner(cfg)
     model = runner.model
     try:
-        load_exact_weights(model, args.checkpoint)
+        load_exact_weights(model, args.checkpoint, checkpoint)
     except ValueError as err:
-        raise SystemExit(str(err)) from None
+        raise CLIError(str(err)) from None
     pruner = OneShotMagnitudePruner(sparsity=sparsity, recovery=recoveries[-1],
                                     ranking=args.ranking, **options)
     pruner.attach(model)
@@ -115,4 +129,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(0 if main() is not None else 1)
+    sys.exit(0 if run_tool(main) is not None else 1)

@@ -13,6 +13,28 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def load_cli():
+    """:mod:`mmrecprune.cli` (the tools' shared error path) without importing the mmrecprune
+    package, whose ``__init__`` imports torch and MMCV: the pipelines and the data converter
+    start in a fraction of a second and run where MMCV is not installed yet. The module is
+    registered as ``mmrecprune.cli``, so a later ``import mmrecprune.cli`` finds this one."""
+    import importlib
+    import importlib.util
+    name = 'mmrecprune.cli'
+    if name not in sys.modules and 'mmrecprune' in sys.modules:
+        importlib.import_module(name)  # the package is there already: the ordinary import
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, 'mmrecprune',
+                                                                     'cli.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+cli = load_cli()
+
+
 class Pipeline:
     """Runs stages as subprocesses, records wall times, and skips finished stages."""
 
@@ -31,12 +53,12 @@ class Pipeline:
         self.env = dict(os.environ)
         if threads_per_stage:
             self.env['OMP_NUM_THREADS'] = str(threads_per_stage)
+        cli.check_work_dir(work_dir)
         os.makedirs(work_dir, exist_ok=True)
         self.results_path = osp.join(work_dir, 'results.json')
         self.results = {}
         if osp.isfile(self.results_path) and not force:
-            with open(self.results_path) as f:
-                self.results = json.load(f)
+            self.results = read_results(self.results_path)
 
     def run(self, name, cmds, outputs, read_metrics=None):
         """Run ``cmds`` unless stage ``name`` finished before and its ``outputs`` exist."""
@@ -75,13 +97,42 @@ def read_json(path):
         return json.load(f)
 
 
+def read_results(path):
+    """A pipeline's ``results.json`` (finished stages by name); :class:`CLIError` naming the
+    file when it is not one (a pipeline writes it after every stage)."""
+    try:
+        results = read_json(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise cli.CLIError(f'{path} is not the results file of a pipeline (not JSON: '
+                           f'{cli.one_line(err)}); move it away (its stages then run again)') \
+            from None
+    if not isinstance(results, dict) or not all(
+            isinstance(v, dict) and 'wall_s' in v for v in results.values()):
+        raise cli.CLIError(f'{path} is not the results file of a pipeline (expected '
+                           '{stage: {"wall_s": ...}}); move it away (its stages then run '
+                           'again)')
+    return results
+
+
+def check_pretrained(path, what='--pretrained'):
+    """A benchmark's dense checkpoint: missing is fine (the benchmark trains it first), but an
+    existing ``path`` must be a file torch.save wrote (:class:`CLIError` otherwise), before any
+    stage starts from it."""
+    if osp.exists(path):
+        cli.check_torch_archive(path, what)
+    else:
+        cli.check_work_dir(osp.dirname(path) or '.', what)
+    return path
+
+
 def train_and_test(pipe, name, cfg, work_dir, ckpt_name, extra=(), outputs=()):
     """tools/train.py then tools/test.py on the final checkpoint; returns the stage record."""
     py = sys.executable
     ckpt = osp.join(work_dir, ckpt_name)
     metrics = osp.join(work_dir, 'test_metrics.json')
     cmds = [[py, 'tools/train.py', cfg, '--work-dir', work_dir, *extra],
-            [py, 'tools/test.py', cfg, ckpt, '--work-dir', work_dir, '--out', metrics, *extra]]
+            [py, 'tools/test.py', cfg, ckpt, '--work-dir', work_dir, '--out', metrics, '--force',
+             *extra]]  # --force: the metrics file is this stage's own (a rerun replaces it)
     return pipe.run(name, cmds, [ckpt, metrics, *outputs], lambda: read_json(metrics))
 
 

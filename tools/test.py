@@ -2,12 +2,15 @@
 import argparse
 import os
 import os.path as osp
+import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmrecprune  # noqa: F401  registries, safe checkpoint loading
+from mmrecprune.cli import (check_output_path, check_torch_archive, check_work_dir, load_config,
+                            merge_cfg_options, run_tool)
 from mmrecprune.utils import setup_cpu_distributed, teardown_distributed
 
 
@@ -17,6 +20,8 @@ def parse_args():
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save evaluation results')
     parser.add_argument('--out', help='dump the metrics to this json file')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite the --out file if it exists')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, xxx=yyy format')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -30,10 +35,12 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options, args.config)
+    check_torch_archive(args.checkpoint, 'checkpoint')
+    check_output_path(args.out, args.force, '--out')
+    check_work_dir(args.work_dir)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -46,9 +53,10 @@ def main():
     teardown_distributed()
     if args.out:
         import json
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
             json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

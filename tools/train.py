@@ -2,12 +2,15 @@
 import argparse
 import os
 import os.path as osp
+import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmrecprune  # noqa: F401  registries, safe checkpoint loading
+from mmrecprune.cli import (CLIError, check_torch_archive, check_work_dir, load_config,
+                            merge_cfg_options, run_tool)
 from mmrecprune.hooks import with_plain_checkpoints
 from mmrecprune.utils import setup_cpu_distributed, teardown_distributed
 
@@ -35,10 +38,12 @@ def parse_args():
 
 
 def build_config(args):
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options, args.config)
+    if args.resume not in (None, 'auto'):
+        check_torch_archive(args.resume, '--resume checkpoint')
+    check_work_dir(args.work_dir)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -53,8 +58,8 @@ def build_config(args):
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise RuntimeError('--auto-scale-lr needs `auto_scale_lr=dict(enable=..., '
-                               'base_batch_size=...)` in the config')
+            raise CLIError('--auto-scale-lr needs `auto_scale_lr=dict(enable=..., '
+                           'base_batch_size=...)` in the config')
         cfg.auto_scale_lr.enable = True
     with_plain_checkpoints(cfg)  # checkpoints load with plain torch.load(weights_only=True)
     if args.resume == 'auto':
@@ -77,4 +82,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

@@ -92,14 +92,13 @@ def score_pruning(pruner, score, recoveries, recalibrate=None, plan=None):
     return rows
 
 
-def load_exact_weights(model, path):
-    """Load the training checkpoint ``path`` into ``model``, requiring an exact fit; return the
-    checkpoint. Raises ValueError naming the problem (missing file, not a checkpoint, no
-    tensors, another architecture or width)."""
+def read_training_checkpoint(path):
+    """The checkpoint ``path`` as data, with a state dict of tensors (a training checkpoint,
+    or a bare state dict). Raises ValueError naming the problem (missing file, not a
+    checkpoint, no tensors)."""
     import os.path as osp
 
     from mmrecprune.fileio import load_mmengine_checkpoint
-    from mmrecprune.models.strict_pretrained import misfit
     if not osp.isfile(path):
         raise ValueError(f'{path}: no such checkpoint file')
     try:
@@ -110,11 +109,38 @@ def load_exact_weights(model, path):
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not any(hasattr(v, 'shape') for v in state.values()):
         raise ValueError(f'{path} holds no state_dict of tensors: not a training checkpoint')
-    problem = misfit(model.state_dict(), state)
-    if problem:
-        raise ValueError(f'{path} does not fit the model of the config (another architecture '
-                         f'or width?): {problem}. Pass the config the checkpoint was trained '
-                         'with.')
+    return ckpt
+
+
+def load_exact_weights(model, path, checkpoint=None):
+    """Load the training checkpoint ``path`` (or its ``checkpoint``, read already by
+    :func:`read_training_checkpoint`) into ``model``, requiring an exact fit; return the
+    checkpoint. A torchvision-format state dict (``conv1.weight``, ``layer1.0...``, ``fc.*``) is
+    mapped as ``load_from`` maps it (``backbone.*``, ``fc`` -> ``head.fc``). Raises ValueError
+    naming the problem (missing file, not a checkpoint, no tensors, another architecture or
+    width)."""
+    from mmrecprune.hooks.starting_weights import map_torchvision_keys
+    from mmrecprune.models.strict_pretrained import misfit
+    ckpt = read_training_checkpoint(path) if checkpoint is None else checkpoint
+    state = ckpt.get('state_dict', ckpt)
+    own = model.state_dict()
+    mapped = map_torchvision_keys(own, state)
+    if mapped is not None:
+        problem = misfit(own, mapped)
+        if problem:
+            raise ValueError(
+                f'{path} is a torchvision-format state dict (conv1.weight, layer1.0..., fc.*); '
+                'mapped as load_from maps it (backbone.*, fc -> head.fc) it does not fit the '
+                f'model of the config (another architecture, width or number of classes?): '
+                f'{problem}. Check it with tools/model_converters/starting_weights.py SRC DST '
+                '--config CONFIG, train with load_from=DST, and give that checkpoint.')
+        state = mapped
+    else:
+        problem = misfit(own, state)
+        if problem:
+            raise ValueError(f'{path} does not fit the model of the config (another '
+                             f'architecture or width?): {problem}. Pass the config the '
+                             'checkpoint was trained with.')
     model.load_state_dict({k: v for k, v in state.items() if hasattr(v, 'shape')}, strict=False)
     return ckpt
 

@@ -8,6 +8,7 @@ import shlex
 import sys
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from tests.conftest import REPO
@@ -44,7 +45,7 @@ def test_dry_run_plans_existing_configs_and_options(scale, tmp_path, capsys):
     every --cfg-options key it sets is a key of that config (a typo would silently add an
     unused key and change nothing)."""
     pretrained = tmp_path / 'dense.pth'
-    pretrained.write_bytes(b'')  # exists: no pretraining stage is planned
+    torch.save({'state_dict': {}}, pretrained)  # exists: no pretraining stage is planned
     leaderboard.main(['--scale', scale, '--seeds', '0', '--work-dir', str(tmp_path / 'lb'),
                       '--pretrained', str(pretrained), '--scenes-levels', '20', '50', '91.4',
                       '--dry-run'])

@@ -128,10 +128,13 @@ def test_tool_refuses_bad_input_and_overwrites_nothing(full_run, tmp_path):
     with pytest.raises(SystemExit, match='no such checkpoint file'):
         _tool(cfg_path, tmp_path / 'missing.pth', '--out', out, '--work-dir', tmp_path / 'e2')
     with pytest.raises(SystemExit, match='does not fit the model of the config'):
-        _tool(cfg_path, work_dir / 'epoch_2.pth', '--out', out, '--work-dir', tmp_path / 'e3',
-              '--cfg-options', 'model.backbone.base_channels=4', 'model.in_channels=32')
+        _tool(cfg_path, work_dir / 'epoch_2.pth', '--out', out, '--force', '--work-dir',
+              tmp_path / 'e3', '--cfg-options', 'model.backbone.base_channels=4',
+              'model.in_channels=32')
     with pytest.raises(SystemExit, match='--sparsity must be a fraction'):
         _tool(cfg_path, work_dir / 'epoch_2.pth', '--sparsity', 1.5, '--out', out)
+    with pytest.raises(SystemExit, match=f'--out {out} exists; pass --force'):
+        _tool(cfg_path, work_dir / 'epoch_2.pth', '--out', out, '--work-dir', tmp_path / 'e4')
     assert out.read_bytes() == b'precious'
 
 

@@ -24,12 +24,12 @@ import itertools
 import os.path as osp
 
 import torch
-from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from torch.nn.modules.conv import _ConvNd
 
 import mmrecprune  # noqa: F401  registries
 from mmrecprune.analysis import deployed, interleaved_latency
+from mmrecprune.cli import CLIError, check_input_file, check_output_path, load_config, run_tool
 from mmrecprune.models.pruned_backbone import build_backbone_from_ticket
 from mmrecprune.registry import MODELS
 from mmrecprune.sparsity import (count_flops_params, plot_kept_channels, plot_layer_sparsity,
@@ -49,7 +49,10 @@ def parse_args():
     parser.add_argument('--deployed', action='store_true',
                         help='also time the models as deployed: BN fused, TorchScript frozen, '
                         'oneDNN (see deployed())')
-    parser.add_argument('--out', default=None, help='PNG path (default: next to the input)')
+    parser.add_argument('--out', default=None,
+                        help='PNG path (default: <input>_channels.png next to the input, '
+                        'replaced when it exists)')
+    parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
     return parser.parse_args()
 
 
@@ -68,8 +71,12 @@ def _build(cfg):
 
 def load_models(path):
     """``(dense backbone, pruned backbone or None, ticket or None)`` for a config or a ticket."""
-    if path.endswith('.py'):
-        cfg = Config.fromfile(path).model.backbone.to_dict()
+    check_input_file(path, 'config or ticket')
+    if osp.splitext(path)[1] in ('.py', '.json', '.yaml', '.yml'):
+        backbone = load_config(path).get('model', {}).get('backbone')
+        if not isinstance(backbone, dict):
+            raise CLIError(f'config {path} has no model.backbone to analyse')
+        cfg = backbone.to_dict() if hasattr(backbone, 'to_dict') else dict(backbone)
         if 'ticket' not in cfg:
             return _build(cfg), None, None
         path = cfg['ticket']
@@ -81,6 +88,8 @@ def load_models(path):
 
 def main():
     args = parse_args()
+    check_input_file(args.path, 'config or ticket')
+    check_output_path(args.out, args.force, '--out')
     if args.threads:
         torch.set_num_threads(args.threads)
     dense, pruned, ticket = load_models(args.path)
@@ -134,4 +143,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

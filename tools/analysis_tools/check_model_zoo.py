@@ -42,6 +42,8 @@ import yaml
 from mmengine.config import Config, DictAction
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools'))
+from stage_runner import cli  # noqa: E402  mmrecprune.cli, loaded without torch
 EMBEDDED_DATA = 'Fashion-MNIST'
 # metafile metric name -> (key in tools/test.py's metrics json, factor to the metafile's unit)
 METRICS = {
@@ -56,8 +58,8 @@ METRICS_FILE = 'test_metrics.json'
 COMMANDS_FILE = 'rebuild_commands.json'
 
 
-class ZooError(Exception):
-    """A metafile or an argument this tool cannot work with (exit status 2)."""
+class ZooError(cli.CLIError):
+    """A metafile or an argument this tool cannot work with (exit status 2, one line)."""
 
 
 def parse_args(argv=None):
@@ -108,6 +110,9 @@ def load_entries(paths):
                 content = yaml.safe_load(f) or {}
             except yaml.YAMLError as err:
                 raise ZooError(f'{path} is not valid YAML: {err}') from None
+            except UnicodeDecodeError:
+                raise ZooError(f'{path} is not a metafile (binary data, not YAML text)') \
+                    from None
         models = content.get('Models') if isinstance(content, dict) else None
         if not isinstance(models, list):
             raise ZooError(f'{path} has no `Models:` list (the OpenMMLab metafile layout)')
@@ -371,18 +376,15 @@ def verify_file(entries, file, name):
 
 
 def main(argv=None):
-    parser, args = parse_args(argv)
-    try:
-        metafiles = args.metafiles or sorted(glob.glob(osp.join(ROOT, 'configs', '*',
-                                                                'metafile.yml')))
-        entries = load_entries(metafiles)
-        if args.verify_file:
-            return verify_file(entries, args.verify_file, args.model)
-        chosen = select(entries, args.models)
-        runs = [plan(entry, osp.abspath(args.work_dir), args.cfg_options)
-                for _, entry in chosen]
-    except ZooError as err:
-        parser.error(str(err))
+    _, args = parse_args(argv)
+    cli.check_work_dir(args.work_dir)
+    metafiles = args.metafiles or sorted(glob.glob(osp.join(ROOT, 'configs', '*',
+                                                            'metafile.yml')))
+    entries = load_entries(metafiles)
+    if args.verify_file:
+        return verify_file(entries, args.verify_file, args.model)
+    chosen = select(entries, args.models)
+    runs = [plan(entry, osp.abspath(args.work_dir), args.cfg_options) for _, entry in chosen]
     if args.dry_run:
         shown = set()
         for run in runs:
@@ -413,4 +415,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))

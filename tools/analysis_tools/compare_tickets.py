@@ -9,8 +9,9 @@ whose tickets share nearly every weight cannot differ much downstream.
 import argparse
 import json
 
+from mmrecprune.cli import CLIError, check_input_file, check_output_path, run_tool
 from mmrecprune.sparsity import mask_overlap, sparsity_report
-from mmrecprune.tickets import TicketError, load_ticket
+from mmrecprune.tickets import load_ticket
 
 
 def parse_args():
@@ -18,15 +19,21 @@ def parse_args():
     parser.add_argument('ticket_a')
     parser.add_argument('ticket_b')
     parser.add_argument('--out', help='also write the numbers to this JSON file')
+    parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
+    for path in (args.ticket_a, args.ticket_b):
+        check_input_file(path, 'ticket')
+    check_output_path(args.out, args.force, '--out')
     a, b = load_ticket(args.ticket_a), load_ticket(args.ticket_b)
-    if not a.masks or not b.masks:
-        raise TicketError('both tickets must be unstructured (hold masks); a structured ticket '
-                          'is compared with tools/analysis_tools/analyze_ticket.py')
+    for path, ticket in ((args.ticket_a, a), (args.ticket_b, b)):
+        if not ticket.masks:
+            raise CLIError(f'{path} is a {ticket.kind} ticket: both tickets must be '
+                           'unstructured (hold masks); a structured ticket is analysed with '
+                           'tools/analysis_tools/analyze_ticket.py')
     overlap = mask_overlap(a.masks, b.masks)
     sparsity_a, sparsity_b = sparsity_report(a.masks), sparsity_report(b.masks)
     width = max(len(n) for n in overlap['layers'])
@@ -45,4 +52,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

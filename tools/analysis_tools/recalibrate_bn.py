@@ -9,9 +9,10 @@ import os
 import os.path as osp
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 import mmrecprune  # noqa: F401  registries, safe checkpoint loading
+from mmrecprune.cli import CLIError, check_output_path, check_work_dir, load_config, run_tool
 
 
 def parse_args(argv=None):
@@ -20,6 +21,7 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='a checkpoint of that config')
     parser.add_argument('--images', type=int, default=512, help='training images to use')
     parser.add_argument('--out', required=True, help='recalibrated checkpoint to write')
+    parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
     parser.add_argument('--work-dir', help='work dir of the evaluation (logs)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, xxx=yyy format')
@@ -29,24 +31,27 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.images <= 0:
-        raise SystemExit(f'--images must be > 0, got {args.images}')
+        raise CLIError(f'--images must be > 0, got {args.images}')
     if osp.abspath(args.out) == osp.abspath(args.checkpoint):
-        raise SystemExit('--out must not be the input checkpoint (nothing is overwritten)')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir or osp.join('work_dirs', 'recalibrate_bn',
-                                             osp.splitext(osp.basename(args.config))[0])
+        raise CLIError('--out must not be the input checkpoint (nothing is overwritten)')
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.work_dir = check_work_dir(args.work_dir) or osp.join(
+        'work_dirs', 'recalibrate_bn', osp.splitext(osp.basename(args.config))[0])
 
-    from mmrecprune.analysis import (load_exact_weights, offline_runner, recalibrate_bn,
-                                     validation_scorer)
+    from mmrecprune.analysis import (load_exact_weights, offline_runner,
+                                     read_training_checkpoint, recalibrate_bn, validation_scorer)
+    try:
+        ckpt = read_training_checkpoint(args.checkpoint)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    check_output_path(args.out, args.force, '--out')
 
     runner = offline_runner(cfg)
     model = runner.model
     try:
-        ckpt = load_exact_weights(model, args.checkpoint)
+        load_exact_weights(model, args.checkpoint, ckpt)
     except ValueError as err:
-        raise SystemExit(str(err)) from None
+        raise CLIError(str(err)) from None
     score = validation_scorer(runner, cfg)
     before = score()
     seen = recalibrate_bn(model, runner.build_dataloader(cfg.train_dataloader), args.images)
@@ -54,10 +59,12 @@ def main(argv=None):
     for name, metrics in (('before', before), (f'after ({seen} images)', after)):
         print(f'{name:>20}: ' + ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    torch.save(dict(ckpt, state_dict=model.state_dict()), args.out)
+    # a bare (torchvision-format) state dict has nothing besides its weights to keep
+    kept = ckpt if 'state_dict' in ckpt else {}
+    torch.save(dict(kept, state_dict=model.state_dict()), args.out)
     print(f'recalibrated checkpoint written to {args.out}')
     return before, after
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

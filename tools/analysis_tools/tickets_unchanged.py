@@ -19,6 +19,9 @@ import os.path as osp
 import subprocess
 import sys
 
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from stage_runner import cli  # noqa: E402  mmrecprune.cli, loaded without torch
+
 RUNS = {
     'recprune': ('configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py', 'decoder',
                  'tickets/round_7.pth'),
@@ -42,6 +45,9 @@ def parse_args():
 
 def run(args):
     root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cli.check_torch_archive(args.pretrained, '--pretrained')
+    cli.check_torch_archive(args.decoder, '--decoder')
+    cli.check_work_dir(args.work_dir)
     for name, (config, start, _) in RUNS.items():
         options = [f'load_from={osp.abspath(getattr(args, start))}']
         if args.subset:
@@ -77,10 +83,21 @@ def same(x, y):
 
 
 def compare(args):
-    from mmrecprune.fileio import read_plain
+    for work in (args.work_a, args.work_b):
+        cli.check_input_dir(work, 'work dir')
+        for name, (_, _, rel) in RUNS.items():
+            cli.check_torch_archive(osp.join(work, name, rel), 'ticket')
+    from mmrecprune.fileio import UnsafeCheckpointError, read_plain
+
+    def read(path):
+        try:
+            return read_plain(path)
+        except UnsafeCheckpointError as err:
+            raise cli.CLIError(f'{path} is not a readable ticket: {err}') from None
+
     differ = 0
     for name, (_, _, rel) in RUNS.items():
-        a, b = (read_plain(osp.join(w, name, rel)) for w in (args.work_a, args.work_b))
+        a, b = (read(osp.join(w, name, rel)) for w in (args.work_a, args.work_b))
         ta, tb = tensors(a), tensors(b)
         bad = sorted(set(ta) ^ set(tb))
         bad += [k for k in sorted(set(ta) & set(tb)) if not same(ta[k], tb[k])]
@@ -94,6 +111,10 @@ def compare(args):
     sys.exit(1 if differ else 0)
 
 
-if __name__ == '__main__':
+def main():
     args = parse_args()
     run(args) if args.cmd == 'run' else compare(args)
+
+
+if __name__ == '__main__':
+    cli.run_tool(main)

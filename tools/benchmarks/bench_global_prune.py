@@ -17,12 +17,14 @@ Example::
 """
 import argparse
 import statistics
+import sys
 import time
 
 import torch
 from mmdet.models.backbones import ResNet
 from torch.nn.utils import prune
 
+from mmrecprune.cli import run_tool
 from mmrecprune.sparsity import (apply_masks, global_magnitude_masks, global_magnitude_threshold,
                                  init_masks, prunable_parameters)
 
@@ -123,4 +125,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

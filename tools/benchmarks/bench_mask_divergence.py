@@ -20,7 +20,8 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import DECODER_CFG, LOTTERY_CFGS, PRETRAIN_CFG  # noqa: E402
-from stage_runner import Pipeline, parse_with_scale, run_parallel, write_summary  # noqa: E402
+from stage_runner import (Pipeline, check_pretrained, cli, parse_with_scale,  # noqa: E402
+                          run_parallel, write_summary)
 
 
 def parse_args():
@@ -70,6 +71,7 @@ def jaccards(tickets_a, tickets_b):
 def main():
     args = parse_args()
     start = time.time()
+    check_pretrained(args.pretrained)
     pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only)
     if not osp.isfile(args.pretrained):
         pipe.run('pretrain', [[sys.executable, 'tools/train.py',
@@ -133,4 +135,4 @@ def plot(args, summary):
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_tool(main)

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import SCENES64_ARGS, SCENES64_ROOT, probe_downstream, summarise  # noqa: E402
-from stage_runner import Pipeline, parse_with_scale, read_json, run_parallel  # noqa: E402
+from stage_runner import Pipeline, cli, parse_with_scale, read_json, run_parallel  # noqa: E402
 
 DENSE_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 OTF_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
@@ -107,7 +107,7 @@ def score(pipe, args, name, config, ckpt, work, sparsity, options, recoveries=RE
     metrics = osp.join(work, 'scores.json')
     cmd = [sys.executable, 'tools/prune_on_the_fly.py', config, ckpt, '--sparsity',
            str(sparsity), '--recovery', *recoveries, '--out-json', metrics, '--work-dir', work,
-           '--out', out or osp.join(work, 'ticket.pth')]
+           '--out', out or osp.join(work, 'ticket.pth'), '--force']  # the stage's own files
     if bn:
         cmd += ['--bn-recalibration-images', str(args.bn_images)]
     if options:
@@ -163,7 +163,7 @@ def main():
     start = time.time()
     penalty = sweep(pipe, args)
     if penalty is None:
-        raise SystemExit('the penalty sweep has not run (report-only)')
+        raise cli.CLIError('the penalty sweep has not run (report-only)')
     print(f'penalty coefficient: {penalty:g}', flush=True)
     sched = schedule_options(args)
     cells = {}  # (model, level, row) -> [top-1 per seed]
@@ -374,7 +374,7 @@ def mobilenet(pipe, args, penalty):
                  *ft_opts],
                 [sys.executable, 'tools/test.py', MBV2_FINETUNE_CFG,
                  osp.join(ft, f'epoch_{epochs}.pth'), '--work-dir', ft, '--out', metrics,
-                 *ft_opts]], [metrics], lambda m=metrics: read_json(m))
+                 '--force', *ft_opts]], [metrics], lambda m=metrics: read_json(m))
             # the same cut scored with BN recalibration too (its own stage: the fine-tune above
             # starts from the ticket without it)
             with_bn = score(pipe, args, f'mbv2/{model}/p70/bn/seed{seed}', cfg, ckpt,
@@ -409,7 +409,8 @@ def imp_mobilenet(pipe, args, seed, root, dense, opts):
     rec = pipe.run(f'mbv2/imp/p70/finetune/seed{seed}', [
         [sys.executable, 'tools/train.py', MBV2_FINETUNE_CFG, '--work-dir', ft, *ft_opts],
         [sys.executable, 'tools/test.py', MBV2_FINETUNE_CFG, osp.join(ft, f'epoch_{epochs}.pth'),
-         '--work-dir', ft, '--out', metrics, *ft_opts]], [metrics], lambda: read_json(metrics))
+         '--work-dir', ft, '--out', metrics, '--force', *ft_opts]], [metrics],
+        lambda: read_json(metrics))
     dense_top1 = pipe.results.get(f'mbv2/magnitude/p70/seed{seed}', {}).get('metrics')
     if rec is None or dense_top1 is None:
         return None
@@ -482,4 +483,4 @@ def report_extra(args, extra):
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_tool(main)

@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import DET, SCENES64_ARGS, SCENES64_ROOT  # noqa: E402
-from stage_runner import Pipeline, run_parallel, train_and_test, write_summary  # noqa: E402
+from stage_runner import Pipeline, cli, run_parallel, train_and_test, write_summary  # noqa: E402
 
 
 def parse_args():
@@ -54,9 +54,9 @@ def main():
     backbones = {}
     for item in args.backbone:
         name, sep, path = item.partition('=')
-        if not sep or not osp.isfile(path):
-            raise SystemExit(f'--backbone {item!r}: give NAME=FILE with an existing file')
-        backbones[name] = path
+        if not sep or not name:
+            raise cli.CLIError(f'--backbone {item!r}: give NAME=FILE')
+        backbones[name] = cli.check_torch_archive(path, f'--backbone {name}')
     pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only)
     pipe.run('scenes64', [[sys.executable, 'tools/dataset_converters/make_fashion_scenes.py',
                            *SCENES64_ARGS]],
@@ -80,7 +80,7 @@ def main():
             scores.setdefault(name, {})[seed] = value
     every = [v for runs in scores.values() for v in runs.values()]
     if not every:
-        raise SystemExit('no finished run yet')
+        raise cli.CLIError('no finished run yet')
     threshold = args.collapse_ratio * statistics.median(every)
     lines = ['| backbone | ' + ' | '.join(f'seed {s}' for s in args.seeds)
              + ' | mean +- std | collapsed |', '|---|' + '---|' * (len(args.seeds) + 2)]
@@ -107,4 +107,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_tool(main)

@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import prepare_inputs, probe_downstream, summarise  # noqa: E402
-from stage_runner import (Pipeline, parse_with_scale, read_json, train_and_test,  # noqa: E402
-                          write_summary)
+from stage_runner import (Pipeline, cli, parse_with_scale, read_json, read_results,  # noqa: E402
+                          train_and_test, write_summary)
 
 PRUNE_CFGS = dict(  # from the dense checkpoint; the scratch runs use SCRATCH_CFG + method
     psap='configs/psap/psap_r18-w16_fashionmnist.py',
@@ -105,7 +105,7 @@ def downstream(pipe, args, tag, seed, init_option, dense=False):
 def dense_reference(pipe, args, seed):
     """Dense probe scores for ``seed``: the RecPrune benchmark's if it has them."""
     if osp.isfile(args.dense_results):
-        done = read_json(args.dense_results)
+        done = read_results(args.dense_results)
         det, seg = done.get(f'det/dense/seed{seed}'), done.get(f'seg/dense/seed{seed}')
         if det and seg:
             return dict(mAP=100 * det['metrics']['coco/bbox_mAP'], mIoU=seg['metrics']['mIoU'])
@@ -178,6 +178,8 @@ def plot(args, cells):
 def main():
     args = parse_args()
     start = time.time()
+    if osp.exists(args.dense_results):  # read at the end: a wrong file is named before any run
+        read_results(cli.check_input_file(args.dense_results, '--dense-results'))
     pipe = Pipeline(args.work_dir, threads_per_stage=1 if args.jobs > 1 else None,
                     report_only=args.report_only)
     prepare_inputs(pipe, args.pretrained)
@@ -232,4 +234,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_tool(main)

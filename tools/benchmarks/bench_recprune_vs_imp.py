@@ -25,7 +25,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import (DECODER_CFG, LOTTERY_CFGS, prepare_inputs, probe_downstream,  # noqa: E402
                    summarise)
-from stage_runner import (Pipeline, parse_with_scale, read_json, run_parallel,  # noqa: E402
+from stage_runner import (Pipeline, cli, parse_with_scale, read_json, run_parallel,  # noqa: E402
                           write_summary)
 
 
@@ -165,4 +165,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_tool(main)

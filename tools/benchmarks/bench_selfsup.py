@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import DET, FROZEN, SCENES64_ARGS, SCENES64_ROOT, SEG  # noqa: E402
-from stage_runner import (Pipeline, parse_with_scale, read_json, train_and_test,  # noqa: E402
+from stage_runner import (Pipeline, cli, parse_with_scale, read_json, train_and_test,  # noqa: E402
                           write_summary)
 
 PRUNE_CFGS = dict(rotnet='configs/selfsup/rotnet-imp_r18-w16_7r-2e_fashionmnist.py',
@@ -251,7 +251,7 @@ def plot(args, cells):
 def main():
     args = parse_args()
     if max(args.levels) > args.rounds:
-        raise SystemExit(f'--levels go up to round {max(args.levels)}, but --rounds is '
+        raise cli.CLIError(f'--levels go up to round {max(args.levels)}, but --rounds is '
                          f'{args.rounds}')
     pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only)
     start = time.time()
@@ -288,4 +288,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_tool(main)

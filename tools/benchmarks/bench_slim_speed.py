@@ -45,6 +45,7 @@ from mmdet.models.backbones import ResNet
 
 from mmrecprune.analysis import (OnnxRuntimeModel, deployed, export_onnx,
                                  interleaved_latency)
+from mmrecprune.cli import check_work_dir, run_tool
 from mmrecprune.methods import L1UniformPruner
 from mmrecprune.sparsity import count_flops_params, slim_model
 
@@ -105,6 +106,7 @@ def prune_torch_pruning(tp, dense, shape, ratio, round_to):
 
 def main():
     args = parse_args()
+    check_work_dir(args.work_dir)  # written at the end: refused before the minutes of timing
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.round_to is None:
@@ -245,4 +247,4 @@ def plot_speedups(rows, path, title):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -26,6 +26,7 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import BaseDataElement
 
 import mmrecprune  # noqa: F401
+from mmrecprune.cli import run_tool
 from mmrecprune.hooks import LotteryTicketHook, OnTheFlyPruningHook
 from mmrecprune.optim import PruningOptimWrapper
 from mmrecprune.registry import MODELS
@@ -119,4 +120,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

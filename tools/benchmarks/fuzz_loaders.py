@@ -27,6 +27,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from mmrecprune.cli import check_work_dir, run_tool
 from mmrecprune.fileio import load_mmengine_checkpoint, plain_checkpoint
 from mmrecprune.testing.checkpoint_fuzzer import Mutator, run_cases, write_cases
 from mmrecprune.testing.sources import (MBV2_W05, ONE_SHOT_70_FILLED, STRUCTURED_50,
@@ -70,7 +71,7 @@ def make_sources(folder):
 
 def main():
     args = parse_args()
-    os.makedirs(args.work_dir, exist_ok=True)
+    os.makedirs(check_work_dir(args.work_dir), exist_ok=True)
     sources = make_sources(osp.join(args.work_dir, 'sources'))
     cases_dir = osp.join(args.work_dir, 'cases')
     shutil.rmtree(cases_dir, ignore_errors=True)
@@ -105,4 +106,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

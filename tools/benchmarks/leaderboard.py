@@ -51,7 +51,8 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', 'analysis_tools'))
 from probe import (DECODER_CFG, DET, FROZEN, LOTTERY_CFGS, PRETRAIN_CFG,  # noqa: E402
                    SCENES64_ARGS, SCENES64_ROOT, SEG)
-from stage_runner import (Pipeline, read_json, run_parallel, train_and_test,  # noqa: E402
+from stage_runner import (Pipeline, check_pretrained, cli, read_json, run_parallel,  # noqa: E402
+                          train_and_test,
                           write_summary)
 
 ONTHEFLY_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
@@ -158,17 +159,18 @@ def resolve_scale(scale, overrides):
     for item in overrides:
         key, sep, value = item.partition('=')
         if not sep or key not in size or (key == 'scenes' and value not in SCENES):
-            raise SystemExit(f'--set {item!r}: expected KEY=VALUE with KEY one of '
-                             f'{sorted(size)} (scenes: one of {sorted(SCENES)})')
+            raise cli.CLIError(f'--set {item!r}: expected KEY=VALUE with KEY one of '
+                               f'{sorted(size)} (scenes: one of {sorted(SCENES)})')
         size[key] = [type(size[key][0])(v) for v in value.split(',')] \
             if isinstance(size[key], list) else type(size[key])(value)  # scenes: probe64 | full
     for key in ('retrain_epochs', 'onthefly_epochs'):  # a warm-up epoch, then the cosine
         if size[key] < 2:
-            raise SystemExit(f'--set {key}={size[key]}: these runs warm up for one epoch '
-                             'and then decay; give them at least 2 epochs')
+            raise cli.CLIError(f'--set {key}={size[key]}: these runs warm up for one epoch '
+                               'and then decay; give them at least 2 epochs')
     if size['structured_epochs'] < 4:  # the configs' 3 pruning steps at epochs 0, 1, 2
-        raise SystemExit(f'--set structured_epochs={size["structured_epochs"]}: the structured '
-                         'configs prune at epochs 0, 1 and 2; give them at least 4 epochs')
+        raise cli.CLIError(f'--set structured_epochs={size["structured_epochs"]}: the '
+                           'structured configs prune at epochs 0, 1 and 2; give them at least 4 '
+                           'epochs')
     return size
 
 
@@ -299,7 +301,7 @@ def magnitude_scratch_run(pipe, args, seed, rounds, ckpt):
     out = osp.join(work, 'ticket.pth')
     pipe.run(f'prune/magnitude_scratch_r{rounds}/seed{seed}',
              [[sys.executable, 'tools/prune_on_the_fly.py', PRETRAIN_CFG, ckpt,
-               '--sparsity', str(sparsity), '--recovery', 'zero', '--out', out,
+               '--sparsity', str(sparsity), '--recovery', 'zero', '--out', out, '--force',
                '--work-dir', work, '--cfg-options',
                f'test_dataloader.dataset.indices={args.size["val_images"]}']], [out])
     return out
@@ -453,7 +455,7 @@ def dense_tasks(pipe, args, seed):
     def top1():
         record = pipe.run(f'test/dense/seed{seed}',
                           [[sys.executable, 'tools/test.py', PRETRAIN_CFG, args.pretrained,
-                            '--work-dir', work, '--out', metrics, '--cfg-options',
+                            '--work-dir', work, '--out', metrics, '--force', '--cfg-options',
                             f'test_dataloader.dataset.indices={size["val_images"]}']],
                           [metrics], lambda: read_json(metrics))
         return None if record is None else record['metrics']['accuracy/top1']
@@ -677,6 +679,8 @@ def plot(rows, path):
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
+    check_pretrained(args.pretrained)
+    cli.check_work_dir(args.selfsup_dir, '--selfsup-dir')
     pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only,
                     dry_run=args.dry_run)
     if not osp.isfile(args.pretrained):
@@ -745,4 +749,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_tool(main)

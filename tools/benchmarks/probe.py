@@ -6,7 +6,7 @@ import statistics
 import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from stage_runner import train_and_test  # noqa: E402
+from stage_runner import check_pretrained, train_and_test  # noqa: E402
 
 PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 # the RecPrune / IMP loop of the embedded default (RecPrune starts from its decoder stage)
@@ -26,7 +26,7 @@ SCENES64_ARGS = ['--out', SCENES64_ROOT, '--canvas-size', '64', '--min-scale', '
 
 def prepare_inputs(pipe, pretrained):
     """Train the dense classifier if ``pretrained`` is missing; write the 64x64 scenes."""
-    if not osp.isfile(pretrained):
+    if not osp.isfile(check_pretrained(pretrained)):
         pipe.run('pretrain', [[sys.executable, 'tools/train.py', PRETRAIN_CFG, '--work-dir',
                                osp.dirname(pretrained)]], [pretrained])
     pipe.run('scenes64', [[sys.executable, 'tools/dataset_converters/make_fashion_scenes.py',

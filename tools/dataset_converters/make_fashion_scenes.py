@@ -7,7 +7,8 @@ Writes ``{out}/{train,test}/images/*.png``, ``{out}/{train,test}/labels/*.png`` 
 MMSegmentation, 0 = background, 1..10 = class + 1), ``{out}/annotations/instances_{split}.json``
 (COCO instances for MMDetection) and ``{out}/meta.json`` (the generation parameters). If
 ``meta.json`` matches the requested parameters and the files are there, nothing is regenerated
-(use ``--force`` to regenerate anyway).
+(use ``--force`` to regenerate anyway). A data set made with other parameters, or a folder that
+holds something else, is not written over without ``--force``.
 """
 import argparse
 import importlib.util
@@ -18,6 +19,9 @@ import sys
 import time
 import types
 from collections import Counter
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+from stage_runner import cli  # noqa: E402  mmrecprune.cli, loaded without torch / MMCV
 
 
 def _import_scenes():
@@ -58,7 +62,9 @@ def parse_args(argv=None):
     p.add_argument('--fashion-root', default=None,
                    help='folder with the Fashion-MNIST IDX files (default: $FASHION_MNIST_ROOT '
                         'or /usr/share/datasets/fashion-mnist)')
-    p.add_argument('--force', action='store_true', help='regenerate even if up to date')
+    p.add_argument('--force', action='store_true',
+                   help='regenerate even if up to date, and replace a data set made with other '
+                   'parameters (refused without it)')
     return p.parse_args(argv)
 
 
@@ -103,6 +109,34 @@ def is_up_to_date(out, meta):
     return True
 
 
+def check_out(out, meta, force):
+    """Refuse an ``--out`` this run must not write into (:class:`CLIError`): a file, or unless
+    ``force``, a data set made with other parameters (it would be replaced) or a non-empty
+    folder that holds no scenes data set. An interrupted run (no ``meta.json`` yet) continues."""
+    cli.check_work_dir(out, '--out')
+    if force or not osp.isdir(out) or not os.listdir(out):
+        return
+    meta_file = osp.join(out, 'meta.json')
+    if osp.isfile(meta_file):
+        try:
+            with open(meta_file) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            old = None
+        if old == meta:
+            return
+        differ = (sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+                  if isinstance(old, dict) else ['meta.json unreadable'])
+        raise cli.CLIError(f'--out {out} holds a scenes data set made with other parameters '
+                           f'({", ".join(differ)} differ); pass --force to replace it, or give '
+                           'another --out')
+    found = sorted(os.listdir(out))
+    if not set(found) <= {'train', 'test', 'annotations'}:
+        raise cli.CLIError(f'--out {out} is a folder that holds no scenes data set (it has '
+                           f'{", ".join(found[:3])}{", ..." if len(found) > 3 else ""}); pass '
+                           '--force to write into it anyway, or give another --out')
+
+
 def summarize(out, splits, classes):
     lines = []
     for split in splits:
@@ -120,8 +154,12 @@ def summarize(out, splits, classes):
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.check_work_dir(args.out, '--out')
     scenes = _import_scenes()
+    cli.check_input_dir(scenes.fashion_mnist_root(args.fashion_root),
+                        'Fashion-MNIST folder (--fashion-root or $FASHION_MNIST_ROOT)')
     meta = build_meta(args, scenes)
+    check_out(args.out, meta, args.force)
     splits = [s for s in ('train', 'test') if meta['num_scenes'][s] > 0]
     if not args.force and is_up_to_date(args.out, meta):
         print(f'{args.out} is up to date (same parameters in meta.json); use --force to '
@@ -145,4 +183,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_tool(main)
