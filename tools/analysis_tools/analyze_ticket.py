@@ -24,16 +24,15 @@ import itertools
 import os.path as osp
 
 import torch
-from mmengine.registry import DefaultScope
 from torch.nn.modules.conv import _ConvNd
 
 import mmrecprune  # noqa: F401  registries
 from mmrecprune.analysis import deployed, interleaved_latency
 from mmrecprune.cli import CLIError, check_input_file, check_output_path, load_config, run_tool
 from mmrecprune.models.pruned_backbone import build_backbone_from_ticket
-from mmrecprune.registry import MODELS
 from mmrecprune.sparsity import (count_flops_params, plot_kept_channels, plot_layer_sparsity,
                                  sparsity_report)
+from mmrecprune.ticket_schema import build_ticket_backbone
 from mmrecprune.tickets import clean_backbone_cfg, load_ticket
 
 
@@ -64,9 +63,9 @@ def conv_widths(dense, slim):
 
 
 def _build(cfg):
-    cfg = clean_backbone_cfg(cfg)
-    with DefaultScope.overwrite_default_scope('mmrecprune'):
-        return MODELS.build(cfg)
+    """The dense backbone of a config or ticket: one of the ticket schema's backbones, checked
+    and built from its class (never from a name resolved by a registry)."""
+    return build_ticket_backbone(clean_backbone_cfg(cfg))
 
 
 def load_models(path):
