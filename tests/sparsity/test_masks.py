@@ -156,3 +156,137 @@ def test_pack_unpack_errors():
         unpack_mask(torch.zeros(3, dtype=torch.uint8), (3, 3))
     with pytest.raises(ValueError, match='uint8'):
         unpack_mask(torch.zeros(2), (3, 3))
+
+
+# -- fill values (ticket format v2) hold exactly after every optimizer step --------------------
+def _filled_net():
+    """Four convs pruned 60 %: fills per layer ([]), per filter ([C_out, 1, 1, 1]), per entry
+    (the weight's shape, as 'filter_abs_signed' makes them), and one zero-filled (v1) layer."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                        nn.Conv2d(8, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    params = {n: p for n, p in net.named_parameters() if n.endswith('weight')}
+    masks = {n: torch.rand(p.shape) > 0.6 for n, p in params.items()}
+    w = {n: p.detach() for n, p in params.items()}
+    fills = {'0.weight': torch.tensor(0.0375),
+             '2.weight': w['2.weight'].abs().mean(dim=(1, 2, 3), keepdim=True) + 0.01,
+             '4.weight': torch.sign(w['4.weight']) * 0.05}
+    return net, params, masks, fills
+
+
+def _optimizer(kind, net):
+    if kind == 'sgd':
+        return torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-2,
+                               nesterov=True)
+    if kind == 'adam':
+        return torch.optim.Adam(net.parameters(), lr=0.01, weight_decay=5e-2)
+    return torch.optim.AdamW(net.parameters(), lr=0.01, weight_decay=5e-2)
+
+
+def _assert_exact(state, masks, fills, step):
+    for name, mask in masks.items():
+        held = state[name]
+        fill = torch.broadcast_to(fills.get(name, torch.zeros(())).to(held.dtype), mask.shape)
+        assert torch.equal(held[~mask], fill[~mask]), (
+            f'after step {step}: {name} drifted by {(held[~mask] - fill[~mask]).abs().max()}')
+
+
+@pytest.mark.parametrize('optimizer_kind', ['sgd', 'adam', 'adamw'])
+@pytest.mark.parametrize('path', ['ticket', 'pruner'])
+def test_fills_exact_in_state_dict_right_after_every_step(path, optimizer_kind):
+    """A state_dict taken right after a step (no forward since: where a checkpoint hook saves)
+    holds every pruned entry at its fill exactly, after each of k steps; kept entries train.
+    ``ticket``: freeze_masks (a ticket backbone under a plain optimizer); ``pruner``: the
+    WeightMasks calls the pruning optimizer wrapper makes around each step."""
+    from mmrecprune.sparsity import WeightMasks, freeze_masks
+    net, params, masks, fills = _filled_net()
+    if path == 'ticket':
+        handles = freeze_masks(params, masks, fills, owner=net)
+    else:
+        enforced = WeightMasks(params, masks, fills)
+        enforced.apply()
+    _assert_exact(net.state_dict(), masks, fills, 0)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    optimizer = _optimizer(optimizer_kind, net)
+    for step in range(1, 5):
+        optimizer.zero_grad()
+        net(torch.randn(2, 3, 9, 9)).square().mean().backward()
+        if path == 'pruner':
+            enforced.zero_gradients()
+        optimizer.step()
+        if path == 'pruner':
+            enforced.apply()
+        _assert_exact(net.state_dict(), masks, fills, step)
+    assert all(not torch.equal(p.detach()[masks[n]], before[n][masks[n]])
+               for n, p in params.items())
+    if path == 'ticket':  # removing the handles lets the pruned entries train again
+        for handle in handles:
+            handle.remove()
+        optimizer.zero_grad()
+        net(torch.randn(2, 3, 9, 9)).square().mean().backward()
+        optimizer.step()
+        assert not torch.equal(params['2.weight'].detach()[~masks['2.weight']],
+                               torch.broadcast_to(fills['2.weight'], (8, 8, 3, 3))[
+                                   ~masks['2.weight']])
+
+
+def test_fills_of_another_dtype_are_held_in_the_weight_dtype():
+    """Fill values computed in float64 are held as the float32 weight rounds them, every step."""
+    from mmrecprune.sparsity import WeightMasks, freeze_masks
+    for path in ('ticket', 'pruner'):
+        net, params, masks, fills = _filled_net()
+        fills64 = {n: (f.double() + 1e-9) for n, f in fills.items()}
+        if path == 'ticket':
+            freeze_masks(params, masks, fills64, owner=net)
+        else:
+            enforced = WeightMasks(params, masks, fills64)
+            enforced.apply()
+        optimizer = _optimizer('sgd', net)
+        net(torch.randn(2, 3, 9, 9)).square().mean().backward()
+        optimizer.step()
+        if path == 'pruner':
+            enforced.apply()
+        _assert_exact(net.state_dict(), masks, fills64, 1)
+
+
+def test_frozen_fills_touch_only_the_optimizers_that_step_them_and_do_not_leak():
+    """The step post-hook acts for an optimizer holding the masked weights, not for others; a
+    ticket model that is dropped is freed (the hook keeps no reference to it)."""
+    import gc
+    import weakref
+
+    from mmrecprune.sparsity import freeze_masks
+    net, params, masks, fills = _filled_net()
+    freeze_masks(params, masks, fills, owner=net)
+    other = nn.Linear(3, 3)
+    with torch.no_grad():  # a pruned entry set off by hand: only a step of `net` restores it
+        params['0.weight'][~masks['0.weight']] += 1
+    other(torch.randn(2, 3)).sum().backward()
+    torch.optim.SGD(other.parameters(), lr=0.1).step()
+    assert not torch.equal(params['0.weight'][~masks['0.weight']],
+                           torch.broadcast_to(fills['0.weight'], masks['0.weight'].shape)[
+                               ~masks['0.weight']])
+    torch.optim.SGD(net.parameters(), lr=0.1).step()  # no gradients: only the hook acts
+    _assert_exact(net.state_dict(), masks, fills, 1)
+    ref = weakref.ref(params['2.weight'])
+    del net, params
+    gc.collect()
+    assert ref() is None
+
+
+def test_frozen_fills_follow_the_model_when_it_moves():
+    """A ticket backbone is built (and its masks frozen) before the runner moves the model to
+    its device; the cached masks and fills follow. A dtype change takes the same path here
+    (no GPU needed): after ``.double()`` the fills are held exactly in float64."""
+    from mmrecprune.sparsity import freeze_masks
+    net, params, masks, fills = _filled_net()
+    freeze_masks(params, masks, fills, owner=net)
+    net.double()
+    optimizer = _optimizer('adamw', net)
+    for step in range(1, 3):
+        optimizer.zero_grad()
+        net(torch.randn(2, 3, 9, 9, dtype=torch.float64)).square().mean().backward()
+        assert not net[2].weight.grad[~masks['2.weight']].any()
+        optimizer.step()
+        assert net[2].weight.dtype == torch.float64
+        _assert_exact(net.state_dict(), masks, {n: f.float() for n, f in fills.items()}, step)
