@@ -229,7 +229,8 @@ FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 def check_meta(meta, where):
     """The ticket's ``meta`` (raise TicketError naming the key and the fix)."""
-    if type(meta) is not dict or meta.get('format') != TICKET_FORMAT:
+    if type(meta) is not dict or type(meta.get('format')) is not str or \
+            meta['format'] != TICKET_FORMAT:
         _fail(where, f'not an mmrecprune ticket (no "{TICKET_FORMAT}" header); a training '
                      'checkpoint goes into `init_cfg=dict(type="Pretrained")`, a ticket into '
                      '`type="mmrecprune.PrunedBackbone"`')

@@ -196,7 +196,8 @@ def load_ticket(path):
                           f'executed): {err}') from None
     if isinstance(payload, dict) and 'state_dict' in payload and 'meta' in payload and \
             not (isinstance(payload['meta'], dict) and
-                 payload['meta'].get('format') == TICKET_FORMAT):
+                 type(payload['meta'].get('format')) is str and
+                 payload['meta']['format'] == TICKET_FORMAT):
         raise TicketError(
             f'{path!r} is a training checkpoint, not a ticket: dense backbone weights go into '
             '`init_cfg=dict(type="mmrecprune.StrictPretrained", prefix="backbone.", '

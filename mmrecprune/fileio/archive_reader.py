@@ -98,6 +98,20 @@ def _fail(msg):
 
 
 # -- checks shared by handlers -----------------------------------------------------------------
+def same(value, expected):
+    """``value == expected`` for plain values and tuples of them, by type first: a loaded
+    object (a tensor, a record) is never compared with ``==``, whose result it decides."""
+    if type(expected) is tuple:
+        return type(value) is tuple and len(value) == len(expected) and all(
+            same(v, e) for v, e in zip(value, expected))
+    return type(value) is type(expected) and value == expected
+
+
+def one_of(value, choices):
+    """``value in choices`` by :func:`same`."""
+    return any(same(value, c) for c in choices)
+
+
 def check_int(value, what, low=0, high=2 ** 62):
     if type(value) is not int or not low <= value <= high:
         _fail(f'{what} must be an int in [{low}, {high}], got {_short(value)}')
@@ -131,7 +145,7 @@ def _rebuild_tensor(args):
         _fail(f'tensor requires_grad must be a bool, got {_short(requires_grad)}')
     if type(hooks) is not OrderedDict or hooks or hooks.__dict__:
         _fail('tensor backward hooks must be an empty OrderedDict')
-    if metadata not in (None, {}) or (metadata is not None and type(metadata) is not dict):
+    if metadata is not None and (type(metadata) is not dict or metadata):
         _fail(f'tensor metadata must be empty, got {_short(metadata)}')
     numel = math.prod(size)
     if any(st == 0 and sz > 1 for sz, st in zip(size, stride)):
@@ -159,14 +173,14 @@ def _rebuild_parameter(args):
 
 
 def _ordered_dict(args):
-    if args != ():
+    if not same(args, ()):
         _fail(f'OrderedDict(...) with arguments {_short(args)}; torch.save writes none')
     return OrderedDict()
 
 
 def _encode(args):
     if type(args) is not tuple or len(args) != 2 or type(args[0]) is not str or \
-            args[1] != 'latin1':
+            not same(args[1], 'latin1'):
         _fail(f'_codecs.encode{_short(args)}: only (str, "latin1") makes bytes')
     try:
         return args[0].encode('latin1')
@@ -390,7 +404,7 @@ class _Reader:
 
     def op_binpersid(self):
         pid = self.pop()
-        if type(pid) is not tuple or len(pid) != 5 or pid[0] != 'storage' or \
+        if type(pid) is not tuple or len(pid) != 5 or not same(pid[0], 'storage') or \
                 type(pid[1]) is not Global or type(pid[2]) is not str or \
                 type(pid[3]) is not str:
             _fail(f'persistent id {_short(pid)} is not a storage reference')
@@ -521,7 +535,7 @@ def read_archive(source, extra_globals=None):
     try:
         zf, records, file_size = _open_archive(source)
         budget = _ArchiveBudget(zf, records, file_size)
-        if 'byteorder' in records and budget.read('byteorder') not in (b'little', b''):
+        if 'byteorder' in records and not one_of(budget.read('byteorder'), (b'little', b'')):
             _fail('the archive was written on a big-endian machine; re-save it on a '
                   'little-endian one')
         stream = budget.read('data.pkl')

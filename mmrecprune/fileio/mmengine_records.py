@@ -17,7 +17,8 @@ import math
 import numpy as np
 from mmengine.logging import HistoryBuffer
 
-from .archive_reader import Global, Record, UnsafeCheckpointError, check_int, check_int_tuple
+from .archive_reader import (Global, Record, UnsafeCheckpointError, check_int, check_int_tuple,
+                             one_of, same)
 
 #: numpy dtypes an array or scalar in a checkpoint may have (MMEngine logs numbers)
 NUMPY_DTYPES = ('b1', 'i1', 'i2', 'i4', 'i8', 'u1', 'u2', 'u4', 'u8', 'f2', 'f4', 'f8')
@@ -39,15 +40,15 @@ class DTypeRecord(Record):
 
     def __init__(self, args):
         super().__init__()
-        if type(args) is not tuple or len(args) != 3 or args[0] not in NUMPY_DTYPES or \
-                args[1:] != (False, True):
+        if type(args) is not tuple or len(args) != 3 or not one_of(args[0], NUMPY_DTYPES) or \
+                not same(args[1:], (False, True)):
             _fail(f'numpy dtype{args!r:.80}: only {NUMPY_DTYPES} are read')
         self.code = args[0]
 
     def build(self, state):
         super().build(state)
-        if type(state) is not tuple or len(state) != 8 or state[1] not in ('<', '|', '=') or \
-                state[2:] != (None, None, None, -1, -1, 0):
+        if type(state) is not tuple or len(state) != 8 or not one_of(state[1], '<|=') or \
+                not same(state[2:], (None, None, None, -1, -1, 0)):
             _fail(f'numpy dtype state {state!r:.80} (only plain little-endian numbers)')
 
     def finish(self):
@@ -62,12 +63,12 @@ class ArrayRecord(Record):
     def __init__(self, args):
         super().__init__()
         if type(args) is not tuple or len(args) != 3 or type(args[0]) is not Global or \
-                args[0].name != 'numpy.ndarray' or args[1] != (0, ) or args[2] != b'b':
+                args[0].name != 'numpy.ndarray' or not same(args[1:], ((0, ), b'b')):
             _fail(f'numpy array reconstruct{args!r:.80}')
 
     def finish(self):
         state = self.state
-        if type(state) is not tuple or len(state) != 5 or state[0] != 1:
+        if type(state) is not tuple or len(state) != 5 or not same(state[0], 1):
             _fail('numpy array without its (1, shape, dtype, fortran, bytes) state')
         _, shape, dtype, fortran, raw = state
         shape = check_int_tuple(shape, 'numpy array shape', max_len=8)
@@ -109,7 +110,7 @@ class StatisticRecord(Record):
     def __init__(self, args):
         super().__init__()
         if type(args) is not tuple or len(args) != 2 or type(args[0]) is not Global or \
-                args[0].name != _HISTORY_BUFFER or args[1] not in HISTORY_STATISTICS:
+                args[0].name != _HISTORY_BUFFER or not one_of(args[1], HISTORY_STATISTICS):
             _fail(f'getattr{args!r:.80}: the only lookups read are HistoryBuffer.'
                   f'{{{", ".join(HISTORY_STATISTICS)}}}')
         self.name = args[1]
@@ -127,17 +128,17 @@ class HistoryBufferRecord(Record):
 
     def __init__(self, args):
         super().__init__()
-        if args != ():
+        if not same(args, ()):
             _fail('HistoryBuffer.__new__ with arguments')
 
     def finish(self):
         state = self.state
-        if type(state) is not dict or not set(state) <= set(HISTORY_STATE_KEYS):
+        if type(state) is not dict or not all(one_of(k, HISTORY_STATE_KEYS) for k in state):
             _fail(f'HistoryBuffer state {state!r:.80}; MMEngine writes only '
                   f'{list(HISTORY_STATE_KEYS)}')
         methods = state.get('statistics_methods', {})
         if type(methods) is not dict or any(
-                v != f'HistoryBuffer.{k}' for k, v in methods.items()):
+                not same(v, f'HistoryBuffer.{k}') for k, v in methods.items()):
             _fail('HistoryBuffer.statistics_methods holds something other than MMEngine\'s '
                   'own statistics')
         return history_buffer(state.get('_log_history', np.zeros(0)),

@@ -10,7 +10,8 @@ Mutations are made on the pickle stream (``data.pkl``) of a real archive, at the
 * ``storage``: a storage's declared size made huge, zero, or off by one;
 * ``geometry``: a tensor's offset, sizes and strides made huge, zero (expanded views) or
   negative;
-* ``length``: length fields (strings, memo indices, long integers) made huge.
+* ``length``: length fields (strings, memo indices, long integers) made huge;
+* ``swap``: type confusion, a scalar replaced by an earlier object (tensor, dict, record).
 
 Each case is ``(name, archive bytes)``. :func:`run_cases` loads many of them in one
 subprocess under a memory limit and reports, per case, whether it loaded, was refused with the
@@ -196,7 +197,24 @@ class Mutator:
         return f'length {name} -> {huge} @{start}', self._with(
             _splice(self.pkl, start, start + 5, code + struct.pack('<I', huge)))
 
-    FAMILIES = ('opcode', 'global_', 'state', 'storage', 'geometry', 'length')
+    def swap(self):
+        """Type confusion: a scalar replaced by an object made earlier (a tensor, a dict, a
+        record) fetched from the memo."""
+        puts = [(start, op[1]) for op in self.ops if op[0] in ('BINPUT', 'LONG_BINPUT')
+                for start in [op[2]]]
+        scalars = [op for op in self.ops if op[0] in (
+            'BININT', 'BININT1', 'BININT2', 'BINUNICODE', 'NONE', 'NEWTRUE', 'NEWFALSE',
+            'EMPTY_TUPLE', 'BINFLOAT', 'SHORT_BINSTRING')]
+        name, _, start, end = self.rng.choice(scalars)
+        earlier = [index for pos, index in puts if pos < start]
+        if not earlier:
+            return self.opcode()
+        index = self.rng.choice(earlier)
+        get = b'h' + bytes([index]) if index < 256 else b'j' + struct.pack('<I', index)
+        return f'swap {name} @{start} -> memo {index}', self._with(
+            _splice(self.pkl, start, end, get))
+
+    FAMILIES = ('opcode', 'global_', 'state', 'storage', 'geometry', 'length', 'swap')
 
     def cases(self, count):
         for i in range(count):
