@@ -39,9 +39,11 @@ class Pipeline:
     """Runs stages as subprocesses, records wall times, and skips finished stages."""
 
     def __init__(self, work_dir, force=False, threads_per_stage=None, report_only=False,
-                 dry_run=False):
+                 dry_run=False, cfg_options=()):
         self.work_dir = work_dir
         self.force = force
+        # the user's --cfg-options: appended to every stage that runs a config (CONFIG_TOOLS)
+        self.cfg_options = list(cfg_options or ())
         # report_only: run nothing; unfinished stages return None (tables of partial runs)
         self.report_only = report_only or dry_run
         # dry_run: print the commands of the stages that would run, run nothing
@@ -68,6 +70,7 @@ class Pipeline:
             return self._run(name, cmds, outputs, read_metrics)
 
     def _run(self, name, cmds, outputs, read_metrics):
+        cmds = [with_cfg_options(cmd, self.cfg_options) for cmd in cmds]
         done = self.results.get(name)
         if done and all(osp.exists(p) for p in outputs) and not self.force:
             print(f'[{name}] reusing the finished stage ({done["wall_s"]:.0f} s)', flush=True)
@@ -90,6 +93,40 @@ class Pipeline:
             with open(self.results_path, 'w') as f:
                 json.dump(self.results, f, indent=2)
         return record
+
+
+#: the tools a stage runs that read a config and take ``--cfg-options`` (MMEngine's DictAction)
+CONFIG_TOOLS = ('tools/train.py', 'tools/test.py', 'tools/prune_on_the_fly.py',
+                'tools/analysis_tools/recalibrate_bn.py')
+
+
+def with_cfg_options(cmd, options):
+    """``cmd`` with ``--cfg-options *options`` appended when it runs one of
+    :data:`CONFIG_TOOLS` (``[python, tool, ...]``). MMEngine's DictAction merges a second
+    ``--cfg-options`` into the first, a key given again taking the later value: the user's
+    options win over the stage's own."""
+    if options and len(cmd) > 1 and cmd[1] in CONFIG_TOOLS:
+        return [*cmd, '--cfg-options', *options]
+    return list(cmd)
+
+
+def add_cfg_options(parser):
+    """The benchmarks' ``--cfg-options``: config overrides for every stage that runs a config
+    (see :func:`with_cfg_options`); check them with :func:`check_cfg_options`."""
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='override config settings (xxx=yyy, as tools/train.py) in every '
+                        'tools/train.py / tools/test.py / tools/prune_on_the_fly.py run, after '
+                        'the run\'s own options, so they win; a finished stage is reused as it '
+                        'is, so give a fresh --work-dir when you change them')
+
+
+def check_cfg_options(options):
+    """``options`` if every one is ``KEY=VALUE``, else :class:`CLIError` naming it."""
+    for option in options:
+        key, sep, _ = option.partition('=')
+        if not sep or not key:
+            raise cli.CLIError(f'--cfg-options {option!r}: expected KEY=VALUE')
+    return list(options)
 
 
 def read_json(path):
@@ -130,9 +167,10 @@ def train_and_test(pipe, name, cfg, work_dir, ckpt_name, extra=(), outputs=()):
     py = sys.executable
     ckpt = osp.join(work_dir, ckpt_name)
     metrics = osp.join(work_dir, 'test_metrics.json')
+    # --force: the metrics file is this stage's own (a rerun replaces it)
     cmds = [[py, 'tools/train.py', cfg, '--work-dir', work_dir, *extra],
-            [py, 'tools/test.py', cfg, ckpt, '--work-dir', work_dir, '--out', metrics, '--force',
-             *extra]]  # --force: the metrics file is this stage's own (a rerun replaces it)
+            [py, 'tools/test.py', cfg, ckpt, '--work-dir', work_dir, '--out-json', metrics,
+             '--force', *extra]]
     return pipe.run(name, cmds, [ckpt, metrics, *outputs], lambda: read_json(metrics))
 
 

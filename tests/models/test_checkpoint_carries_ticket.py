@@ -81,7 +81,7 @@ def test_tools_test_runs_without_ticket_file(tmp_path, scenes, r18_tickets):
     out = tmp_path / 'metrics.json'
     result = subprocess.run(
         [sys.executable, 'tools/test.py', str(config), ckpt, '--work-dir', str(tmp_path / 't'),
-         '--out', str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
+         '--out-json', str(out)], cwd=REPO, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'coco/bbox_mAP' in json.loads(out.read_text())

@@ -41,8 +41,9 @@ NO_FILES = {
 #: {missing} {missing_py} {missing_dir}: nothing there; {text}: a text file, {text_pth}: the
 #: same named .pth; {config}: a tiny classifier config, {ckpt}: a checkpoint of it (a real
 #: training run), {ticket_u} / {ticket_s}: unstructured / structured ResNet-18 tickets;
-#: {out}: an existing file the case must leave as it is; {new}: an output path that must not
-#: appear; {wd}: a fresh work dir; {bad_wd}: a work dir whose results.json is no JSON;
+#: {out}: an existing file the case must leave as it is ({out_pkl}: the same named .pkl);
+#: {new} {new_pkl} {new_json}: output paths (.pth, .pkl, .json) that must not appear;
+#: {wd}: a fresh work dir; {bad_wd}: a work dir whose results.json is no JSON;
 #: {other_scenes}: a scenes data set made with other parameters.
 SMALL_SCENES = ['--num-train', '2', '--num-test', '1', '--canvas-size', '64']
 TINY_TIMING = ['--depth', '18', '--input-size', '32', '--batch-sizes', '1', '--repeats', '1',
@@ -56,11 +57,20 @@ CASES = {
          'text_pth'),
     ],
     'tools/test.py': [
-        ('missing_checkpoint', ['{config}', '{missing}', '--work-dir', '{wd}', '--out', '{new}'],
-         'missing'),
+        ('missing_checkpoint', ['{config}', '{missing}', '--work-dir', '{wd}', '--out',
+                                '{new_pkl}'], 'missing'),
         ('text_as_checkpoint', ['{config}', '{text_pth}', '--work-dir', '{wd}', '--out',
-                                '{new}'], 'text_pth'),
-        ('existing_out', ['{config}', '{ckpt}', '--work-dir', '{wd}', '--out', '{out}'], 'out'),
+                                '{new_pkl}', '--out-json', '{new_json}'], 'text_pth'),
+        ('existing_out', ['{config}', '{ckpt}', '--work-dir', '{wd}', '--out', '{out_pkl}'],
+         'out_pkl'),
+        ('existing_out_json', ['{config}', '{ckpt}', '--work-dir', '{wd}', '--out-json',
+                               '{out}'], 'out'),
+        # --out is the predictions pickle (MMDetection's meaning): the metrics file it was
+        # before is refused with a pointer to --out-json
+        ('json_as_out', ['{config}', '{ckpt}', '--work-dir', '{wd}', '--out', '{new_json}'],
+         'new_json'),
+        ('no_visualization_hook', ['{config}', '{ckpt}', '--work-dir', '{wd}', '--out',
+                                   '{new_pkl}', '--show-dir', 'vis'], 'config'),
     ],
     'tools/prune_on_the_fly.py': [
         ('missing_config', ['{missing_py}', '{ckpt}', '--sparsity', '0.5', '--out', '{new}',
@@ -77,6 +87,8 @@ CASES = {
     'tools/analysis_tools/analyze_ticket.py': [
         ('missing_ticket', ['{missing}', '--out', '{new}'], 'missing'),
         ('text_as_ticket', ['{text_pth}', '--out', '{new}'], 'text_pth'),
+        ('cfg_options_of_ticket', ['{ticket_s}', '--cfg-options', 'model.backbone.depth=50',
+                                   '--out', '{new}'], 'ticket_s'),
         ('existing_out', ['{ticket_s}', '--out', '{out}', '--input-size', '32', '--batch-sizes',
                           '1', '--repeats', '1', '--warmup', '0'], 'out'),
     ],
@@ -108,6 +120,8 @@ CASES = {
     'tools/deployment/pytorch2onnx.py': [
         ('missing_config', ['{missing_py}', '--out', '{new}'], 'missing_py'),
         ('config_as_ticket', ['--ticket', '{config}', '--out', '{new}'], 'config'),
+        ('cfg_options_of_ticket', ['--ticket', '{ticket_s}', '--cfg-options', 'a=1', '--out',
+                                   '{new}'], 'ticket_s'),
         ('existing_out', ['--ticket', '{ticket_s}', '--shape', '1', '3', '32', '32', '--out',
                           '{out}'], 'out'),
     ],
@@ -117,10 +131,10 @@ CASES = {
         ('existing_dst', ['{ckpt}', '{out}', '--config', '{config}'], 'out'),
     ],
     'tools/dataset_converters/make_fashion_scenes.py': [
-        ('missing_fashion_root', ['--fashion-root', '{missing_dir}', '--out', '{new}',
+        ('missing_fashion_root', ['--fashion-root', '{missing_dir}', '--out-dir', '{new}',
                                   *SMALL_SCENES], 'missing_dir'),
-        ('file_as_out', ['--out', '{out}', *SMALL_SCENES], 'out'),
-        ('other_data_set', ['--out', '{other_scenes}', *SMALL_SCENES], 'other_scenes'),
+        ('file_as_out_dir', ['--out-dir', '{out}', *SMALL_SCENES], 'out'),
+        ('other_data_set', ['--out-dir', '{other_scenes}', *SMALL_SCENES], 'other_scenes'),
     ],
     # the benchmarks write into their work dirs; a missing --pretrained is trained first
     'tools/benchmarks/bench_slim_speed.py': [
@@ -162,6 +176,8 @@ CASES = {
         ('corrupt_results', ['--pretrained', '{ckpt}', '--work-dir', '{bad_wd}'], 'bad_wd'),
     ],
 }
+#: the output paths that must not appear, by placeholder
+NEW_OUTPUTS = (('new', 'pth'), ('new_pkl', 'pkl'), ('new_json', 'json'))
 CASE_IDS = [f'{tool}::{name}' for tool, cases in CASES.items() for name, _, _ in cases]
 TIMEOUT = 240  # a tool that does not refuse may start real work: stopped here
 
@@ -216,12 +232,14 @@ def _write(path, data):
 def _prepare(case_id, args, shared, folder):
     """The case's argument list, the files it must keep as they are and those it must not
     create, with the placeholders filled in."""
-    paths = dict(shared, wd=osp.join(folder, 'work'), new=osp.join(folder, 'new_output.pth'))
+    paths = dict(shared, wd=osp.join(folder, 'work'),
+                 **{key: osp.join(folder, f'new_output.{ext}') for key, ext in NEW_OUTPUTS})
     keep = {}
     text = ' '.join(args)
-    if '{out}' in text:
-        paths['out'] = _write(osp.join(folder, 'existing_output.pth'),
-                              f'an earlier output of {case_id}\n'.encode())
+    for key, ext in (('out', 'pth'), ('out_pkl', 'pkl')):
+        if f'{{{key}}}' in text:
+            paths[key] = _write(osp.join(folder, f'existing_output.{ext}'),
+                                f'an earlier output of {case_id}\n'.encode())
     if '{bad_wd}' in text:
         paths['bad_wd'] = osp.join(folder, 'bad_work')
         _write(osp.join(paths['bad_wd'], 'results.json'), b'no JSON: an editor backup?\n')
@@ -311,7 +329,8 @@ def test_bad_input_gets_one_line(case, runs):
     assert paths[named] in lines[0], f'the message does not name {paths[named]}\n{shown}'
     for path, data in kept.items():
         assert open(path, 'rb').read() == data, f'{path} was overwritten\n{shown}'
-    assert not osp.exists(paths['new']), f'{paths["new"]} was written\n{shown}'
+    for key, _ in NEW_OUTPUTS:
+        assert not osp.exists(paths[key]), f'{paths[key]} was written\n{shown}'
 
 
 # -- the shared error path itself ---------------------------------------------------------------

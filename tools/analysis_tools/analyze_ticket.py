@@ -14,6 +14,10 @@ both the dense backbone of its config and the pruned one are measured:
 * a PNG of the kept output channels of every conv (structured / dense) or the per-layer
   sparsity (unstructured), next to the input file unless ``--out`` says otherwise.
 
+``--cfg-options`` override settings of a config given as PATH (e.g.
+``model.backbone.ticket=T.pth`` or ``model.backbone.base_channels=32``); a ticket has no
+config to override.
+
 Example::
 
     python tools/analysis_tools/analyze_ticket.py \\
@@ -24,6 +28,7 @@ import itertools
 import os.path as osp
 
 import torch
+from mmengine.config import DictAction
 from torch.nn.modules.conv import _ConvNd
 
 import mmrecprune  # noqa: F401  registries
@@ -52,6 +57,8 @@ def parse_args():
                         help='PNG path (default: <input>_channels.png next to the input, '
                         'replaced when it exists)')
     parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config PATH, xxx=yyy format')
     return parser.parse_args()
 
 
@@ -68,17 +75,20 @@ def _build(cfg):
     return build_ticket_backbone(clean_backbone_cfg(cfg))
 
 
-def load_models(path):
-    """``(dense backbone, pruned backbone or None, ticket or None)`` for a config or a ticket."""
+def load_models(path, cfg_options=None):
+    """``(dense backbone, pruned backbone or None, ticket or None)`` for a config (with
+    ``cfg_options`` merged) or a ticket."""
     check_input_file(path, 'config or ticket')
     if osp.splitext(path)[1] in ('.py', '.json', '.yaml', '.yml'):
-        backbone = load_config(path).get('model', {}).get('backbone')
+        backbone = load_config(path, cfg_options).get('model', {}).get('backbone')
         if not isinstance(backbone, dict):
             raise CLIError(f'config {path} has no model.backbone to analyse')
         cfg = backbone.to_dict() if hasattr(backbone, 'to_dict') else dict(backbone)
         if 'ticket' not in cfg:
             return _build(cfg), None, None
         path = cfg['ticket']
+    elif cfg_options:
+        raise CLIError(f'--cfg-options apply to a config; {path} is a ticket (no config)')
     ticket = load_ticket(path)
     dense = _build(ticket.backbone_cfg)
     pruned = build_backbone_from_ticket(ticket)
@@ -91,7 +101,7 @@ def main():
     check_output_path(args.out, args.force, '--out')
     if args.threads:
         torch.set_num_threads(args.threads)
-    dense, pruned, ticket = load_models(args.path)
+    dense, pruned, ticket = load_models(args.path, args.cfg_options)
     if args.input_size:
         h, w = (args.input_size * 2)[:2]
     elif ticket is not None and ticket.meta.get('input_shape'):

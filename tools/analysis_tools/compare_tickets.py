@@ -18,7 +18,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('ticket_a')
     parser.add_argument('ticket_b')
-    parser.add_argument('--out', help='also write the numbers to this JSON file')
+    parser.add_argument('--out', help='write the numbers to this JSON file (the table is '
+                        'printed either way)')
     parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
     return parser.parse_args()
 

@@ -9,7 +9,8 @@
 ``run`` trains the embedded default's RecPrune config (7 rounds) and the PSAP config with the
 given starting checkpoints (from ``make demo``: ``pretrain/epoch_6.pth`` and
 ``recprune_decoder/epoch_3.pth``), optionally on a smaller fixed subset to save time, with
-``tools/train.py`` and the configs' seeds. ``compare`` checks every tensor of the two
+``tools/train.py`` and the configs' seeds (``--cfg-options`` go to both runs, after their own
+options; give both checkouts the same). ``compare`` checks every tensor of the two
 tickets (weights, masks, channel structure) for bit equality and exits 1 on any difference;
 ``meta`` is printed side by side, not compared (its keys may be redefined between versions).
 """
@@ -37,6 +38,8 @@ def parse_args():
     run.add_argument('--pretrained', required=True, help='dense classifier checkpoint')
     run.add_argument('--decoder', required=True, help="RecPrune decoder-stage checkpoint")
     run.add_argument('--subset', type=int, help='train on this many images per epoch')
+    run.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                     help='override config settings (xxx=yyy) of both training runs')
     cmp = sub.add_parser('compare')
     cmp.add_argument('work_a')
     cmp.add_argument('work_b')
@@ -52,6 +55,7 @@ def run(args):
         options = [f'load_from={osp.abspath(getattr(args, start))}']
         if args.subset:
             options.append(f'train_dataloader.dataset.indices={args.subset}')
+        options += args.cfg_options
         cmd = [sys.executable, 'tools/train.py', config, '--work-dir',
                osp.abspath(osp.join(args.work_dir, name)), '--cfg-options', *options]
         print('+', ' '.join(cmd), flush=True)

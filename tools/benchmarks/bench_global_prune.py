@@ -9,7 +9,8 @@ Builds MMDetection's ``ResNet`` (depth 50 by default), takes every conv weight e
 
 Each side runs ``--repeats`` times on the same weights (restored between runs, untimed); the
 median is reported. The two masks must agree except at entries whose magnitude equals the
-threshold (ties, which either side may break differently).
+threshold (ties, which either side may break differently). No config is read (the backbone is
+built here from ``--depth``), so there is no ``--cfg-options``.
 
 Example::
 

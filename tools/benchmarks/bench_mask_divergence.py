@@ -20,8 +20,8 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import DECODER_CFG, LOTTERY_CFGS, PRETRAIN_CFG  # noqa: E402
-from stage_runner import (Pipeline, check_pretrained, cli, parse_with_scale,  # noqa: E402
-                          run_parallel, write_summary)
+from stage_runner import (Pipeline, add_cfg_options, check_cfg_options,  # noqa: E402
+                          check_pretrained, cli, parse_with_scale, run_parallel, write_summary)
 
 
 def parse_args():
@@ -37,6 +37,7 @@ def parse_args():
                              'the benchmarks\' 10k-image subset)')
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
+    add_cfg_options(parser)
     parser.add_argument('--report-only', action='store_true')
     # faithful: every training (and test) image of the embedded default; a GPU machine
     return parse_with_scale(parser, dict(faithful=dict(
@@ -72,7 +73,8 @@ def main():
     args = parse_args()
     start = time.time()
     check_pretrained(args.pretrained)
-    pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only)
+    pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only,
+                    cfg_options=check_cfg_options(args.cfg_options))
     if not osp.isfile(args.pretrained):
         pipe.run('pretrain', [[sys.executable, 'tools/train.py',
                                PRETRAIN_CFG,

@@ -34,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import SCENES64_ARGS, SCENES64_ROOT, probe_downstream, summarise  # noqa: E402
-from stage_runner import Pipeline, cli, parse_with_scale, read_json, run_parallel  # noqa: E402
+from stage_runner import (Pipeline, add_cfg_options, check_cfg_options, cli,  # noqa: E402
+                          parse_with_scale, read_json, run_parallel)
 
 DENSE_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 OTF_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
@@ -65,6 +66,7 @@ def parse_args():
     parser.add_argument('--mbv2-finetune-epochs', type=int, default=1)
     parser.add_argument('--probe', action='store_true', help='downstream probe, 50 %% tickets')
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
+    add_cfg_options(parser)
     parser.add_argument('--report-only', action='store_true')
     # faithful: every training (and test) image of the embedded default; a GPU machine
     return parse_with_scale(parser, dict(faithful=dict(subset=60000, val_subset=10000)))
@@ -159,7 +161,8 @@ def level_tag(p):
 
 def main():
     args = parse_args()
-    pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only)
+    pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only,
+                    cfg_options=check_cfg_options(args.cfg_options))
     start = time.time()
     penalty = sweep(pipe, args)
     if penalty is None:
@@ -373,7 +376,7 @@ def mobilenet(pipe, args, penalty):
                 [sys.executable, 'tools/train.py', MBV2_FINETUNE_CFG, '--work-dir', ft,
                  *ft_opts],
                 [sys.executable, 'tools/test.py', MBV2_FINETUNE_CFG,
-                 osp.join(ft, f'epoch_{epochs}.pth'), '--work-dir', ft, '--out', metrics,
+                 osp.join(ft, f'epoch_{epochs}.pth'), '--work-dir', ft, '--out-json', metrics,
                  '--force', *ft_opts]], [metrics], lambda m=metrics: read_json(m))
             # the same cut scored with BN recalibration too (its own stage: the fine-tune above
             # starts from the ticket without it)
@@ -409,7 +412,7 @@ def imp_mobilenet(pipe, args, seed, root, dense, opts):
     rec = pipe.run(f'mbv2/imp/p70/finetune/seed{seed}', [
         [sys.executable, 'tools/train.py', MBV2_FINETUNE_CFG, '--work-dir', ft, *ft_opts],
         [sys.executable, 'tools/test.py', MBV2_FINETUNE_CFG, osp.join(ft, f'epoch_{epochs}.pth'),
-         '--work-dir', ft, '--out', metrics, '--force', *ft_opts]], [metrics],
+         '--work-dir', ft, '--out-json', metrics, '--force', *ft_opts]], [metrics],
         lambda: read_json(metrics))
     dense_top1 = pipe.results.get(f'mbv2/magnitude/p70/seed{seed}', {}).get('metrics')
     if rec is None or dense_top1 is None:

@@ -25,7 +25,8 @@ import time
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import DET, SCENES64_ARGS, SCENES64_ROOT  # noqa: E402
-from stage_runner import Pipeline, cli, run_parallel, train_and_test, write_summary  # noqa: E402
+from stage_runner import (Pipeline, add_cfg_options, check_cfg_options, cli,  # noqa: E402
+                          run_parallel, train_and_test, write_summary)
 
 
 def parse_args():
@@ -36,6 +37,7 @@ def parse_args():
     parser.add_argument('--collapse-ratio', type=float, default=0.7)
     parser.add_argument('--work-dir', default='work_dirs/bench_probe_stability')
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
+    add_cfg_options(parser)
     parser.add_argument('--report-only', action='store_true')
     return parser.parse_args()
 
@@ -57,7 +59,8 @@ def main():
         if not sep or not name:
             raise cli.CLIError(f'--backbone {item!r}: give NAME=FILE')
         backbones[name] = cli.check_torch_archive(path, f'--backbone {name}')
-    pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only)
+    pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only,
+                    cfg_options=check_cfg_options(args.cfg_options))
     pipe.run('scenes64', [[sys.executable, 'tools/dataset_converters/make_fashion_scenes.py',
                            *SCENES64_ARGS]],
              [osp.join(SCENES64_ROOT, 'annotations', 'instances_test.json')])

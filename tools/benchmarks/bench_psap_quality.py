@@ -28,8 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import prepare_inputs, probe_downstream, summarise  # noqa: E402
-from stage_runner import (Pipeline, cli, parse_with_scale, read_json, read_results,  # noqa: E402
-                          train_and_test, write_summary)
+from stage_runner import (Pipeline, add_cfg_options, check_cfg_options, cli,  # noqa: E402
+                          parse_with_scale, read_json, read_results, train_and_test,
+                          write_summary)
 
 PRUNE_CFGS = dict(  # from the dense checkpoint; the scratch runs use SCRATCH_CFG + method
     psap='configs/psap/psap_r18-w16_fashionmnist.py',
@@ -61,6 +62,7 @@ def parse_args():
                         default='work_dirs/bench_recprune_vs_imp/results.json',
                         help="the RecPrune benchmark's results.json, for the dense reference")
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
+    add_cfg_options(parser)
     parser.add_argument('--report-only', action='store_true',
                         help='run nothing; tabulate the runs that finished (an interrupted '
                              'benchmark)')
@@ -181,7 +183,8 @@ def main():
     if osp.exists(args.dense_results):  # read at the end: a wrong file is named before any run
         read_results(cli.check_input_file(args.dense_results, '--dense-results'))
     pipe = Pipeline(args.work_dir, threads_per_stage=1 if args.jobs > 1 else None,
-                    report_only=args.report_only)
+                    report_only=args.report_only,
+                    cfg_options=check_cfg_options(args.cfg_options))
     prepare_inputs(pipe, args.pretrained)
     runs = [(init, m, t, s) for init in ('pretrained', 'scratch') for t in args.targets
             for m in METHODS for s in args.seeds]

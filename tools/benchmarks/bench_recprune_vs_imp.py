@@ -25,8 +25,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import (DECODER_CFG, LOTTERY_CFGS, prepare_inputs, probe_downstream,  # noqa: E402
                    summarise)
-from stage_runner import (Pipeline, cli, parse_with_scale, read_json, run_parallel,  # noqa: E402
-                          write_summary)
+from stage_runner import (Pipeline, add_cfg_options, check_cfg_options, cli,  # noqa: E402
+                          parse_with_scale, read_json, run_parallel, write_summary)
 
 
 def parse_args():
@@ -41,11 +41,13 @@ def parse_args():
     parser.add_argument('--rounds', type=int, nargs='+', default=[3, 5, 7],
                         help='rounds whose tickets are scored (the runs prune max(rounds))')
     parser.add_argument('--prune-options', nargs='*', default=[],
-                        help='extra --cfg-options for both pruning runs (an investigation, '
-                             'e.g. optim_wrapper.optimizer.lr=0.003)')
+                        help='extra --cfg-options for the two pruning runs only (an '
+                             'investigation, e.g. optim_wrapper.optimizer.lr=0.003); '
+                             '--cfg-options applies to every run')
     parser.add_argument('--no-dense', action='store_true',
                         help='skip the dense downstream reference (an investigation run)')
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
+    add_cfg_options(parser)
     # faithful: every training (and test) image of the embedded default; a GPU machine
     return parse_with_scale(parser, dict(faithful=dict(prune_subset=60000)))
 
@@ -71,7 +73,7 @@ def prune(pipe, args, method, seed, load_from):
         metrics = osp.join(work, f'test_round_{r}.json')
         pipe.run(f'top1/{method}/seed{seed}/round{r}',
                  [[py, 'tools/test.py', cfg, osp.join(work, f'epoch_{r}.pth'), '--work-dir', work,
-                   '--out', metrics]], [metrics])
+                   '--out-json', metrics]], [metrics])
         top1[r] = read_json(metrics)['accuracy/top1']
     return work, top1
 
@@ -144,7 +146,8 @@ def plot(args, cells):
 def main():
     args = parse_args()
     start = time.time()
-    pipe = Pipeline(args.work_dir, threads_per_stage=1 if args.jobs > 1 else None)
+    pipe = Pipeline(args.work_dir, threads_per_stage=1 if args.jobs > 1 else None,
+                    cfg_options=check_cfg_options(args.cfg_options))
     prepare_inputs(pipe, args.pretrained)
     cells = {}
     # longest chains first, so the two workers finish together

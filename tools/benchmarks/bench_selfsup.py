@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from probe import DET, FROZEN, SCENES64_ARGS, SCENES64_ROOT, SEG  # noqa: E402
-from stage_runner import (Pipeline, cli, parse_with_scale, read_json, train_and_test,  # noqa: E402
-                          write_summary)
+from stage_runner import (Pipeline, add_cfg_options, check_cfg_options, cli,  # noqa: E402
+                          parse_with_scale, read_json, train_and_test, write_summary)
 
 PRUNE_CFGS = dict(rotnet='configs/selfsup/rotnet-imp_r18-w16_7r-2e_fashionmnist.py',
                   s4l='configs/selfsup/s4l-imp_r18-w16_7r-2e_fashionmnist.py',
@@ -63,6 +63,7 @@ def parse_args():
                              'scenes probes (detection and segmentation, 64x64)')
     parser.add_argument('--scenes-seeds', type=int, nargs='*', default=[0])
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
+    add_cfg_options(parser)
     parser.add_argument('--report-only', action='store_true',
                         help='run nothing; tabulate what has finished')
     # faithful: every training (and test) image of the embedded default; a GPU machine
@@ -118,8 +119,8 @@ def train_score(pipe, args, name, config, work, options):
             f'train_cfg.val_interval={epochs}', *options]
     ckpt = osp.join(work, f'epoch_{epochs}.pth')
     record = pipe.run(name, [[py, 'tools/train.py', config, '--work-dir', work, *opts],
-                             [py, 'tools/test.py', config, ckpt, '--work-dir', work, '--out',
-                              metrics, *opts]],
+                             [py, 'tools/test.py', config, ckpt, '--work-dir', work,
+                              '--out-json', metrics, *opts]],
                       [metrics], lambda: read_json(metrics))
     return None if record is None else record['metrics']['accuracy/top1']
 
@@ -253,7 +254,8 @@ def main():
     if max(args.levels) > args.rounds:
         raise cli.CLIError(f'--levels go up to round {max(args.levels)}, but --rounds is '
                          f'{args.rounds}')
-    pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only)
+    pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only,
+                    cfg_options=check_cfg_options(args.cfg_options))
     start = time.time()
     cells = {}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -28,6 +28,9 @@ downsample convs ignored, i.e. the residual streams kept) and the same ``round_t
 and the time each tool takes to prune once (trace, select, slim; our own ratio search included,
 Torch-Pruning's ratio search excluded and reported separately) is printed.
 
+No config is read (the backbone is built here from ``--depth``), so there is no
+``--cfg-options``; ``--work-dir`` receives the exported ONNX files and the results.
+
 Example::
 
     python tools/benchmarks/bench_slim_speed.py --threads 1 --repeats 10

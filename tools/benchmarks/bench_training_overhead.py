@@ -12,7 +12,8 @@ Compares, on the embedded default's classifier (ResNet-18 at width 16, 56x56 inp
 
 The variants are timed in interleaved blocks so machine noise hits them alike; the script prints
 median step times and the ratios masked / plain, recprune / masked, sphere / plain and
-onthefly / plain.
+onthefly / plain. ``--cfg-options`` apply to each of the five configs before its model is built
+(e.g. ``model.backbone.base_channels=64``); the pruners and hooks are the script's own.
 """
 import argparse
 import statistics
@@ -20,13 +21,13 @@ import time
 from types import SimpleNamespace
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.optim import OptimWrapper
 from mmengine.registry import DefaultScope
 from mmengine.structures import BaseDataElement
 
 import mmrecprune  # noqa: F401
-from mmrecprune.cli import run_tool
+from mmrecprune.cli import merge_cfg_options, run_tool
 from mmrecprune.hooks import LotteryTicketHook, OnTheFlyPruningHook
 from mmrecprune.optim import PruningOptimWrapper
 from mmrecprune.registry import MODELS
@@ -35,8 +36,8 @@ from mmrecprune.registry import MODELS
 ONTHEFLY = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
 
 
-def build(config):
-    cfg = Config.fromfile(config)
+def build(config, cfg_options=None):
+    cfg = merge_cfg_options(Config.fromfile(config), cfg_options, config)
     with DefaultScope.overwrite_default_scope('mmrecprune'):
         return MODELS.build(cfg.model)
 
@@ -87,15 +88,19 @@ def main():
     parser.add_argument('--size', type=int, default=56)
     parser.add_argument('--blocks', type=int, default=10)
     parser.add_argument('--steps-per-block', type=int, default=5)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of every config timed, xxx=yyy format')
     args = parser.parse_args()
     torch.manual_seed(0)
+    opts = args.cfg_options
     variants = {
-        'plain': variant(build('configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'), False),
-        'masked': variant(build('configs/imp/imp_r18-w16_7r-1e_fashionmnist.py'), True),
-        'recprune': variant(build('configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py'),
-                            True),
-        'sphere': on_the_fly_variant(build(ONTHEFLY), False),
-        'onthefly': on_the_fly_variant(build(ONTHEFLY), True),
+        'plain': variant(build('configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py', opts),
+                         False),
+        'masked': variant(build('configs/imp/imp_r18-w16_7r-1e_fashionmnist.py', opts), True),
+        'recprune': variant(build('configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
+                                  opts), True),
+        'sphere': on_the_fly_variant(build(ONTHEFLY, opts), False),
+        'onthefly': on_the_fly_variant(build(ONTHEFLY, opts), True),
     }
     batch = make_batch(args.batch_size, args.size)
     runner = SimpleNamespace(iter=10**6)

@@ -7,7 +7,9 @@ it and as plain data (``PlainCheckpointHook``). Each is mutated ``--cases`` time
 (:mod:`mmrecprune.testing.checkpoint_fuzzer`) and every case is loaded in a subprocess under a
 memory limit. Prints how many cases were tried, loaded, refused and failed (any other
 exception, a signal, a marker file, a changed statistics table) and exits non-zero if any
-failed.
+failed. It takes no ``--cfg-options``: the one config it reads only makes the training
+checkpoint among its sources, shrunk to two iterations here, and the loaders under test read no
+config.
 
 Example::
 

@@ -51,8 +51,8 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', 'analysis_tools'))
 from probe import (DECODER_CFG, DET, FROZEN, LOTTERY_CFGS, PRETRAIN_CFG,  # noqa: E402
                    SCENES64_ARGS, SCENES64_ROOT, SEG)
-from stage_runner import (Pipeline, check_pretrained, cli, read_json, run_parallel,  # noqa: E402
-                          train_and_test,
+from stage_runner import (Pipeline, add_cfg_options, check_cfg_options,  # noqa: E402
+                          check_pretrained, cli, read_json, run_parallel, train_and_test,
                           write_summary)
 
 ONTHEFLY_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
@@ -74,7 +74,7 @@ SCENES = dict(  # size -> task -> (ticket config, dense config, last checkpoint,
              'configs/downstream/mmseg/fpn_r18-w16_1k_fashionscenes.py',
              'iter_1000.pth', 'mIoU')))
 SCENES_DATA = dict(probe64=(SCENES64_ROOT, SCENES64_ARGS),
-                   full=('data/fashion_scenes', ['--out', 'data/fashion_scenes']))
+                   full=('data/fashion_scenes', ['--out-dir', 'data/fashion_scenes']))
 
 UNSTRUCTURED = ('recprune', 'imp', 'random', 'magnitude', 'onthefly', 'magnitude_scratch',
                 'rotnet', 'supervised_scratch')
@@ -114,7 +114,8 @@ def parse_args(argv=None):
     parser.add_argument('--scale', choices=sorted(SCALES), default='default',
                         help='sizes of every run (see SCALES); single knobs: --set KEY=VALUE')
     parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
-                        help='override one size of the scale, e.g. prune_images=20000 '
+                        help='override one size of the scale (a key of SCALES, not a config '
+                             'key: config keys go to --cfg-options), e.g. prune_images=20000 '
                              'rounds=7,11 (lists comma-separated)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--methods', nargs='+', default=list(UNSTRUCTURED + STRUCTURED),
@@ -123,7 +124,8 @@ def parse_args(argv=None):
                         default='work_dirs/embedded_default/pretrain/epoch_6.pth',
                         help='dense classifier checkpoint (trained first if missing)')
     parser.add_argument('--prune-options', nargs='*', default=[],
-                        help='extra --cfg-options for the RecPrune and IMP runs')
+                        help='extra --cfg-options for the RecPrune and IMP runs only '
+                             '(--cfg-options applies to every run)')
     parser.add_argument('--selfsup-dir', default='work_dirs/bench_selfsup',
                         help="bench_selfsup.py's work dir: the rotnet tickets are read from it")
     parser.add_argument('--scenes-levels', type=float, nargs='*', default=[],
@@ -140,6 +142,7 @@ def parse_args(argv=None):
                         choices=['finetuned', 'frozen'])
     parser.add_argument('--latency-repeats', type=int, default=30)
     parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
+    add_cfg_options(parser)
     parser.add_argument('--dry-run', action='store_true',
                         help='print the commands of every stage still to run; run nothing')
     parser.add_argument('--report-only', action='store_true',
@@ -455,7 +458,7 @@ def dense_tasks(pipe, args, seed):
     def top1():
         record = pipe.run(f'test/dense/seed{seed}',
                           [[sys.executable, 'tools/test.py', PRETRAIN_CFG, args.pretrained,
-                            '--work-dir', work, '--out', metrics, '--force', '--cfg-options',
+                            '--work-dir', work, '--out-json', metrics, '--force', '--cfg-options',
                             f'test_dataloader.dataset.indices={size["val_images"]}']],
                           [metrics], lambda: read_json(metrics))
         return None if record is None else record['metrics']['accuracy/top1']
@@ -682,7 +685,7 @@ def main(argv=None):
     check_pretrained(args.pretrained)
     cli.check_work_dir(args.selfsup_dir, '--selfsup-dir')
     pipe = Pipeline(args.work_dir, threads_per_stage=1, report_only=args.report_only,
-                    dry_run=args.dry_run)
+                    dry_run=args.dry_run, cfg_options=check_cfg_options(args.cfg_options))
     if not osp.isfile(args.pretrained):
         pipe.run('pretrain', [[sys.executable, 'tools/train.py', PRETRAIN_CFG, '--work-dir',
                                osp.dirname(args.pretrained)]], [args.pretrained])

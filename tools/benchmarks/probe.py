@@ -20,7 +20,7 @@ SEG = ('configs/downstream/mmseg/fpn_r18-w16_probe_fashionscenes64.py',
 # the frozen-backbone probe: every stage frozen, BN in eval mode; only the neck and heads train
 FROZEN = ['model.backbone.frozen_stages=4', 'model.backbone.norm_eval=True']
 SCENES64_ROOT = 'data/fashion_scenes_64'
-SCENES64_ARGS = ['--out', SCENES64_ROOT, '--canvas-size', '64', '--min-scale', '20',
+SCENES64_ARGS = ['--out-dir', SCENES64_ROOT, '--canvas-size', '64', '--min-scale', '20',
                  '--max-scale', '40', '--max-items', '3']
 
 

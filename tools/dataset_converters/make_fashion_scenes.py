@@ -1,6 +1,6 @@
 """Generate the "Fashion-MNIST scenes" detection / segmentation data set.
 
-    python tools/dataset_converters/make_fashion_scenes.py --out data/fashion_scenes \
+    python tools/dataset_converters/make_fashion_scenes.py --out-dir data/fashion_scenes \
         --num-train 2000 --num-test 500 --canvas-size 128 --seed 0
 
 Writes ``{out}/{train,test}/images/*.png``, ``{out}/{train,test}/labels/*.png`` (label maps for
@@ -8,7 +8,8 @@ MMSegmentation, 0 = background, 1..10 = class + 1), ``{out}/annotations/instance
 (COCO instances for MMDetection) and ``{out}/meta.json`` (the generation parameters). If
 ``meta.json`` matches the requested parameters and the files are there, nothing is regenerated
 (use ``--force`` to regenerate anyway). A data set made with other parameters, or a folder that
-holds something else, is not written over without ``--force``.
+holds something else, is not written over without ``--force``. (``--out`` is the old name of
+``--out-dir``, still accepted: ``--out`` names an output file in the other tools.)
 """
 import argparse
 import importlib.util
@@ -48,7 +49,9 @@ def _import_scenes():
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--out', default='data/fashion_scenes', help='output folder')
+    p.add_argument('--out-dir', dest='out', default='data/fashion_scenes',
+                   help='output folder (default data/fashion_scenes)')
+    p.add_argument('--out', dest='out', help='deprecated name of --out-dir')
     p.add_argument('--num-train', type=int, default=2000)
     p.add_argument('--num-test', type=int, default=500)
     p.add_argument('--canvas-size', type=int, default=128)
@@ -110,10 +113,10 @@ def is_up_to_date(out, meta):
 
 
 def check_out(out, meta, force):
-    """Refuse an ``--out`` this run must not write into (:class:`CLIError`): a file, or unless
+    """Refuse an ``--out-dir`` this run must not write into (:class:`CLIError`): a file, or unless
     ``force``, a data set made with other parameters (it would be replaced) or a non-empty
     folder that holds no scenes data set. An interrupted run (no ``meta.json`` yet) continues."""
-    cli.check_work_dir(out, '--out')
+    cli.check_work_dir(out, '--out-dir')
     if force or not osp.isdir(out) or not os.listdir(out):
         return
     meta_file = osp.join(out, 'meta.json')
@@ -127,14 +130,14 @@ def check_out(out, meta, force):
             return
         differ = (sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
                   if isinstance(old, dict) else ['meta.json unreadable'])
-        raise cli.CLIError(f'--out {out} holds a scenes data set made with other parameters '
+        raise cli.CLIError(f'--out-dir {out} holds a scenes data set made with other parameters '
                            f'({", ".join(differ)} differ); pass --force to replace it, or give '
-                           'another --out')
+                           'another --out-dir')
     found = sorted(os.listdir(out))
     if not set(found) <= {'train', 'test', 'annotations'}:
-        raise cli.CLIError(f'--out {out} is a folder that holds no scenes data set (it has '
+        raise cli.CLIError(f'--out-dir {out} is a folder that holds no scenes data set (it has '
                            f'{", ".join(found[:3])}{", ..." if len(found) > 3 else ""}); pass '
-                           '--force to write into it anyway, or give another --out')
+                           '--force to write into it anyway, or give another --out-dir')
 
 
 def summarize(out, splits, classes):
@@ -154,7 +157,7 @@ def summarize(out, splits, classes):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.check_work_dir(args.out, '--out')
+    cli.check_work_dir(args.out, '--out-dir')
     scenes = _import_scenes()
     cli.check_input_dir(scenes.fashion_mnist_root(args.fashion_root),
                         'Fashion-MNIST folder (--fashion-root or $FASHION_MNIST_ROOT)')

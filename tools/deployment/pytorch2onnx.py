@@ -33,13 +33,14 @@ def parse_args():
                         help='with a config: export model.backbone only')
     parser.add_argument('--shape', type=int, nargs=4, default=[1, 3, 224, 224],
                         metavar=('N', 'C', 'H', 'W'))
-    parser.add_argument('--out', required=True, help='the .onnx file')
+    parser.add_argument('--out', required=True, help='the .onnx file to write')
     parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
     parser.add_argument('--opset', type=int, default=18)
     parser.add_argument('--atol', type=float, default=1e-3,
                         help='largest accepted |onnxruntime - PyTorch| (default 1e-3)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. model.backbone.ticket=T.pth')
+                        help='override settings of CONFIG, xxx=yyy format, e.g. '
+                        'model.backbone.ticket=T.pth')
     return parser.parse_args()
 
 
@@ -49,6 +50,10 @@ def check_inputs(args):
         raise cli.CLIError('give either CONFIG [CHECKPOINT] or --ticket, not both')
     if not args.ticket and not args.config:
         raise cli.CLIError('give a CONFIG (and CHECKPOINT), or --ticket')
+    if args.ticket and args.cfg_options:
+        raise cli.CLIError(f'--cfg-options override settings of a CONFIG; --ticket '
+                           f'{args.ticket} exports the ticket\'s backbone with no config (give '
+                           'a CONFIG with model.backbone.ticket=... to change its settings)')
     cli.check_input_file(args.ticket, '--ticket')
     cli.check_input_file(args.config, 'config')
     if args.checkpoint:
