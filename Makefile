@@ -7,7 +7,7 @@ setup:
 	bash tools/setup_env.sh
 
 scenes: setup
-	$(PY) tools/dataset_converters/make_fashion_scenes.py --out data/fashion_scenes
+	$(PY) tools/dataset_converters/make_fashion_scenes.py --out-dir data/fashion_scenes
 
 demo: setup
 	$(PY) tools/run_embedded_default.py

@@ -71,7 +71,7 @@ def main():
     total_start = time.time()
     # the downstream configs read data/fashion_scenes/ (their `data_root`)
     pipe.run('scenes', [[py, 'tools/dataset_converters/make_fashion_scenes.py',
-                         '--out', SCENES_ROOT]],
+                         '--out-dir', SCENES_ROOT]],
              [osp.join(SCENES_ROOT, 'annotations', 'instances_test.json')])
 
     pre_dir = osp.join(args.work_dir, 'pretrain')

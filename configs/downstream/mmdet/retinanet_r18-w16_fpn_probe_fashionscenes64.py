@@ -1,6 +1,6 @@
 # Benchmark probe: RetinaNet on 64x64 scenes (1-3 items of 20-40 px), a quarter of the default's
 # pixels, so the pruning benchmarks can fine-tune one detector per ticket and seed. Data:
-#   python tools/dataset_converters/make_fashion_scenes.py --out data/fashion_scenes_64 \
+#   python tools/dataset_converters/make_fashion_scenes.py --out-dir data/fashion_scenes_64 \
 #       --canvas-size 64 --min-scale 20 --max-scale 40 --max-items 3
 _base_ = './retinanet_r18-w16_fpn_12e_fashionscenes.py'
 data_root = 'data/fashion_scenes_64/'
