@@ -1,7 +1,10 @@
-"""docs/en stays true: links resolve, every command names scripts and configs that exist, and
-each Python tool it calls accepts its arguments (``--help`` runs); the runs themselves are
-covered by the tests of each tool."""
+"""docs/en, README.md and CHANGELOG.md stay true: links (and their #anchors) resolve, every
+command names scripts and configs that exist, and each Python tool it calls accepts its
+arguments (``--help`` runs); the runs themselves are covered by the tests of each tool (the
+README's quickstart: tests/e2e/test_readme_quickstart.py). The README stays a front door of at
+most 10 KB."""
 import glob
+import os
 import os.path as osp
 import re
 import subprocess
@@ -11,7 +14,16 @@ import pytest
 
 from tests.conftest import REPO
 
-DOCS = sorted(glob.glob(osp.join(REPO, 'docs', 'en', '**', '*.md'), recursive=True))
+DOCS = sorted(glob.glob(osp.join(REPO, 'docs', 'en', '**', '*.md'), recursive=True)) + [
+    osp.join(REPO, 'README.md'), osp.join(REPO, 'CHANGELOG.md')]
+README_MAX_BYTES = 10240
+
+
+def _anchors(path):
+    """GitHub's anchors of the headings of a Markdown file."""
+    text = re.sub(r'```.*?```', '', open(path).read(), flags=re.S)
+    return {re.sub(r'[^\w\- ]', '', title.strip().lower()).replace(' ', '-')
+            for title in re.findall(r'^#+ (.+)$', text, re.M)}
 
 
 def _commands(path):
@@ -23,7 +35,8 @@ def _commands(path):
 
 def test_docs_exist():
     names = {osp.relpath(p, osp.join(REPO, 'docs', 'en')) for p in DOCS}
-    assert {'index.md', 'get_started.md', 'add_a_method.md', 'user_guides/deploy.md',
+    assert {'index.md', 'get_started.md', 'add_a_method.md', 'main_job.md', 'leaderboard.md',
+            'layout.md', 'user_guides/safe_loading.md', 'user_guides/deploy.md',
             'user_guides/use_a_ticket.md', 'user_guides/prune_your_backbone.md',
             'user_guides/resume_and_ddp.md', 'user_guides/analysis_plots.md',
             'user_guides/model_zoo.md', 'user_guides/benchmarks.md', 'methods/recprune.md',
@@ -31,12 +44,19 @@ def test_docs_exist():
             'methods/onthefly.md'} <= names
 
 
+def test_readme_is_a_front_door():
+    assert os.path.getsize(osp.join(REPO, 'README.md')) <= README_MAX_BYTES
+
+
 @pytest.mark.parametrize('path', DOCS, ids=lambda p: osp.relpath(p, REPO))
 def test_links_resolve(path):
-    for target in re.findall(r'\]\(([^)#]+)\)', open(path).read()):
+    for target, anchor in re.findall(r'\]\(([^)#\s]*)(?:#([^)\s]*))?\)', open(path).read()):
         if '://' in target:
             continue
-        assert osp.exists(osp.join(osp.dirname(path), target)), f'{path}: broken link {target}'
+        linked = osp.join(osp.dirname(path), target) if target else path
+        assert osp.exists(linked), f'{path}: broken link {target}'
+        if anchor and linked.endswith('.md'):
+            assert anchor in _anchors(linked), f'{path}: no heading for {target}#{anchor}'
 
 
 @pytest.mark.parametrize('path', DOCS, ids=lambda p: osp.relpath(p, REPO))
