@@ -1,7 +1,8 @@
 """The pruning engine: plain PyTorch, no MMEngine imports. One home per question:
 
 * what is coupled: :mod:`.channel_groups`;
-* what matters: :mod:`.importance` (channels), :mod:`.thresholds` (weight magnitudes);
+* what matters: :mod:`.importance` (channels), :mod:`.thresholds` (weight magnitudes, also
+  within N:M groups);
 * how to cut: :mod:`.masks` (weight masks), :mod:`.channel_masks` and :mod:`.soft_channel_masks`
   (channel masks), :mod:`.slimming` (removing channels), :mod:`.frozen_masks` (downstream),
   :mod:`.recovery` (mean values in place of pruned entries), :mod:`.hyperspherical`
@@ -9,13 +10,14 @@
 * when and how much: :mod:`.cost_schedule` with :mod:`.channel_cost` and :mod:`.flops`;
   :mod:`.gradient_monitor` feeds protective restoration; :mod:`.report` plots and compares.
 """
-from .masks import (DEFAULT_EXCLUDE, WeightMasks, apply_masks, check_masks, fill_pruned_,
-                    init_masks,
-                    name_matches, pack_mask, prunable_parameters, random_masks_like, rewind,
-                    unpack_mask, zero_pruned_)
+from .masks import (DEFAULT_EXCLUDE, MAX_NM_GROUP, WeightMasks, apply_masks, check_masks,
+                    fill_pruned_, init_masks, name_matches, nm_groups, nm_tails, nm_ungroup,
+                    nm_violations, pack_mask, parse_nm_pattern, prunable_parameters,
+                    random_masks_like, rewind, unpack_mask, zero_pruned_)
 from .report import mask_overlap, plot_kept_channels, plot_layer_sparsity, sparsity_report
 from .thresholds import (MAGNITUDE_RANKINGS, global_magnitude_masks,
-                         global_magnitude_threshold, layerwise_magnitude_masks)
+                         global_magnitude_threshold, layerwise_magnitude_masks,
+                         nm_magnitude_masks, nm_protected)
 from .frozen_masks import freeze_masks
 from .channel_groups import CHANNEL_PARAMS, FILTER_KINDS, ChannelGroup, find_channel_groups
 from .channel_masks import (apply_channel_masks, channel_zero_targets, global_channel_masks,

@@ -10,6 +10,9 @@ concatenated if the band misses). Ties at the threshold are broken deterministic
 position (the order of ``params``, then row-major order inside a weight: earlier entries are
 pruned first).
 
+N:M masks (:func:`nm_magnitude_masks`) rank the same magnitudes inside groups of M
+consecutive input channels (see :func:`~mmrecprune.sparsity.masks.nm_groups`).
+
 Plain PyTorch: no runner, no MMEngine.
 """
 import math
@@ -17,7 +20,7 @@ from numbers import Real
 
 import torch
 
-from .masks import check_masks
+from .masks import check_masks, nm_groups, nm_ungroup, parse_nm_pattern
 
 # Below this many entries a plain ``torch.kthvalue`` is as fast as the sampled selection.
 _SAMPLED_SELECTION_MIN_NUMEL = 1 << 20
@@ -127,7 +130,11 @@ class _Layers:
     @torch.no_grad()
     def prune_smallest(self, ratio):
         """New masks with ``round(ratio * n_surviving)`` more of the smallest entries pruned."""
-        k = _num_to_prune(self.numel - self.n_pruned, ratio)
+        return self.prune_count(_num_to_prune(self.numel - self.n_pruned, ratio))
+
+    @torch.no_grad()
+    def prune_count(self, k):
+        """New masks with the ``k`` smallest surviving entries pruned (ties by position)."""
         new = {}
         if k == 0:
             for name, w, keep in self.items:
@@ -219,6 +226,75 @@ def layerwise_magnitude_masks(params, masks, ratios):
     for name, p in params.items():
         new_masks.update(_Layers({name: p}, {name: masks[name]}).prune_smallest(ratios[name]))
     return new_masks
+
+
+@torch.no_grad()
+def nm_protected(weight, keep, pattern):
+    """The entries an N:M mask keeps whatever else is pruned: in every group of M (see
+    :func:`~mmrecprune.sparsity.masks.nm_groups`), the N largest surviving magnitudes (ties:
+    the first in the group), and the whole dense tail of ``in % M`` channels that forms no
+    group. Surviving = ``keep``. Returns a bool tensor of ``weight``'s shape."""
+    n, m = parse_nm_pattern(pattern)
+    mags = weight.detach().abs().to(torch.float64 if weight.dtype == torch.float64
+                                    else torch.float32)
+    groups, tail = nm_groups(mags.masked_fill(~keep, -1.0), m)
+    top = torch.zeros_like(groups, dtype=torch.bool)
+    if groups.numel():
+        # a stable descending sort: among equal magnitudes the first in the group wins
+        order = torch.sort(groups, dim=1, descending=True, stable=True).indices
+        top.scatter_(1, order[:, :n], True)
+    protected = nm_ungroup(top, torch.ones_like(tail, dtype=torch.bool), weight.shape)
+    return protected & keep
+
+
+def nm_magnitude_masks(params, masks, pattern, ratio=None, ranking='global'):
+    """N:M keep-masks by magnitude: in every group of M consecutive input channels (at one
+    output filter and kernel tap, the layout of
+    :func:`~mmrecprune.sparsity.masks.nm_groups`) at most N weights survive.
+
+    The N largest surviving magnitudes of each group are protected; the other surviving
+    entries of the groups are the candidates. With ``ratio=None`` every candidate is pruned
+    (one-shot N:M: each group keeps its N largest). With a ``ratio``, ``round(ratio *
+    n_surviving)`` candidates are pruned, smallest magnitude first, over all layers together
+    (``ranking='global'``) or per layer (``'layerwise'``), at most all of them: iterative
+    magnitude pruning under the N:M constraint, which reaches the pattern once the candidates
+    run out (20 % per round reaches 2:4 in round 4: 20, 36, 48.8, then 50 %). The tail of
+    ``in % M`` channels, which forms no group, is never pruned (it stays dense); a conv with
+    fewer than M input channels per group is left dense entirely.
+
+    Args:
+        params (dict[str, Tensor]): Weights by name (the magnitudes to rank).
+        masks (dict[str, BoolTensor]): Current masks, same keys and shapes; pruned entries
+            stay pruned.
+        pattern (str): ``'N:M'``, e.g. ``'2:4'``.
+        ratio (float, optional): Fraction of the surviving weights to prune, in ``[0, 1)``;
+            None: prune to the pattern.
+        ranking (str): ``'global'`` or ``'layerwise'`` (used with a ``ratio``).
+
+    Returns:
+        dict[str, BoolTensor]: New masks, one new tensor per name.
+    """
+    parse_nm_pattern(pattern)
+    if ranking not in ('global', 'layerwise'):
+        raise ValueError(f"ranking must be 'global' or 'layerwise', got {ranking!r}")
+    _check_inputs(params, masks, 0.0 if ratio is None else ratio)
+    keeps = {name: masks[name].to(p.device) for name, p in params.items()}
+    protected = {name: nm_protected(p, keeps[name], pattern) for name, p in params.items()}
+    if ratio is None:
+        return protected
+    # the candidates keep their magnitude, everything protected ranks last (+inf)
+    ranked = {name: p.detach().abs().float().masked_fill(protected[name], math.inf)
+              if p.dtype != torch.float64 else
+              p.detach().abs().masked_fill(protected[name], math.inf)
+              for name, p in params.items()}
+    groups = [list(params)] if ranking == 'global' else [[name] for name in params]
+    new = {}
+    for names in groups:
+        layers = _Layers({n: ranked[n] for n in names}, {n: keeps[n] for n in names})
+        n_candidates = sum(int((keeps[n] & ~protected[n]).sum()) for n in names)
+        k = min(_num_to_prune(layers.numel - layers.n_pruned, ratio), n_candidates)
+        new.update(layers.prune_count(k))
+    return new
 
 
 #: The magnitude rankings by name (``ranking=`` of the unstructured pruners).
