@@ -11,7 +11,8 @@ them and build the result with our code:
   arguments are checked (dtype from a closed list, offset / sizes / strides inside the storage,
   no zero strides over more than one element, no hooks, no metadata) and the tensor is made
   with ``Tensor.set_`` on a storage read from the archive record of exactly the declared size;
-* ``collections.OrderedDict`` with nothing but its ``_metadata`` (module versions);
+* ``collections.OrderedDict`` with nothing but its ``_metadata`` (module versions), and
+  ``collections.Counter`` of numbers (``MultiStepLR``'s milestones);
 * ``_codecs.encode`` for bytes;
 * anything else only through ``extra_globals`` (MMEngine's message hub, see
   :mod:`mmrecprune.fileio.mmengine_records`), whose handlers return inert records.
@@ -30,7 +31,7 @@ import os
 import pickle
 import struct
 import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import torch
 
@@ -178,6 +179,15 @@ def _ordered_dict(args):
     return OrderedDict()
 
 
+def _counter(args):
+    """``collections.Counter({key: count})``: MMEngine's ``MultiStepLR`` keeps its milestones
+    in one, so every checkpoint of a step schedule holds it."""
+    if type(args) is not tuple or len(args) != 1 or type(args[0]) is not dict or not all(
+            type(v) in (int, float) for v in args[0].values()):
+        _fail(f'collections.Counter{_short(args)}: only a dict of numbers')
+    return Counter(args[0])
+
+
 def _encode(args):
     if type(args) is not tuple or len(args) != 2 or type(args[0]) is not str or \
             not same(args[1], 'latin1'):
@@ -192,6 +202,7 @@ PLAIN_GLOBALS = {
     'torch._utils._rebuild_tensor_v2': _rebuild_tensor,
     'torch._utils._rebuild_parameter': _rebuild_parameter,
     'collections.OrderedDict': _ordered_dict,
+    'collections.Counter': _counter,
     '_codecs.encode': _encode,
 }
 
@@ -578,7 +589,7 @@ class _Finisher:
                 if self.tensor_bytes_left < 0:
                     _fail('tensors overlap in their storages (more tensor bytes than stored)')
             return obj
-        if kind in (dict, OrderedDict):
+        if kind in (dict, OrderedDict, Counter):
             for key in list(obj):
                 obj[key] = self.finish(obj[key], depth + 1)
             return obj

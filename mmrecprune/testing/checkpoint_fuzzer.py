@@ -30,7 +30,7 @@ import zipfile
 
 #: names the loaders know (substituted everywhere) and names that would run code
 KNOWN_GLOBALS = (
-    'collections\nOrderedDict', 'torch._utils\n_rebuild_tensor_v2',
+    'collections\nOrderedDict', 'collections\nCounter', 'torch._utils\n_rebuild_tensor_v2',
     'torch._utils\n_rebuild_parameter', '_codecs\nencode', 'torch\nFloatStorage',
     'torch\nLongStorage', 'torch\nByteStorage', 'mmengine.logging.history_buffer\nHistoryBuffer',
     '__builtin__\ngetattr', 'numpy._core.multiarray\n_reconstruct', 'numpy\nndarray',

@@ -26,6 +26,9 @@ def _optimizer_state(runner):
 
 def _cfg(work_dir, plain, **kwargs):
     cfg = tiny_cls_cfg(work_dir, **kwargs)
+    # a step schedule, as mmdet's configs use: MultiStepLR saves its milestones as a Counter
+    cfg.param_scheduler = [dict(type='MultiStepLR', by_epoch=True, milestones=[1], gamma=0.5,
+                                begin=0, end=2)]
     return with_plain_checkpoints(cfg) if plain else cfg
 
 
@@ -43,6 +46,7 @@ def test_resume_continues_exactly(tmp_path, plain):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     for k, v in _optimizer_state(full).items():
         torch.testing.assert_close(v, _optimizer_state(resumed)[k], rtol=0, atol=0)
+    assert resumed.optim_wrapper.get_lr() == full.optim_wrapper.get_lr()
     # the resumed message hub holds real HistoryBuffers with the saved histories
     loss = resumed.message_hub.get_scalar('train/loss')
     assert type(loss) is HistoryBuffer and len(loss.data[0]) == 8
