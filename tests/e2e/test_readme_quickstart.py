@@ -17,14 +17,6 @@ from tests.conftest import REPO
 pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')
 
-#: A known loader bug the quickstart hits: MMEngine's MultiStepLR state (every shipped detection
-#: schedule) holds ``collections.Counter`` milestones, which the project's checkpoint reader
-#: refuses, so ``tools/test.py`` / ``pytorch2onnx.py`` cannot load a detector that
-#: ``tools/train.py`` just wrote. Until that is fixed the test is an expected failure for this
-#: reason only; any other failure fails it.
-KNOWN_BUG = "names 'collections.Counter'"
-
-
 def quickstart_blocks():
     text = open(osp.join(REPO, 'README.md')).read()
     section = text.split('\n## Quickstart\n', 1)[1].split('\n## ', 1)[0]
@@ -47,9 +39,6 @@ def test_quickstart_runs_verbatim(tmp_path):
     result = subprocess.run(['bash', '-e', '-c', quickstart_blocks()[0]], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=1200)
     out = result.stdout + result.stderr
-    if result.returncode != 0 and KNOWN_BUG in out:
-        pytest.xfail('tools/test.py refuses the trained detector checkpoint: MultiStepLR '
-                     "milestones are a collections.Counter (see KNOWN_BUG)")
     assert result.returncode == 0, out[-4000:]
     assert (tmp_path / 'work_dirs/psap_r18-w16_fashionmnist/tickets/slim.pth').is_file()
     assert (tmp_path / 'retinanet.onnx').is_file()
