@@ -45,8 +45,8 @@ def downstream(pipe, tag, work_root, init_option):
     return det, seg
 
 
-#: What a single run of each metric varies by, measured (README, "What to expect from a fresh
-#: clone"): top-1 across three machines, RetinaNet over seeds 0-2 (std), Semantic FPN across
+#: What a single run of each metric varies by, measured (docs/en/main_job.md, "What to expect
+#: from a fresh clone"): top-1 across three machines, RetinaNet over seeds 0-2 (std), Semantic FPN across
 #: machines. A dense-vs-ticket difference inside these is noise, not an effect.
 SPREAD = {'top-1 (%)': 'about 0.5 between machines',
           'bbox mAP': 'seed std 0.5-0.6 (1.0-1.1 lowest to highest of 3 seeds)',
