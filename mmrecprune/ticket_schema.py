@@ -16,7 +16,8 @@ import torch
 
 TICKET_FORMAT = 'mmrecprune-ticket'
 TICKET_VERSION = 2
-TICKET_KINDS = ('unstructured', 'structured', 'dense')
+#: ``'nm'``: an unstructured ticket whose masks satisfy the N:M ``pattern`` of its meta
+TICKET_KINDS = ('unstructured', 'structured', 'dense', 'nm')
 MAX_NAME = 256
 
 
@@ -75,6 +76,20 @@ def Choice(*choices):
             _fail(where, f'must be one of {list(choices)}, got {_shown(value)}')
         return value
     return check
+
+
+def NMPattern(value, where):
+    """An N:M pattern string ``'N:M'`` (``1 <= N < M <= 32``: a short string matched by a
+    regex, then its two ints range-checked)."""
+    from mmrecprune.sparsity.masks import MAX_NM_GROUP, parse_nm_pattern
+    try:
+        if type(value) is not str or len(value) > 5:
+            raise ValueError
+        parse_nm_pattern(value)
+    except ValueError:
+        _fail(where, f"must be an N:M pattern 'N:M' with 1 <= N < M <= {MAX_NM_GROUP} (e.g. "
+                     f"'2:4'), got {_shown(value)}")
+    return value
 
 
 def NoneOr(spec):
@@ -211,6 +226,7 @@ META_FIELDS = dict(
     # the methods' own arguments
     prune_ratio=_FRACTION, target_sparsity=_FRACTION, rewind_to=_SHORT, ranking=_SHORT,
     recovery=_SHORT, penalty=_REAL, margin=_REAL, target=MapOf(_FRACTION, 4),
+    pattern=NMPattern,  # kind 'nm': the N:M pattern every mask satisfies
     prune_residual=Bool, round_to=_SMALL_INT, min_keep=_SMALL_INT,
     importance=MapOf(Scalar, 16), protective=Bool, protect_factor=_REAL, adaptive=Bool,
     sparsity_eps=_REAL, ratio_floor=_REAL, restored=_SMALL_INT,
@@ -279,6 +295,45 @@ def _tensor(value, where):
     return value
 
 
+def content_kind(meta, masks, structure):
+    """The kind the content makes a ticket: ``'nm'`` (masks and an N:M ``pattern`` in
+    ``meta``), ``'unstructured'`` (masks), ``'structured'`` (channel structure) or
+    ``'dense'``."""
+    if masks:
+        return 'nm' if meta.get('pattern') is not None else 'unstructured'
+    return 'structured' if structure else 'dense'
+
+
+def check_kind(meta, masks, structure, where):
+    """Raise TicketError unless the header's ``kind`` is what the content makes it, and an
+    ``'nm'`` ticket's masks satisfy its pattern (unpacked and checked group by group) with
+    zeros in their pruned entries (no fill values)."""
+    kind = content_kind(meta, masks, structure)
+    if meta['kind'] != kind:
+        _fail(where, f'header says kind {meta["kind"]!r} but the content is {kind} (masks: '
+                     f'{len(masks)}, channel_structure entries: {len(structure)}, pattern: '
+                     f'{meta.get("pattern")!r})')
+    if 'pattern' in meta and kind != 'nm':
+        _fail(where, f'meta pattern {meta["pattern"]!r} belongs to an nm ticket (masks), '
+                     f'this one is {kind}')
+    if kind == 'nm':
+        from mmrecprune.sparsity.masks import nm_violations, unpack_mask
+        for name, entry in masks.items():
+            if entry.get('fill') is not None:
+                _fail(where, f'nm ticket mask {name!r} has a fill value; the pruned entries '
+                             'of an N:M ticket are zero')
+            mask = unpack_mask(entry['bits'], list(entry['shape']))
+            if mask.dim() < 2:
+                _fail(where, f'nm ticket mask {name!r} has shape {list(entry["shape"])}; N:M '
+                             'masks are on conv or linear weights ([out, in, ...])')
+            bad = nm_violations({name: mask}, meta['pattern'])
+            if bad:
+                _fail(where, f'nm ticket mask {name!r} breaks its pattern '
+                             f'{meta["pattern"]!r} in {bad[name]} groups (more than N of M '
+                             'consecutive input channels kept); the file is corrupted or was '
+                             'edited')
+
+
 def check_ticket_header(header, where):
     """A checkpoint's ticket header (a ticket without ``state_dict``), checked; returned as
     ``dict(meta=..., channel_structure=..., masks=...)``."""
@@ -287,6 +342,8 @@ def check_ticket_header(header, where):
     meta = check_meta(header['meta'], where)
     masks = check_masks_entries(header['masks'], None, where)
     structure = _CHANNEL_STRUCTURE(header['channel_structure'], f'{where} channel_structure')
+    if masks or structure:  # a header holds no masks when the training did not keep them
+        check_kind(meta, masks, structure, where)
     return dict(meta=meta, channel_structure=structure, masks=masks)
 
 
@@ -309,10 +366,7 @@ def check_ticket_payload(payload, where):
             _fail(where, f'channel_structure entry {name!r} ({widths}) has no weight of '
                          f'{widths["out"]} output channels in the ticket; the file is corrupted '
                          'or was edited')
-    kind = 'unstructured' if masks else 'structured' if structure else 'dense'
-    if meta['kind'] != kind:
-        _fail(where, f'header says kind {meta["kind"]!r} but the content is {kind} (masks: '
-                     f'{len(masks)}, channel_structure entries: {len(structure)})')
+    check_kind(meta, masks, structure, where)
     return meta, state_dict, masks, structure
 
 

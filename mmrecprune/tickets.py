@@ -5,7 +5,7 @@ Layout (only dicts, lists, str, int, float, bool, None and tensors, so it also l
 :mod:`mmrecprune.fileio`, and checks it against :mod:`mmrecprune.ticket_schema`)::
 
     {'meta': {'format': 'mmrecprune-ticket', 'version': 2,
-              'kind': 'unstructured' | 'structured' | 'dense',
+              'kind': 'unstructured' | 'structured' | 'dense' | 'nm',
               'backbone': <backbone config dict>, 'method': str, 'round': int, ...},
                                                   # every key in ticket_schema.META_FIELDS
      'state_dict': {name: tensor},                # backbone weights (slim if structured)
@@ -30,6 +30,11 @@ Meta keys written by :func:`export_ticket` mean the same for every kind:
   ``sparsity`` = pruned / prunable.
 * ``method``, ``round`` (steps or rounds done), ``source`` (the starting weights), ``input_shape``
   and the method's own arguments.
+* ``pattern`` (kind ``'nm'`` only): the N:M pattern, e.g. ``'2:4'``, that every mask
+  satisfies: in each group of M consecutive input channels (of one filter at one kernel tap)
+  at most N entries are kept; input channels past the last whole group may be dense. An nm
+  ticket is an unstructured ticket in every other respect (zeros in the pruned entries, no
+  fill values); loading checks the pattern group by group.
 """
 import copy
 import io
@@ -43,7 +48,8 @@ import torch
 from mmrecprune.fileio import UnsafeCheckpointError, read_archive
 from mmrecprune.sparsity import pack_mask, unpack_mask
 from mmrecprune.ticket_schema import (TICKET_FORMAT, TICKET_KINDS, TICKET_VERSION,  # noqa
-                                      TicketError, check_backbone_cfg, check_ticket_payload)
+                                      TicketError, check_backbone_cfg, check_ticket_payload,
+                                      content_kind)
 
 
 #: The state_dict entry (under the backbone's prefix) of a ticket backbone that carries its
@@ -111,12 +117,13 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
             :func:`mmrecprune.sparsity.slim_model`.
         fill_values (dict, optional): for some masks, the value their pruned entries hold
             (tensor broadcasting to the weight); the default is 0.
-        **meta: provenance (method, round, sparsity, flops, params, source, ...).
+        **meta: provenance (method, round, sparsity, flops, params, source, ...); with masks,
+            ``pattern='N:M'`` makes the ticket of kind ``'nm'`` (its masks must satisfy it).
     """
     if masks and channel_structure:
         raise TicketError('a ticket is either unstructured (masks) or structured '
                           '(channel_structure), not both')
-    kind = 'unstructured' if masks else 'structured' if channel_structure else 'dense'
+    kind = content_kind(meta, masks, channel_structure)
     state_dict = {k: v.detach().cpu().clone()
                   for k, v in without_ticket_header(state_dict).items()}
     packed = {}

@@ -217,6 +217,22 @@ def r50_tickets(tmp_path_factory):
     return tickets
 
 
+@pytest.fixture(scope='session')
+def r50_nm_ticket(tmp_path_factory):
+    """A standard-width ResNet-50 2:4 ticket made by the hook in a real (tiny) run of
+    configs/nm/nm-2to4_r18-w16_fashionmnist.py (one IMP round with ``pattern='2:4'``)."""
+    from mmengine.runner import Runner
+    work_dir = tmp_path_factory.mktemp('r50_nm')
+    cfg = tiny_cls_cfg(work_dir, config='configs/nm/nm-2to4_r18-w16_fashionmnist.py',
+                       train_size=8, val_size=8, batch_size=4, max_epochs=1, base_channels=64)
+    cfg.model.backbone.depth = 50
+    cfg.model.in_channels = 2048
+    cfg.load_from = None
+    cfg.train_cfg.val_interval = 1
+    Runner.from_cfg(cfg).train()
+    return str(work_dir / 'tickets' / 'round_1.pth')
+
+
 def half_width_masks(model, groups):
     """Keep, in every channel group, the half of its channels (rounded up) with the largest
     filter L1 norm: a fixed structured cut for the engine tests."""

@@ -64,7 +64,8 @@ def pruner_settings(cfg, args):
     if not 0 < sparsity < 1:
         raise CLIError(f'--sparsity must be a fraction in (0, 1), got {sparsity}')
     recoveries = args.recovery or list(dict.fromkeys(['zero', pruner.get('recovery', 'zero')]))
-    options = {k: pruner[k] for k in ('include', 'exclude') if k in pruner}
+    # pattern: an N:M config's cut (configs/nm) is N:M here too
+    options = {k: pruner[k] for k in ('include', 'exclude', 'pattern') if k in pruner}
     return sparsity, recoveries, options, shape
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmrecprune.sparsity import parse_nm_pattern
+
 
 @dataclass
 class PruningPlan:
@@ -109,3 +111,16 @@ class BasePruner:
         :func:`mmrecprune.tickets.export_ticket`: ``dict(masks=...)`` (unstructured) or
         ``dict(model=slim_model, channel_structure=...)`` (structured), plus ``meta``."""
         raise NotImplementedError
+
+
+def check_pattern(pattern, owner):
+    """``pattern`` (None or an ``'N:M'`` string, see
+    :func:`~mmrecprune.sparsity.parse_nm_pattern`), or ValueError naming ``owner``."""
+    if pattern is None:
+        return None
+    try:
+        parse_nm_pattern(pattern)
+    except ValueError as err:
+        raise ValueError(f'{owner}: pattern must be None (unstructured) or an N:M pattern; '
+                         f'{err}') from None
+    return pattern

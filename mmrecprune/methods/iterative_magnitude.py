@@ -2,12 +2,12 @@
 self-supervised method (they differ in the training loss, not here)."""
 import torch
 
-from mmrecprune.methods.base import BasePruner, PruningPlan
+from mmrecprune.methods.base import BasePruner, PruningPlan, check_pattern
 from mmrecprune.methods.reinit import reinitialise
 from mmrecprune.registry import PRUNERS
 from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, WeightMasks, check_masks, init_masks,
-                                 pack_mask, prunable_parameters,
-                                 rewind, sparsity_report, unpack_mask)
+                                 nm_magnitude_masks, nm_violations, pack_mask,
+                                 prunable_parameters, rewind, sparsity_report, unpack_mask)
 
 
 def check_reinitialisable(module):
@@ -46,13 +46,23 @@ class IterativeMagnitudePruner(BasePruner):
             layer). Defaults to ``'global'``.
         method (str): Name written into tickets (``'imp'``, ``'recprune'``, ...).
         seed (int, optional): Seed of ``'reinit'``; the hook sets the run's seed if None.
+        pattern (str, optional): An N:M pattern, e.g. ``'2:4'``: pruning under the N:M
+            constraint (:func:`~mmrecprune.sparsity.nm_magnitude_masks`). The N largest
+            surviving weights of every group of M consecutive input channels (of each filter,
+            at each kernel tap) are protected, each round prunes ``prune_ratio`` of the
+            surviving weights among the others, and once none is left the masks are exactly
+            N:M (``prune_ratio=0.2`` reaches ``'2:4'`` in round 4; ``prune_ratio >= 1 - N/M``
+            in round 1); input channels past the last whole group stay dense. Tickets of the
+            rounds that reach the pattern are of kind ``'nm'`` (meta ``pattern``), earlier ones
+            unstructured. Defaults to None: unstructured.
     """
     kind = 'unstructured'
 
     def __init__(self, prune_ratio=0.2, include=('backbone.*', ), exclude=('conv1.*', 'stem.*'),
                  rewind_to='pretrained', rewind_iter=0, ranking='global', method='imp',
-                 seed=None):
+                 seed=None, pattern=None):
         super().__init__()
+        self.pattern = check_pattern(pattern, type(self).__name__)
         if not isinstance(prune_ratio, (int, float)) or not 0.0 < prune_ratio < 1.0:
             raise ValueError(f'prune_ratio must be in (0, 1), got {prune_ratio!r}')
         if rewind_to not in REWIND_MODES:
@@ -107,8 +117,17 @@ class IterativeMagnitudePruner(BasePruner):
 
     def plan(self):
         """The masks of the next round (magnitude pruning); changes nothing yet."""
-        masks = RANKINGS[self.ranking](self.params, self.masks, self.prune_ratio)
+        if self.pattern is not None:
+            masks = nm_magnitude_masks(self.params, self.masks, self.pattern, self.prune_ratio,
+                                       self.ranking)
+        else:
+            masks = RANKINGS[self.ranking](self.params, self.masks, self.prune_ratio)
         return PruningPlan(step=self.step_count + 1, masks=masks)
+
+    @property
+    def pattern_reached(self):
+        """Whether every mask now satisfies ``pattern`` (False without one)."""
+        return self.pattern is not None and not nm_violations(self.masks, self.pattern)
 
     @torch.no_grad()
     def commit(self, plan):
@@ -163,11 +182,12 @@ class IterativeMagnitudePruner(BasePruner):
 
     def ticket_content(self, prefix='backbone'):
         start = prefix + '.' if prefix else ''
+        meta = dict(method=self.method, round=self.step_count, prune_ratio=self.prune_ratio,
+                    rewind_to=self.rewind_to, ranking=self.ranking)
+        if self.pattern_reached:
+            meta['pattern'] = self.pattern  # the ticket is of kind 'nm'
         return dict(masks={n[len(start):]: m for n, m in self.masks.items()
-                           if n.startswith(start)},
-                    meta=dict(method=self.method, round=self.step_count,
-                              prune_ratio=self.prune_ratio, rewind_to=self.rewind_to,
-                              ranking=self.ranking))
+                           if n.startswith(start)}, meta=meta)
 
 
 # the name of earlier releases, kept for code that imports it

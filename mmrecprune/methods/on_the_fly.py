@@ -15,21 +15,26 @@ Our reading of the abstract (configs/onthefly/README.md measures every choice):
 """
 import torch
 
-from mmrecprune.methods.base import BasePruner, PruningPlan
+from mmrecprune.methods.base import BasePruner, PruningPlan, check_pattern
 from mmrecprune.registry import PRUNERS
 from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, HypersphericalConv2d, WeightMasks,
                                  apply_recovery, check_recovery, fold_conv, gap_penalty,
-                                 gap_statistics, hyperspherical_convs, init_masks, pack_mask,
-                                 prunable_parameters,
-                                 target_thresholds, unit_filters, unpack_mask)
+                                 gap_statistics, hyperspherical_convs, init_masks,
+                                 nm_magnitude_masks, pack_mask, parse_nm_pattern,
+                                 prunable_parameters, target_thresholds, unit_filters,
+                                 unpack_mask)
 
 RANKINGS = tuple(MAGNITUDE_RANKINGS)
 
 
-def one_shot_masks(params, sparsity, ranking='layerwise'):
-    """Keep-masks pruning ``sparsity`` of the weights by magnitude, per layer or globally."""
+def one_shot_masks(params, sparsity, ranking='layerwise', pattern=None):
+    """Keep-masks pruning ``sparsity`` of the weights by magnitude, per layer or globally; with
+    an N:M ``pattern``, the N largest of every group of M input channels (the sparsity is
+    the pattern's)."""
     if ranking not in MAGNITUDE_RANKINGS:
         raise ValueError(f'ranking must be one of {RANKINGS}, got {ranking!r}')
+    if pattern is not None:
+        return nm_magnitude_masks(params, init_masks(params), pattern)
     return MAGNITUDE_RANKINGS[ranking](params, init_masks(params), sparsity)
 
 
@@ -53,18 +58,36 @@ class OneShotMagnitudePruner(BasePruner):
             threshold). Defaults to ``'layerwise'``.
         include / exclude (Sequence[str]): Prunable conv weights (fnmatch on parameter names).
             Defaults: backbone convs except the stem (``conv1.*``, ``stem.*``).
+        pattern (str, optional): An N:M pattern, e.g. ``'2:4'``: every group of M consecutive
+            input channels (of each filter, at each kernel tap) keeps its N largest weights
+            (:func:`~mmrecprune.sparsity.nm_magnitude_masks`; input channels past the last
+            whole group stay dense), and the ticket is of kind ``'nm'``. ``sparsity`` must then
+            be ``1 - N / M`` (the default 0.5 fits ``'2:4'``) and ``recovery`` ``'zero'`` (the
+            sparse kernels skip zeros). Defaults to None: unstructured.
     """
     kind = 'unstructured'
     method = 'oneshot'
 
     def __init__(self, sparsity=0.5, recovery='zero', ranking='layerwise',
-                 include=('backbone.*', ), exclude=('conv1.*', 'stem.*')):
+                 include=('backbone.*', ), exclude=('conv1.*', 'stem.*'), pattern=None):
         super().__init__()
         if (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))
                 or not 0.0 < sparsity < 1.0):
             raise ValueError(f'sparsity must be a fraction in (0, 1), got {sparsity!r}')
         if ranking not in RANKINGS:
             raise ValueError(f'ranking must be one of {RANKINGS}, got {ranking!r}')
+        self.pattern = check_pattern(pattern, type(self).__name__)
+        if pattern is not None:
+            n, m = parse_nm_pattern(pattern)
+            if abs(sparsity - (1 - n / m)) > 1e-9:
+                raise ValueError(f'{type(self).__name__}: pattern {pattern!r} prunes '
+                                 f'{1 - n / m:.4g} (1 - N/M) of every group; sparsity='
+                                 f'{sparsity!r} does not match it: set sparsity={1 - n / m:.4g}'
+                                 ' or pattern=None')
+            if recovery != 'zero':
+                raise ValueError(f'{type(self).__name__}: pattern {pattern!r} needs '
+                                 f"recovery='zero' (N:M tickets hold zeros, which the sparse "
+                                 f'kernels skip), got {recovery!r}')
         self.sparsity = float(sparsity)
         self.recovery = check_recovery(recovery)
         self.ranking = ranking
@@ -107,9 +130,13 @@ class OneShotMagnitudePruner(BasePruner):
         return len(convs)
 
     def plan(self, recovery=None):
-        masks = one_shot_masks(self.unit_weights(), self.sparsity, self.ranking)
+        masks = one_shot_masks(self.unit_weights(), self.sparsity, self.ranking, self.pattern)
+        recovery = check_recovery(recovery or self.recovery)
+        if self.pattern is not None and recovery != 'zero':
+            raise ValueError(f'{type(self).__name__}: an N:M cut ({self.pattern!r}) fills its '
+                             f"pruned entries with zeros, not {recovery!r}")
         return PruningPlan(step=self.step_count + 1, masks=masks,
-                           info=dict(recovery=check_recovery(recovery or self.recovery)))
+                           info=dict(recovery=recovery))
 
     @torch.no_grad()
     def commit(self, plan):
@@ -172,8 +199,11 @@ class OneShotMagnitudePruner(BasePruner):
             self.enforced = WeightMasks(self.params, self._masks, self.fill_values)
 
     def ticket_meta(self):
-        return dict(method=self.method, round=self.step_count, target_sparsity=self.sparsity,
+        meta = dict(method=self.method, round=self.step_count, target_sparsity=self.sparsity,
                     recovery=self.recovery, ranking=self.ranking)
+        if self.pattern is not None:
+            meta['pattern'] = self.pattern  # the ticket is of kind 'nm'
+        return meta
 
     def ticket_content(self, prefix='backbone'):
         if self._masks is None:

@@ -41,15 +41,15 @@ _MMSEG_TWINS = {'mmdet.ResNet': 'mmseg.ResNet', 'ResNet': 'mmseg.ResNet',
 
 
 def build_backbone_from_ticket(ticket=None, keep_masks=True, weights='ticket', masks='ticket',
-                               seed=0, **options):
+                               seed=0, semi_structured=False, **options):
     """Build the ticket's backbone, load its weights, and keep its masks fixed if asked.
 
     Args:
         ticket (str | Ticket): path of a ticket file, or a loaded ticket. If the file does not
             exist, the backbone is built from the checkpoint that is loaded into the model
             (a model trained on the ticket holds it); using the model before that is an error.
-        keep_masks (bool): unstructured tickets only: keep pruned weights at zero during
-            fine-tuning. Defaults to True.
+        keep_masks (bool): unstructured and nm tickets only: keep pruned weights at zero (or
+            their fill values) during fine-tuning. Defaults to True.
         weights (str): mask transfer: ``'ticket'`` (its weights), ``'random'`` (the backbone's
             own random initialisation with ``seed``, pruned entries zeroed) or the path of a
             checkpoint whose ``backbone.*`` weights of the ticket's shapes start the run (e.g. the
@@ -57,6 +57,13 @@ def build_backbone_from_ticket(ticket=None, keep_masks=True, weights='ticket', m
         masks (str): ``'ticket'`` or ``'random'``: the same number of kept weights per tensor at
             random positions (seeded; the random-mask control). Unstructured tickets only.
         seed (int): Seed of the random weights / masks. Defaults to 0.
+        semi_structured (bool): ``'nm'`` tickets of pattern ``'2:4'`` only: run their 1x1
+            convs as semi-structured sparse matrix products on channels-last input
+            (:mod:`mmrecprune.sparsity.semi_structured`; inference in float16 / bfloat16 on a
+            CUDA GPU of compute capability 8.0 or newer; training and other inputs run dense
+            with the mask). Refused, with the reason, on a machine that cannot run them; leave
+            it False there: the ticket then runs dense with its mask (same outputs up to
+            rounding, no speed-up). Defaults to False.
         **options: any of :data:`BEHAVIOUR_KEYS`, e.g. ``out_indices=(0, 1, 2, 3)``,
             ``frozen_stages=1``, ``norm_eval=True``, and for segmentation
             ``strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), contract_dilation=True``.
@@ -75,19 +82,58 @@ def build_backbone_from_ticket(ticket=None, keep_masks=True, weights='ticket', m
         raise TicketError('PrunedBackbone needs `ticket`: the path of a ticket file written by '
                           'a pruning run, e.g. ticket="work_dirs/recprune/tickets/round_7.pth"')
     transfer = (weights, masks) != ('ticket', 'ticket')
+    if semi_structured is not False:
+        check_semi_structured(semi_structured, keep_masks)
     if isinstance(ticket, str):
         if not osp.lexists(ticket):
             if transfer:
                 print_log(f'PrunedBackbone: ignoring weights={weights!r} / masks={masks!r}: the '
                           'backbone comes from the checkpoint being loaded', logger='current')
-            return DeferredTicketBackbone(ticket, keep_masks, options)
+            return DeferredTicketBackbone(ticket, keep_masks, options, semi_structured)
         ticket = load_ticket(ticket)
     elif not isinstance(ticket, Ticket):
         raise TicketError(f'PrunedBackbone `ticket` must be the path of a ticket file, got '
                           f'{type(ticket).__name__} {ticket!r}')
     if transfer:
         ticket = transfer_ticket(ticket, weights, masks, seed, options)
-    return _build(ticket, keep_masks, options)
+    return _build(ticket, keep_masks, options, semi_structured=semi_structured)
+
+
+def check_semi_structured(option, keep_masks):
+    """Refuse ``semi_structured=True`` where it cannot work (a ValueError naming the reason and
+    what to do instead)."""
+    from mmrecprune.sparsity import semi_structured
+    if option is not True:
+        raise TicketError(f'PrunedBackbone semi_structured must be True or False, got '
+                          f'{option!r}')
+    if not keep_masks:
+        raise TicketError('PrunedBackbone semi_structured=True needs keep_masks=True: the '
+                          'sparse kernels compute with the 2:4 pattern, which training without '
+                          'the mask would fill in')
+    reason = semi_structured.semi_structured_unavailable()
+    if reason is not None:
+        raise ValueError(
+            f'PrunedBackbone semi_structured=True runs the 2:4 1x1 convs as semi-structured '
+            f'sparse matrix products, which needs torch.sparse.to_sparse_semi_structured and a '
+            f'CUDA GPU of compute capability 8.0 or newer; {reason}. Leave semi_structured='
+            'False here: the ticket then runs dense with its mask (the same outputs up to '
+            'rounding, no speed-up)')
+
+
+def _enable_semi_structured(backbone, ticket, masks):
+    """Turn the ticket's 2:4 1x1 convs into sparse-capable convs; log which."""
+    from mmrecprune.sparsity import SEMI_STRUCTURED_PATTERN, enable_semi_structured
+    if ticket.kind != 'nm' or ticket.meta.get('pattern') != SEMI_STRUCTURED_PATTERN:
+        raise TicketError(f'PrunedBackbone semi_structured=True needs an nm ticket of pattern '
+                          f'{SEMI_STRUCTURED_PATTERN!r} (the one the hardware runs); this one '
+                          f'is {ticket.kind}' + (f' of pattern {ticket.meta["pattern"]!r}'
+                                                 if ticket.meta.get('pattern') else ''))
+    report = enable_semi_structured(backbone, masks)
+    sparse = [n for n, r in report.items() if r == 'sparse']
+    print_log(f'PrunedBackbone: {len(sparse)} of {len(report)} convs run as semi-structured '
+              'sparse products in CUDA half-precision inference (1x1, 2:4 along the input '
+              'channels); the others run dense with the mask', logger='current')
+    return report
 
 
 def transfer_ticket(ticket, weights='ticket', masks='ticket', seed=0, behaviour=None):
@@ -104,7 +150,8 @@ def transfer_ticket(ticket, weights='ticket', masks='ticket', seed=0, behaviour=
     if masks == 'random' and not ticket.masks:
         raise TicketError('masks="random" needs an unstructured ticket (one with masks); this '
                           f'one is {ticket.kind}')
-    new_masks = random_masks_like(ticket.masks, seed) if masks == 'random' else ticket.masks
+    new_masks = random_masks_like(ticket.masks, seed, ticket.meta.get('pattern')) \
+        if masks == 'random' else ticket.masks  # an nm ticket's control is N:M too
     state = dict(ticket.state_dict)
     if weights == 'random':
         net = _build(Ticket(meta=ticket.meta, state_dict=ticket.state_dict,
@@ -141,7 +188,7 @@ def transfer_ticket(ticket, weights='ticket', masks='ticket', seed=0, behaviour=
                   channel_structure=ticket.channel_structure)
 
 
-def _build(ticket, keep_masks, behaviour, attach=True, quiet=False):
+def _build(ticket, keep_masks, behaviour, attach=True, quiet=False, semi_structured=False):
     cfg = clean_backbone_cfg(ticket.backbone_cfg)
     cfg.update({k: v for k, v in behaviour.items() if v is not None})
     if 'contract_dilation' in cfg:
@@ -170,6 +217,8 @@ def _build(ticket, keep_masks, behaviour, attach=True, quiet=False):
     if masks:
         params = dict(backbone.named_parameters())
         freeze_masks({n: params[n] for n in masks}, masks, ticket.fill_values, owner=backbone)
+    if semi_structured:
+        _enable_semi_structured(backbone, ticket, masks)
     # The weights come from the ticket: the runner's init_weights() must not re-initialise them.
     backbone._is_init = True
     if attach:
@@ -355,11 +404,12 @@ class DeferredTicketBackbone(nn.Module):
     build the real backbone, which this object then becomes (same object, so the parent model
     and the loader that is iterating over it keep working)."""
 
-    def __init__(self, ticket_path, keep_masks, behaviour):
+    def __init__(self, ticket_path, keep_masks, behaviour, semi_structured=False):
         super().__init__()
         self.ticket_path = ticket_path
         self.keep_masks = keep_masks
         self.behaviour = dict(behaviour)
+        self.semi_structured = semi_structured
         # follows .to(device) / .half() calls so the real backbone lands where the model is
         self.register_buffer('_device_probe', torch.zeros(0), persistent=False)
 
@@ -391,7 +441,8 @@ class DeferredTicketBackbone(nn.Module):
                    if k.startswith(prefix) and isinstance(v, torch.Tensor)}
         ticket = validate_ticket(dict(header, state_dict=weights),
                                  f'{self.ticket_path} (carried by the checkpoint)')
-        real = _build(ticket, self.keep_masks, self.behaviour, attach=False)
+        real = _build(ticket, self.keep_masks, self.behaviour, attach=False,
+                      semi_structured=self.semi_structured)
         real.to(self._device_probe.device)
         real.train(self.training)
         print_log(f'PrunedBackbone: {self.ticket_path!r} is missing; built the backbone from '

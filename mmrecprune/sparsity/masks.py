@@ -378,11 +378,22 @@ class _AfterStepsHandle:
             _AFTER_STEPS.discard(masks)
 
 
-def random_masks_like(masks, seed):
+def random_masks_like(masks, seed, pattern=None):
     """Masks with the same number of kept entries per tensor as ``masks``, at random positions
-    (seeded): the random-mask control of a ticket."""
+    (seeded): the random-mask control of a ticket. With an N:M ``pattern`` (masks that satisfy
+    it), the kept entries of every group are drawn at random instead, so the control is N:M
+    too (the dense tail stays dense)."""
     generator = torch.Generator().manual_seed(seed)
     out = {}
+    if pattern is not None:
+        n, m = parse_nm_pattern(pattern)
+        for name, mask in masks.items():
+            groups, tail = nm_groups(mask.cpu(), m)
+            kept = groups.sum(dim=1, keepdim=True)
+            ranks = torch.rand(groups.shape, generator=generator).argsort(dim=1).argsort(dim=1)
+            new = nm_ungroup(ranks < kept, tail, mask.shape)
+            out[name] = new.to(mask.device)
+        return out
     for name, mask in masks.items():
         kept = int(mask.sum())
         order = torch.randperm(mask.numel(), generator=generator)
@@ -423,16 +434,17 @@ def nm_groups(tensor, m):
         raise ValueError(f'N:M groups need a weight of 2 or more dimensions ([out, in, ...]), '
                          f'got shape {tuple(tensor.shape)}')
     rows = tensor.movedim(1, -1)
-    rows = rows.reshape(-1, rows.shape[-1])
+    rows = rows.reshape(rows.numel() // max(rows.shape[-1], 1), rows.shape[-1])
     full = rows.shape[1] - rows.shape[1] % m
-    return rows[:, :full].reshape(-1, m), rows[:, full:]
+    return rows[:, :full].reshape(rows.shape[0] * (full // m), m), rows[:, full:]
 
 
 def nm_ungroup(groups, tail, shape):
     """Inverse of :func:`nm_groups`: the tensor of ``shape`` that ``groups`` and ``tail`` hold."""
     shape = torch.Size(shape)
     moved = (shape[0], *shape[2:], shape[1])
-    rows = torch.cat([groups.reshape(tail.shape[0], -1), tail], dim=1)
+    rows = torch.cat([groups.reshape(tail.shape[0], groups.numel() // max(tail.shape[0], 1)),
+                      tail], dim=1)
     return rows.reshape(moved).movedim(-1, 1)
 
 

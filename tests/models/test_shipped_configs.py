@@ -105,6 +105,25 @@ def test_ticket_in_shipped_config(tmp_path, r50_tickets, base, kind):
         assert model.backbone.layer4[0].conv2.dilation == (2, 2)  # contract_dilation applied
 
 
+def test_nm_ticket_in_shipped_retinanet(tmp_path, r50_nm_ticket):
+    """A 2:4 ticket (made by the IMP hook with pattern='2:4') in mmdet's shipped RetinaNet,
+    only the backbone replaced: it builds, takes an SGD step with momentum and weight decay,
+    pruned entries stay exactly zero and every group of 4 input channels keeps >= 2 zeros."""
+    from mmrecprune.sparsity import nm_groups
+    ticket = load_ticket(r50_nm_ticket)
+    assert ticket.kind == 'nm' and ticket.meta['pattern'] == '2:4'
+    assert ticket.meta['sparsity'] == 0.5
+    base = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+    model = build_and_step(user_config(tmp_path, base, SHIPPED[base], r50_nm_ticket),
+                           r50_nm_ticket)
+    state = model.backbone.state_dict()
+    trained = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
+    assert any(n in trained for n in ticket.masks)  # masked weights that trained
+    for name in ticket.masks:
+        groups, _ = nm_groups(state[name] == 0, 4)
+        assert (groups.sum(dim=1) >= 2).all(), name
+
+
 def guide_snippets():
     text = open(repo_path('docs', 'en', 'user_guides', 'use_a_ticket.md')).read()
     return re.findall(r'```python\n(.*?)```', text, re.S)

@@ -75,7 +75,34 @@ def _attacks(marker):
             p['meta'].__setitem__('kind', 'unstructured'),
             p.__setitem__('masks', {'conv1.weight': dict(
                 bits=torch.zeros(3, dtype=torch.uint8), shape=[8, 3, 7, 7])})),
+        # N:M tickets: the pattern is typed, and the masks must hold it
+        'nm kind without masks': lambda p: p['meta'].update(kind='nm', pattern='2:4'),
+        'pattern on a dense ticket': lambda p: p['meta'].__setitem__('pattern', '2:4'),
+        'pattern that is no N:M string': lambda p: (
+            p['meta'].update(kind='nm', pattern='2:4; builtins.exec'), _all_kept(p)),
+        'pattern of huge groups (allocation bomb)': lambda p: (
+            p['meta'].update(kind='nm', pattern='1000000:2000000'), _all_kept(p)),
+        'pattern given as ints': lambda p: (p['meta'].update(kind='nm', pattern=[2, 4]),
+                                            _all_kept(p)),
+        'nm masks that break the pattern': lambda p: (
+            p['meta'].update(kind='nm', pattern='2:4'), _all_kept(p)),
+        'nm mask with a fill value': lambda p: (
+            p['meta'].update(kind='nm', pattern='2:4'), _all_kept(p, pruned=True),
+            p['masks']['layer1.0.conv1.weight'].__setitem__('fill', torch.tensor(0.5))),
     }
+
+
+def _all_kept(payload, pruned=False):
+    """A mask on layer1.0.conv1 keeping every entry (or, ``pruned``, the first 2 of every 4
+    input channels, the pruned ones holding 0.5: a fill value)."""
+    name = 'layer1.0.conv1.weight'
+    weight = payload['state_dict'][name]
+    mask = torch.ones_like(weight, dtype=torch.bool)
+    if pruned:
+        mask.view(weight.shape[0], -1, 4, *weight.shape[2:])[:, :, 2:] = False
+        weight[~mask] = 0.5
+    from mmrecprune.sparsity import pack_mask
+    payload['masks'] = {name: dict(bits=pack_mask(mask), shape=list(weight.shape))}
 
 
 ATTACKS = list(_attacks('x'))
