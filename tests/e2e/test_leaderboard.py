@@ -55,7 +55,8 @@ def test_dry_run_plans_existing_configs_and_options(scale, tmp_path, capsys):
     methods = {re.search(r'--work-dir \S+/seed0/(?:scores/)?([a-z_0-9]+)', ' '.join(c))
                .group(1).rstrip('_0123456789') for c in tools}
     assert {'decoder', 'recprune', 'imp', 'magnitude_r', 'onthefly_r', 'psap_f', 'l1_uniform_f',
-            'l1_global_f', 'random_uniform_f', 'dense', 'random', 'onthefly', 'psap'} <= methods
+            'l1_global_f', 'random_uniform_f', 'dense', 'random', 'onthefly', 'psap', 'nm_r',
+            'magnitude_s', 'nm'} <= methods
     checked = 0
     for cmd in tools:
         config = cmd[2]
@@ -74,6 +75,33 @@ def test_dry_run_plans_existing_configs_and_options(scale, tmp_path, capsys):
     assert all(('fashionscenes64' in c) == (scale == 'smoke') for c in scenes)
     assert any('frozen_stages=4' in c for c in scenes)
     assert any('frozen_stages=4' not in c for c in scenes)
+
+
+def test_nm_rows_against_magnitude_at_half(tmp_path, capsys):
+    """The 2:4 rows: per seed, one round of the 2:4 config and one round of the IMP loop
+    pruning 50 % by magnitude, each ticket re-trained (top-1) and linearly probed; the paired
+    difference of nm is against magnitude at 50 %."""
+    pretrained = tmp_path / 'dense.pth'
+    torch.save({'state_dict': {}}, pretrained)
+    leaderboard.main(['--scale', 'smoke', '--methods', 'nm', 'magnitude', '--work-dir',
+                      str(tmp_path / 'lb'), '--pretrained', str(pretrained), '--dry-run'])
+    lines = [line.split('would run: ', 1)[1] for line in capsys.readouterr().out.splitlines()
+             if 'would run: ' in line]
+    for seed in (0, 1, 2):
+        nm = [c for c in lines if f'seed{seed}/nm_r1 ' in c + ' ']
+        assert len(nm) == 1 and leaderboard.NM_CFG in nm[0] and 'custom_hooks.0.rounds=1' in nm[0]
+        magnitude = [c for c in lines if f'seed{seed}/magnitude_s50 ' in c + ' ']
+        assert len(magnitude) == 1 and 'custom_hooks.0.pruner.prune_ratio=0.5' in magnitude[0]
+        for method in ('nm', 'magnitude'):
+            for score in ('retrain', 'probe'):
+                assert any(f'seed{seed}/scores/{method}_50/{score}' in c for c in lines), \
+                    (method, score, seed)
+    assert leaderboard.BASELINES['nm'] == 'magnitude'
+    cells = {('nm', 'unstructured', 50.0): {'top1': {0: 90.0, 1: 91.0, 2: 92.0}},
+             ('magnitude', 'unstructured', 50.0): {'top1': {0: 91.0, 1: 91.0, 2: 91.0}}}
+    rows = leaderboard.build_rows(cells, {}, {})
+    assert [r['method'] for r in rows] == ['magnitude', 'nm']
+    assert '| nm (magnitude) | 91.00 (+0.00 +- 1.00 (1/3)) |' in leaderboard.pivot(rows, 'top1')
 
 
 @pytest.mark.parametrize('override, match', [

@@ -17,6 +17,9 @@ the residual blocks can remove), all on the embedded default (ResNet-18-w16, Fas
   the last two train networks of their own, so their baselines do too: ``magnitude_scratch``
   (one-shot magnitude pruning of a dense network trained as ``onthefly`` trains) and
   ``supervised_scratch`` (``bench_selfsup.py``'s supervised tickets of the same loop);
+  ``nm`` (2:4 tickets: one round of the IMP loop under the 2:4 constraint,
+  ``configs/nm/nm-2to4_r18-w16_fashionmnist.py``) at 50 %, against ``magnitude`` at 50 % (the
+  same round pruning 50 % by global magnitude, unstructured);
 * structured: ``psap``, ``l1_uniform``, ``l1_global`` and ``random_uniform`` (L1-uniform's
   widths, random channels: the control).
 
@@ -56,6 +59,8 @@ from stage_runner import (Pipeline, add_cfg_options, check_cfg_options,  # noqa:
                           write_summary)
 
 ONTHEFLY_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
+NM_CFG = 'configs/nm/nm-2to4_r18-w16_fashionmnist.py'
+NM_LEVEL = 50.0  # 2:4 tickets are 50 % sparse: compared with magnitude pruning at 50 %
 STRUCTURED_CFGS = dict(psap='configs/psap/psap_r18-w16_fashionmnist.py',
                        l1_uniform='configs/l1/l1-uniform_r18-w16_fashionmnist.py',
                        l1_global='configs/l1/l1-global_r18-w16_fashionmnist.py',
@@ -76,14 +81,15 @@ SCENES = dict(  # size -> task -> (ticket config, dense config, last checkpoint,
 SCENES_DATA = dict(probe64=(SCENES64_ROOT, SCENES64_ARGS),
                    full=('data/fashion_scenes', ['--out-dir', 'data/fashion_scenes']))
 
-UNSTRUCTURED = ('recprune', 'imp', 'random', 'magnitude', 'onthefly', 'magnitude_scratch',
+UNSTRUCTURED = ('recprune', 'imp', 'random', 'magnitude', 'nm', 'onthefly', 'magnitude_scratch',
                 'rotnet', 'supervised_scratch')
 STRUCTURED = ('psap', 'l1_uniform', 'l1_global', 'random_uniform')
 # each method's paired comparison: what it must beat
 # (on-the-fly and the self-supervised tickets train their own network from scratch on fewer
 # images, so their baselines are pruned from networks trained the same way, not from the dense
 # checkpoint the other rows start from)
-BASELINES = dict(recprune='imp', imp='random', magnitude='random', onthefly='magnitude_scratch',
+BASELINES = dict(recprune='imp', imp='random', magnitude='random', nm='magnitude',
+                 onthefly='magnitude_scratch',
                  rotnet='supervised_scratch', psap='l1_uniform', l1_uniform='random_uniform',
                  l1_global='l1_uniform', random='dense', random_uniform='dense')
 
@@ -223,8 +229,10 @@ def seed_dir(args, seed):
     return osp.join(args.work_dir, f'seed{seed}')
 
 
-def lottery_run(pipe, args, method, seed, rounds, load_from, name, prune_ratio=None):
-    """The IMP / RecPrune loop for ``rounds`` rounds of one epoch; tickets/round_<r>.pth."""
+def lottery_run(pipe, args, method, seed, rounds, load_from, name, prune_ratio=None,
+                config=None):
+    """The IMP / RecPrune loop (``config``: another config of that loop, e.g. the 2:4 one) for
+    ``rounds`` rounds of one epoch; tickets/round_<r>.pth."""
     size = args.size
     work = osp.join(seed_dir(args, seed), name)
     opts = ['--cfg-options', f'load_from={load_from}', f'randomness.seed={seed}',
@@ -236,8 +244,8 @@ def lottery_run(pipe, args, method, seed, rounds, load_from, name, prune_ratio=N
         opts.append(f'custom_hooks.0.pruner.prune_ratio={prune_ratio}')
     out = osp.join(work, 'tickets', f'round_{rounds}.pth')
     pipe.run(f'prune/{name}/seed{seed}',
-             [[sys.executable, 'tools/train.py', LOTTERY_CFGS[method], '--work-dir', work,
-               *opts]], [out])
+             [[sys.executable, 'tools/train.py', config or LOTTERY_CFGS[method], '--work-dir',
+               work, *opts]], [out])
     return work
 
 
@@ -373,6 +381,16 @@ def ticket_tasks(pipe, args, seed):
             path = osp.join(args.selfsup_dir, f'seed{seed}', run, 'tickets', f'round_{r}.pth')
             if method in methods and osp.isfile(path):  # bench_selfsup.py's tickets
                 entries[(method, *key)] = (path, [])
+    if 'nm' in methods:  # 2:4 (50 %) against magnitude at 50 %: one round of the same loop
+        key = ('unstructured', NM_LEVEL, seed)
+        tasks.append(lambda: lottery_run(pipe, args, 'imp', seed, 1, args.pretrained, 'nm_r1',
+                                         config=NM_CFG))
+        entries[('nm', *key)] = (osp.join(root, 'nm_r1', 'tickets', 'round_1.pth'), [])
+        if 'magnitude' in methods:
+            tasks.append(lambda: lottery_run(pipe, args, 'imp', seed, 1, args.pretrained,
+                                             'magnitude_s50', NM_LEVEL / 100))
+            entries[('magnitude', *key)] = (osp.join(root, 'magnitude_s50', 'tickets',
+                                                     'round_1.pth'), [])
     for method in STRUCTURED:
         if method not in methods:
             continue
@@ -477,12 +495,12 @@ def dense_tasks(pipe, args, seed):
 
 def ticket_costs(ticket_path, input_shape=(1, 3, 56, 56)):
     """``(kept params %, kept FLOPs %)`` of a ticket's backbone against its dense backbone
-    (unstructured: non-zero weights; their FLOPs stay dense on ordinary hardware)."""
+    (unstructured and 2:4: non-zero weights; their FLOPs stay dense on ordinary hardware)."""
     from mmrecprune.sparsity import count_flops_params
     from analyze_ticket import load_models
     dense, pruned, ticket = load_models(ticket_path)
     dense_flops, dense_params = count_flops_params(dense, input_shape)
-    if ticket.kind == 'unstructured':  # the masks count (on-the-fly fills are not zeros)
+    if ticket.masks:  # unstructured and nm: the masks count (on-the-fly fills are not zeros)
         pruned_entries = sum(int((~m).sum()) for m in ticket.masks.values())
         return 100 * (dense_params - pruned_entries) / dense_params, 100.0
     flops, params = count_flops_params(pruned, input_shape)
