@@ -40,7 +40,6 @@ import copy
 import json
 import os
 import os.path as osp
-import time
 from importlib.metadata import version  # torch-pruning 1.6 has no __version__
 
 import torch
@@ -48,9 +47,9 @@ from mmdet.models.backbones import ResNet
 
 from mmrecprune.analysis import (OnnxRuntimeModel, deployed, export_onnx,
                                  interleaved_latency)
+from mmrecprune.analysis.slim_baselines import slim_l1_uniform, torch_pruning_at_flops
 from mmrecprune.cli import check_work_dir, run_tool
-from mmrecprune.methods import L1UniformPruner
-from mmrecprune.sparsity import count_flops_params, slim_model
+from mmrecprune.sparsity import count_flops_params
 
 
 def parse_args():
@@ -75,38 +74,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def prune_ours(model, shape, fraction, round_to):
-    start = time.perf_counter()
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    pruner = L1UniformPruner(target=dict(flops=fraction), num_steps=1, round_to=round_to,
-                             scope='')
-    pruner.attach(model, x)
-    pruner.step()
-    slim_model(model, pruner.groups, pruner.masks)
-    return time.perf_counter() - start
-
-
-def ignored_layers(model):
-    """Everything but the bottlenecks' conv1 / conv2: our 'internal channels only'."""
-    keep = {f'{n}.conv{i}' for n, m in model.named_modules()
-            if type(m).__name__ in ('Bottleneck', 'BasicBlock') for i in (1, 2)}
-    keep = {n for n in keep if not n.endswith('conv2') or
-            type(model.get_submodule(n.rsplit('.', 1)[0])).__name__ == 'Bottleneck'}
-    return [m for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Conv2d) and n not in keep]
-
-
-def prune_torch_pruning(tp, dense, shape, ratio, round_to):
-    model = copy.deepcopy(dense)
-    x = torch.randn(*shape)
-    start = time.perf_counter()
-    pruner = tp.pruner.MetaPruner(
-        model, x, importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=ratio,
-        ignored_layers=ignored_layers(model), round_to=round_to if round_to > 1 else None)
-    pruner.step()
-    return model, time.perf_counter() - start
-
-
 def main():
     args = parse_args()
     check_work_dir(args.work_dir)  # written at the end: refused before the minutes of timing
@@ -125,7 +92,7 @@ def main():
           f'{torch.get_num_threads()} CPU threads')
 
     ours = copy.deepcopy(dense)
-    ours_time = prune_ours(ours, shape, args.flops, args.round_to)
+    ours_time = slim_l1_uniform(ours, shape, args.flops, args.round_to)
     models = {'dense': dense, 'mmrecprune': ours}
     times = {'mmrecprune': ours_time}
 
@@ -138,31 +105,17 @@ def main():
                   'install torch-pruning==1.6.0 "setuptools>=77.0.3,<80")')
     if tp is not None:
         goal = count_flops_params(ours, shape)[0]
-        lo, hi, search_start = 0.0, 0.95, time.perf_counter()
-        best = None
-        for _ in range(10):  # bisect the uniform ratio until the FLOPs match ours
-            mid = 0.5 * (lo + hi)
-            model, _ = prune_torch_pruning(tp, dense, shape, mid, args.round_to)
-            flops = count_flops_params(model, shape)[0]
-            if best is None or abs(flops - goal) < abs(best[1] - goal):
-                best = (mid, flops)
-            if flops > goal:
-                lo = mid
-            else:
-                hi = mid
-            if abs(flops - goal) <= 0.002 * dense_flops:
-                break
-        search = time.perf_counter() - search_start
-        model, times['torch_pruning'] = prune_torch_pruning(tp, dense, shape, best[0],
-                                                            args.round_to)
-        models['torch_pruning'] = model
+        found = torch_pruning_at_flops(tp, dense, shape, goal, args.round_to)
+        best = (found['ratio'], found['flops'])
+        models['torch_pruning'], times['torch_pruning'] = found['model'], found['seconds']
         print(f'Torch-Pruning {version("torch-pruning")}: pruning_ratio {best[0]:.4f} comes '
-              f'closest to our FLOPs (ratio search {search:.1f} s, not counted below)')
+              f'closest to our FLOPs (ratio search {found["search_seconds"]:.1f} s, not '
+              'counted below)')
         if abs(best[1] - goal) > 0.005 * dense_flops:
             # its uniform widths jump a whole round_to at once and it has no slack to give back,
             # so compare latency at equal FLOPs too: ours pruned to the FLOPs it reached
             matched = copy.deepcopy(dense)
-            prune_ours(matched, shape, 1 - best[1] / dense_flops, args.round_to)
+            slim_l1_uniform(matched, shape, 1 - best[1] / dense_flops, args.round_to)
             models['mmrecprune@tp'] = matched
             print(f'  its FLOPs differ from ours by {abs(best[1] - goal) / dense_flops:.1%} of '
                   "the dense model's: 'mmrecprune@tp' is ours pruned to its FLOPs")
