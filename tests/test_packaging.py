@@ -81,11 +81,13 @@ def test_no_exact_pins_in_the_package_dependencies():
 
 
 def test_torch_floor_is_the_one_the_safe_loader_needs():
-    # Tensor.untyped_storage() (the safe reader) came with torch 2.0; deploy needs dynamo export
+    # Tensor.untyped_storage() (the safe reader) came with torch 2.0
     assert _bound(_declared('torch'), '>=') == Version('2.0')
-    assert _bound(_declared('torch', EXTRAS['deploy']), '>=') == Version('2.5')
-    # onnxscript._framework_apis.torch_2_11 (torch >= 2.11 imports it) first came in 0.6.0
-    assert _bound(_declared('onnxscript', EXTRAS['deploy']), '>=') >= Version('0.6')
+    # dynamo export of a BatchNorm model works from torch 2.7 with onnxscript >= 0.6.1 (0.6.0
+    # fails the opset conversion on torch 2.7-2.9; torch >= 2.11 needs the 0.6 API): see
+    # pyproject.toml
+    assert _bound(_declared('torch', EXTRAS['deploy']), '>=') == Version('2.7')
+    assert _bound(_declared('onnxscript', EXTRAS['deploy']), '>=') >= Version('0.6.1')
 
 
 def test_openmmlab_ranges_match_what_mmdet_and_mmseg_accept():

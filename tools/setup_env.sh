@@ -40,7 +40,7 @@ $PIP install -q "setuptools>=77.0.3,<80.9"
 $PIP install -q mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex \
   pycocotools matplotlib scipy terminaltables shapely pytest
 # the "deploy" extra (ONNX export), so its tests run too; not a dependency of the package
-$PIP install -q "onnx>=1.17" "onnxscript>=0.6" "onnxruntime>=1.20"
+$PIP install -q "onnx>=1.17" "onnxscript>=0.6.1" "onnxruntime>=1.20"
 $PIP install -q --no-deps --no-build-isolation -e .
 $PIP check
 "$VENV/bin/python" -c "import mmcv.ops, mmdet, mmseg, mmengine, mmrecprune; print('[setup] ok', mmcv.__version__, mmdet.__version__, mmseg.__version__)"
