@@ -136,6 +136,11 @@ CASES = {
         ('file_as_out_dir', ['--out-dir', '{out}', *SMALL_SCENES], 'out'),
         ('other_data_set', ['--out-dir', '{other_scenes}', *SMALL_SCENES], 'other_scenes'),
     ],
+    # the GPU check writes gpu_check.json / .png into --out-dir (its CPU-side refusals)
+    'tools/benchmarks/gpu_check.py': [
+        ('file_as_out_dir', ['--out-dir', '{out}', '--device', 'cpu'], 'out'),
+        ('out_dir_under_a_file', ['--out-dir', '{out}/gpu', '--device', 'cpu'], 'out'),
+    ],
     # the benchmarks write into their work dirs; a missing --pretrained is trained first
     'tools/benchmarks/bench_slim_speed.py': [
         ('file_as_work_dir', ['--work-dir', '{out}', *TINY_TIMING], 'out'),
