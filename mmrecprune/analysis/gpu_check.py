@@ -50,6 +50,7 @@ MODES = ('eager', 'compile')
 #: is left
 SECTION_SECONDS = dict(amp=60, retinanet=30, ddp=40, slim=60, nm=45)
 JSON_NAME, PNG_NAME = 'gpu_check.json', 'gpu_check.png'
+RETINANET_STEPS = 3  # optimizer steps per ticket and AMP dtype
 
 
 def _repo_root():
@@ -407,6 +408,16 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_ke
 """
 
 
+def tool_env(work):
+    """The environment of the repo tools the checks run: a synthetic Fashion-MNIST under
+    ``work``, this checkout on PYTHONPATH, this Python first on PATH (dist_train.sh calls
+    ``python``)."""
+    data = write_synthetic_fashion_mnist(osp.join(work, 'fashion_mnist'))
+    return dict(os.environ, FASHION_MNIST_ROOT=data, PYTHONUNBUFFERED='1',
+                PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
+                PATH=osp.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
+
+
 def tiny_config(folder, name, base, extra):
     """A config at ``folder/name`` that shrinks the repo's ``base`` and appends ``extra``."""
     path = osp.join(folder, name)
@@ -579,7 +590,7 @@ def retinanet_section(entry, args, work, device):
                                         lr=0.01, momentum=0.9, weight_decay=1e-4)
             wrapper = AmpOptimWrapper(optimizer=optimizer, dtype=name)
             losses = []
-            for step in range(3):
+            for step in range(RETINANET_STEPS):
                 packed = demo_mm_inputs(2, [(3, 128, 128)] * 2, num_items=[3, 2],
                                         num_classes=80)
                 data = model.data_preprocessor(packed, True)
@@ -623,7 +634,10 @@ train_cfg = dict(max_epochs=2, val_interval=1)
     entry['checks']['ddp_ticket_sparsity_0.36'] = abs(ticket.meta['sparsity'] - 0.36) < 1e-3
     entry['checks']['ddp_launcher_pytorch'] = 'launcher: pytorch' in log or \
         "launcher='pytorch'" in log or 'Distributed training: True' in log
-    entry['checks']['ddp_backend_nccl'] = 'nccl' in log.lower()
+    # NCCL: MMEngine's own process group and DDP wrapper (on a machine without a GPU,
+    # tools/train.py starts gloo and wraps with CPUDistributedDataParallel instead)
+    entry['checks']['ddp_backend_nccl'] = "'backend': 'nccl'" in log and \
+        'CPUDistributedDataParallel' not in log
     entry['notes'].append('world size 1 (one GPU): rank_sync runs its path, but its broadcast '
                           'and the digest comparison return at once; checked here: NCCL '
                           'initialisation, the DDP wrapper, the hooks unwrapping it, tickets')
@@ -699,10 +713,7 @@ def main(argv=None):
     device, dtype = args.device, DTYPES[args.dtype]
     cuda = torch.device(device).type == 'cuda'
     work = tempfile.mkdtemp(prefix='gpu_check_')
-    data = write_synthetic_fashion_mnist(osp.join(work, 'fashion_mnist'))
-    env = dict(os.environ, FASHION_MNIST_ROOT=data, PYTHONUNBUFFERED='1',
-               PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
-               PATH=osp.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
+    env = tool_env(work)
     needs_cuda = None if cuda else f'needs CUDA (--device {device})'
     if cuda:
         torch.backends.cudnn.benchmark = True

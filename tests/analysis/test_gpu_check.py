@@ -168,3 +168,53 @@ def test_mask_and_frozen_stage_checks(r18_tickets):
     stage1 = next(n for n in ticket.state_dict if n.startswith('layer1') and 'conv' in n)
     state[f'backbone.{stage1}'] += 1
     assert not gpu_check.frozen_unchanged(state, ticket)
+
+
+# -- the CUDA sections' runs and checks, with CPU stand-ins for AMP ----------------------------
+def test_amp_and_ddp_runs_and_checks_on_the_cpu(tmp_path, monkeypatch):
+    """The amp and ddp sections' tools/train.py and dist_train.sh runs and their checks, on
+    the CPU: ``--amp`` and the AMP dtype left out (MMEngine refuses AMP without an
+    accelerator), so the loss-scaler check is the one that fails; DDP on gloo (one process),
+    so the NCCL check fails and the rest holds."""
+    real = gpu_check.run_repo_tool
+
+    def without_amp(cmd, env, log):
+        cmd = [c for c in cmd if c != '--amp' and not c.startswith('optim_wrapper.dtype')]
+        return real(cmd[:-1] if cmd[-1] == '--cfg-options' else cmd, env, log)
+
+    monkeypatch.setattr(gpu_check, 'run_repo_tool', without_amp)
+    args = gpu_check.parse_args(['--out-dir', str(tmp_path), '--device', 'cpu',
+                                 '--amp-dtypes', 'float16'])
+    env = gpu_check.tool_env(str(tmp_path))
+    entry = dict(checks={}, figures={}, notes=[])
+    gpu_check.amp_section(entry, args, str(tmp_path), env)
+    failed = sorted(k for k, v in entry['checks'].items() if not v)
+    assert failed == ['imp_amp_loss_scaler_saved'], entry
+    assert {'ticket_float16_fills_exact', 'ticket_float16_frozen_stages_unchanged',
+            'ticket_float16_kept_weights_trained', 'imp_amp_pruned_entries_zero',
+            'imp_amp_sparsity_0.36'} <= set(entry['checks'])
+    entry = dict(checks={}, figures={}, notes=[])
+    gpu_check.ddp_section(entry, args, str(tmp_path), env)
+    assert entry['checks'] == {'ddp_ticket_sparsity_0.36': True, 'ddp_launcher_pytorch': True,
+                               'ddp_backend_nccl': False}
+
+
+def test_retinanet_steps_and_checks_on_the_cpu(tmp_path, monkeypatch):
+    """The retinanet section on the CPU: mmdet's shipped RetinaNet with a filled and a 2:4
+    ResNet-50 ticket, an OptimWrapper standing in for AmpOptimWrapper (which needs a GPU);
+    every check holds."""
+    from mmengine import optim
+
+    class CPUStandIn(optim.OptimWrapper):
+        def __init__(self, optimizer, dtype=None):
+            super().__init__(optimizer)
+
+    monkeypatch.setattr(optim, 'AmpOptimWrapper', CPUStandIn)
+    monkeypatch.setattr(gpu_check, 'RETINANET_STEPS', 1)
+    args = gpu_check.parse_args(['--out-dir', str(tmp_path), '--device', 'cpu',
+                                 '--amp-dtypes', 'bfloat16'])
+    entry = dict(checks={}, figures={}, notes=[])
+    gpu_check.retinanet_section(entry, args, str(tmp_path), 'cpu')
+    assert entry['checks'] and all(entry['checks'].values()), entry['checks']
+    assert {'filled_bfloat16_masks_exact', 'nm_bfloat16_masks_exact', 'nm_bfloat16_still_2to4',
+            'nm_bfloat16_frozen_stages_unchanged'} <= set(entry['checks'])

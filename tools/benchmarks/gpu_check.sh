@@ -13,7 +13,8 @@
 # CPython 3.12 on x86-64 Linux and mmcv's sdist) when that folder exists, else from PyPI. They
 # go to $GPU_CHECK_SITE (default /tmp/gpu_check_site, put on PYTHONPATH), never over the
 # machine's own torch / numpy. mmcv 2.1.0 has no wheel for current torch: its sdist is built
-# with MMCV_WITH_OPS=0 (no C++ / CUDA compile, a minute at most). mmdet imports mmcv.ops, whose
+# with MMCV_WITH_OPS=0 (no C++ / CUDA compile, seconds; its Python sources are copied if that
+# build fails, which is all such a build does). mmdet imports mmcv.ops, whose
 # compiled _ext is then missing: a stub _ext is written whose ops raise when called (the checks
 # call none but the focal loss, which gpu_check.py swaps for mmdet's PyTorch version). The
 # package itself runs from this checkout (PYTHONPATH), as tools/dist_train.sh runs it.
@@ -66,8 +67,15 @@ else
 fi
 export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 if ! $PYTHON -c 'import mmcv' 2>/dev/null; then
-    MMCV_WITH_OPS=0 MAX_JOBS=16 $PYTHON -m pip install -q --no-deps --no-build-isolation \
-        --no-compile "${FROM[@]}" --target "$SITE" "$MMCV"
+    if ! MMCV_WITH_OPS=0 $PYTHON -m pip install -q --no-deps --no-build-isolation \
+            --no-compile "${FROM[@]}" --target "$SITE" "$MMCV"; then
+        # mmcv's setup.py imports pkg_resources, which setuptools >= 82 no longer has; without
+        # ops the build only copies the Python sources, so copy them
+        echo "[gpu_check.sh] mmcv did not build; its Python sources are copied instead"
+        rm -rf /tmp/gpu_check_mmcv && mkdir -p /tmp/gpu_check_mmcv
+        tar -xzf "$MMCV" -C /tmp/gpu_check_mmcv
+        cp -r /tmp/gpu_check_mmcv/mmcv-*/mmcv "$SITE/"
+    fi
 fi
 if ! $PYTHON -c 'import mmcv.ops' 2>/dev/null; then
     cat > "$SITE/mmcv/_ext.py" <<'PY'
