@@ -119,7 +119,7 @@ def main():
     counts = {name: count_flops_params(m, (1, 3, h, w)) for name, m in models.items()}
     for name, (flops, params) in counts.items():
         line = f'  {name:<12} params {params / 1e6:8.3f} M   FLOPs {flops / 1e9:8.4f} G (MACs)'
-        if name == 'unstructured':
+        if name in ('unstructured', 'nm'):  # masks: count the non-zero entries too
             nz_flops, nz_params = count_flops_params(models[name], (1, 3, h, w),
                                                      nonzero_only=True)
             line += (f'   non-zero: params {nz_params / 1e6:.3f} M, '
@@ -139,7 +139,7 @@ def main():
         print(f'  latency batch {batch} ({mode}): ' + '   '.join(parts) +
               f'   (median of {args.repeats}, interleaved)')
     out = args.out or osp.splitext(args.path)[0] + '_channels.png'
-    if ticket is not None and ticket.kind == 'unstructured':
+    if ticket is not None and ticket.masks:  # unstructured and nm (2:4) tickets
         report = sparsity_report(ticket.masks)
         plot_layer_sparsity(report, out, title=f'{osp.basename(args.path)}: '
                                                f'{100 * report["sparsity"]:.1f} % sparse')
