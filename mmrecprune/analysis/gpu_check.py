@@ -558,7 +558,7 @@ def retinanet_section(entry, args, work, device):
     from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import AmpOptimWrapper
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
     from mmdet.testing import demo_mm_inputs
 
     from mmrecprune.registry import MODELS
@@ -575,43 +575,44 @@ def retinanet_section(entry, args, work, device):
     context, note = pure_pytorch_focal_loss()
     if note:
         entry['notes'].append(note)
-    init_default_scope('mmdet')
-    for kind, path in tickets.items():
-        ticket = load_ticket(path)
-        for name in args.amp_dtypes:
-            cfg = Config.fromfile(base)
-            cfg.model.backbone = dict(type='mmrecprune.PrunedBackbone', ticket=path,
-                                      out_indices=(0, 1, 2, 3), frozen_stages=1,
-                                      norm_eval=True)
-            model = revert_sync_batchnorm(MODELS.build(cfg.model)).to(device)
-            model.init_weights()
-            model.train()
-            optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
-                                        lr=0.01, momentum=0.9, weight_decay=1e-4)
-            wrapper = AmpOptimWrapper(optimizer=optimizer, dtype=name)
-            losses = []
-            for step in range(RETINANET_STEPS):
-                packed = demo_mm_inputs(2, [(3, 128, 128)] * 2, num_items=[3, 2],
-                                        num_classes=80)
-                data = model.data_preprocessor(packed, True)
-                with wrapper.optim_context(model), context:
-                    loss, _ = model.parse_losses(model(**data, mode='loss'))
-                wrapper.update_params(loss)
-                losses.append(float(loss))
-            state = {f'backbone.{k}': v.detach().cpu()
-                     for k, v in model.backbone.state_dict().items()}
-            exact, moved = masks_hold(state, ticket)
-            entry['checks'][f'{kind}_{name}_masks_exact'] = exact
-            entry['checks'][f'{kind}_{name}_kept_weights_trained'] = moved
-            entry['checks'][f'{kind}_{name}_frozen_stages_unchanged'] = frozen_unchanged(
-                state, ticket)
-            entry['checks'][f'{kind}_{name}_losses_finite'] = all(
-                map(lambda v: v == v and abs(v) != float('inf'), losses))
-            entry['figures'][f'{kind}_{name}_losses'] = losses
-            if kind == 'nm':
-                from mmrecprune.sparsity import nm_violations
-                entry['checks'][f'nm_{name}_still_2to4'] = not nm_violations(
-                    {n: state['backbone.' + n] != 0 for n in ticket.masks}, '2:4')
+    # a context, not init_default_scope: the process's default scope is left as it was
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        for kind, path in tickets.items():
+            ticket = load_ticket(path)
+            for name in args.amp_dtypes:
+                cfg = Config.fromfile(base)
+                cfg.model.backbone = dict(type='mmrecprune.PrunedBackbone', ticket=path,
+                                          out_indices=(0, 1, 2, 3), frozen_stages=1,
+                                          norm_eval=True)
+                model = revert_sync_batchnorm(MODELS.build(cfg.model)).to(device)
+                model.init_weights()
+                model.train()
+                optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                                            lr=0.01, momentum=0.9, weight_decay=1e-4)
+                wrapper = AmpOptimWrapper(optimizer=optimizer, dtype=name)
+                losses = []
+                for step in range(RETINANET_STEPS):
+                    packed = demo_mm_inputs(2, [(3, 128, 128)] * 2, num_items=[3, 2],
+                                            num_classes=80)
+                    data = model.data_preprocessor(packed, True)
+                    with wrapper.optim_context(model), context:
+                        loss, _ = model.parse_losses(model(**data, mode='loss'))
+                    wrapper.update_params(loss)
+                    losses.append(float(loss))
+                state = {f'backbone.{k}': v.detach().cpu()
+                         for k, v in model.backbone.state_dict().items()}
+                exact, moved = masks_hold(state, ticket)
+                entry['checks'][f'{kind}_{name}_masks_exact'] = exact
+                entry['checks'][f'{kind}_{name}_kept_weights_trained'] = moved
+                entry['checks'][f'{kind}_{name}_frozen_stages_unchanged'] = frozen_unchanged(
+                    state, ticket)
+                entry['checks'][f'{kind}_{name}_losses_finite'] = all(
+                    map(lambda v: v == v and abs(v) != float('inf'), losses))
+                entry['figures'][f'{kind}_{name}_losses'] = losses
+                if kind == 'nm':
+                    from mmrecprune.sparsity import nm_violations
+                    entry['checks'][f'nm_{name}_still_2to4'] = not nm_violations(
+                        {n: state['backbone.' + n] != 0 for n in ticket.masks}, '2:4')
 
 
 def ddp_section(entry, args, work, env):
