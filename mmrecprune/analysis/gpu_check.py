@@ -53,6 +53,17 @@ JSON_NAME, PNG_NAME = 'gpu_check.json', 'gpu_check.png'
 RETINANET_STEPS = 3  # optimizer steps per ticket and AMP dtype
 
 
+#: two IMP rounds of 20 % on the tiny IMP config: the runs of the amp and ddp sections
+IMP_CONFIG = 'configs/imp/imp_r18-w16_7r-1e_fashionmnist.py'
+TWO_IMP_ROUNDS = """
+rounds = 2
+custom_hooks = [dict(type='LotteryTicketHook', rounds=2, epochs_per_round=1,
+                     example_input_shape=(1, 3, 32, 32),
+                     pruner=dict(type='IterativeMagnitudePruner', prune_ratio=0.2,
+                                 rewind_to='pretrained', method='imp'))]
+train_cfg = dict(max_epochs=2, val_interval=1)
+"""
+
 def _repo_root():
     """The checkout whose tools/ and configs/ the checks run: the one this module is in, else
     the working directory (gpu_check.sh runs from the checkout's root)."""
@@ -495,14 +506,7 @@ param_scheduler = []
         entry['checks'][f'ticket_{name}_frozen_stages_unchanged'] = frozen_unchanged(state,
                                                                                      ticket)
         entry['figures'][f'ticket_{name}_optimizer_keys'] = sorted(ckpt.get('optimizer', {}))
-    config = tiny_config(work, 'imp_amp.py', 'configs/imp/imp_r18-w16_7r-1e_fashionmnist.py', """
-rounds = 2
-custom_hooks = [dict(type='LotteryTicketHook', rounds=2, epochs_per_round=1,
-                     example_input_shape=(1, 3, 32, 32),
-                     pruner=dict(type='IterativeMagnitudePruner', prune_ratio=0.2,
-                                 rewind_to='pretrained', method='imp'))]
-train_cfg = dict(max_epochs=2, val_interval=1)
-""")
+    config = tiny_config(work, 'imp_amp.py', IMP_CONFIG, TWO_IMP_ROUNDS)
     run = osp.join(work, 'imp_amp')
     run_repo_tool([sys.executable, 'tools/train.py', config, '--amp', '--work-dir', run], env,
                   osp.join(work, 'imp_amp.log'))
@@ -619,14 +623,7 @@ def ddp_section(entry, args, work, env):
     """``tools/dist_train.sh CONFIG 1``: NCCL, one process, two IMP rounds through the hooks'
     DDP path."""
     from mmrecprune.tickets import load_ticket
-    config = tiny_config(work, 'imp_ddp.py', 'configs/imp/imp_r18-w16_7r-1e_fashionmnist.py', """
-rounds = 2
-custom_hooks = [dict(type='LotteryTicketHook', rounds=2, epochs_per_round=1,
-                     example_input_shape=(1, 3, 32, 32),
-                     pruner=dict(type='IterativeMagnitudePruner', prune_ratio=0.2,
-                                 rewind_to='pretrained', method='imp'))]
-train_cfg = dict(max_epochs=2, val_interval=1)
-""")
+    config = tiny_config(work, 'imp_ddp.py', IMP_CONFIG, TWO_IMP_ROUNDS)
     run = osp.join(work, 'ddp')
     env = dict(env, PORT=str(29500 + os.getpid() % 1000))
     log = run_repo_tool(['bash', 'tools/dist_train.sh', config, '1', '--work-dir', run], env,
