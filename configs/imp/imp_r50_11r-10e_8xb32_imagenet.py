@@ -23,3 +23,4 @@ custom_hooks = [
 ]
 train_cfg = dict(by_epoch=True, max_epochs=rounds * epochs_per_round,
                  val_interval=epochs_per_round)
+auto_scale_lr = dict(base_batch_size=256)  # 8 GPUs x 32 images

@@ -25,3 +25,4 @@ param_scheduler = [dict(type='CosineAnnealingLR', T_max=10, by_epoch=True, begin
 train_cfg = dict(by_epoch=True, max_epochs=10, val_interval=10)
 val_cfg = dict()
 test_cfg = dict()
+auto_scale_lr = dict(base_batch_size=256)  # 8 GPUs x 32 images

@@ -1,5 +1,7 @@
 """Every shipped config parses and its model builds and runs one forward pass."""
 import glob
+import os.path as osp
+import re
 
 import pytest
 import torch
@@ -43,3 +45,17 @@ def test_config_builds_and_runs(path, request):
             # RotNet's head predicts the 4 rotations
             classes = 4 if 'RotNet' in cfg.model.type else cfg.model.num_classes
             assert out.shape == (1, classes)
+
+
+@pytest.mark.parametrize('path', CONFIGS)
+def test_auto_scale_lr_names_the_batch_the_lr_was_set_for(path):
+    """``--auto-scale-lr`` works with every config, and its base batch is the config's total
+    batch: GPUs x images in the name (``8xb32``: 256), else one process's batch."""
+    cfg = Config.fromfile(path)
+    base = cfg.get('auto_scale_lr', {}).get('base_batch_size')
+    assert isinstance(base, int), f'{path}: no auto_scale_lr.base_batch_size'
+    gpus_x_batch = re.search(r'(\d+)xb(\d+)', osp.basename(path))
+    if gpus_x_batch:
+        assert base == int(gpus_x_batch[1]) * int(gpus_x_batch[2]), (path, base)
+    else:
+        assert base % cfg.train_dataloader.batch_size == 0, (path, base)

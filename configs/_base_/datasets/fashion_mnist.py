@@ -30,3 +30,5 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_evaluator = val_evaluator
+# --auto-scale-lr: the lr of these configs is for one process of 128 images
+auto_scale_lr = dict(base_batch_size=128)

@@ -11,4 +11,3 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=6, val_interval=2)
 val_cfg = dict()
 test_cfg = dict()
-auto_scale_lr = dict(base_batch_size=128)
