@@ -237,3 +237,47 @@ def merge_cfg_options(cfg, cfg_options, path='the config'):
             raise CLIError(f'--cfg-options do not apply to {path}: {type(err).__name__}: '
                            f'{one_line(err)}') from None
     return cfg
+
+
+def _config_that_writes(path):
+    """The shipped config whose default work dir ``path`` lies in (``work_dirs/NAME/...`` is
+    written by ``configs/**/NAME.py``), relative to the configs folder; None if none does."""
+    parts = osp.normpath(path).split(os.sep)
+    if 'work_dirs' not in parts[:-1]:
+        return None
+    name = parts[parts.index('work_dirs') + 1]
+    configs = osp.join(osp.dirname(osp.abspath(__file__)), '.mim', 'configs')
+    for folder, _, files in os.walk(configs, followlinks=True):
+        if f'{name}.py' in files:
+            return osp.join('configs', osp.relpath(osp.join(folder, f'{name}.py'), configs))
+    return None
+
+
+def _starting_files(cfg):
+    """``(option, path)`` of every local file the config starts from: ``load_from``, the
+    backbone's ``init_cfg.checkpoint``, mmseg's model-level ``pretrained`` and a ticket."""
+    model = cfg.get('model', None) or {}
+    backbone = model.get('backbone', None) or {}
+    init_cfg = backbone.get('init_cfg', None)
+    found = [('load_from', cfg.get('load_from', None)),
+             ('model.pretrained', model.get('pretrained', None)),
+             ('model.backbone.ticket', backbone.get('ticket', None))]
+    if isinstance(init_cfg, dict):
+        found.append(('model.backbone.init_cfg.checkpoint', init_cfg.get('checkpoint', None)))
+    # URLs and 'torchvision://'-style names are MMEngine's to fetch; only local paths are ours
+    return [(option, path) for option, path in found
+            if isinstance(path, str) and path and '://' not in path]
+
+
+def check_starting_files(cfg, config_path='the config'):
+    """Stop before anything is built when a file the config starts from is missing, with the
+    option, the file and how to make it (the config that writes it, or the option to point
+    elsewhere)."""
+    for option, path in _starting_files(cfg):
+        if osp.isfile(path):
+            continue
+        writer = _config_that_writes(path)
+        how = (f'`python tools/train.py {writer}` writes it at the end of its schedule, or'
+               if writer else 'make it first, or')
+        raise CLIError(f'{option} {path} of {config_path} does not exist: {how} point to a file '
+                       f'you have with --cfg-options {option}=PATH')

@@ -9,8 +9,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmrecprune  # noqa: F401  registries, safe checkpoint loading
-from mmrecprune.cli import (CLIError, check_torch_archive, check_work_dir, load_config,
-                            merge_cfg_options, run_tool)
+from mmrecprune.cli import (CLIError, check_starting_files, check_torch_archive, check_work_dir,
+                            load_config, merge_cfg_options, run_tool)
 from mmrecprune.hooks import with_plain_checkpoints
 from mmrecprune.utils import setup_cpu_distributed, teardown_distributed
 
@@ -68,6 +68,8 @@ def build_config(args):
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    if args.resume is None:  # a resumed run reads its own checkpoint, not the starting files
+        check_starting_files(cfg, args.config)
     return cfg
 
 
