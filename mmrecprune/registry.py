@@ -5,9 +5,14 @@
 ``custom_imports=dict(imports=['mmrecprune'])`` resolve every module. Roots the plugin adds
 nothing to still get a child, so a runner with ``default_scope='mmrecprune'`` finds MMEngine's
 loops, samplers, visualizers, ... without scope-fallback warnings.
+
+The plugin's own roots: ``PRUNERS`` (methods, built by the pruning hooks) and ``CRITERIA`` (what
+matters: the ``importance=`` of every pruner), which is seeded from the engine's plain table
+(:data:`mmrecprune.sparsity.CRITERION_TYPES`), so ``importance=dict(type='mmrecprune.Taylor')``
+and a plugin's own ``@CRITERIA.register_module()`` class both build.
 """
 from mmengine import registry as root
-from mmengine.registry import Registry
+from mmengine.registry import Registry, build_from_cfg
 
 
 def _child(parent, location=None):
@@ -41,3 +46,48 @@ FUNCTIONS = _child(root.FUNCTIONS)
 
 # the plugin's own root: pruners (methods) built by the pruning hooks from `pruner=dict(...)`
 PRUNERS = Registry('pruner', scope='mmrecprune', locations=['mmrecprune.methods'])
+
+
+def build_criterion(cfg, registry=None, default_args=None):
+    """The builder of ``CRITERIA``: ``CRITERIA.build(cfg)``.
+
+    Args:
+        cfg (dict | str | object): ``dict(type=NAME, **args)`` (``NAME`` registered here or in
+            the engine's table, with or without the ``mmrecprune.`` scope), just the name, or an
+            already built criterion (returned as is).
+        registry (Registry): The registry to build from. Defaults to ``CRITERIA``.
+
+    Raises:
+        ValueError: On an unknown type (naming the registered ones) or an argument the
+            criterion does not take.
+    """
+    registry = CRITERIA if registry is None else registry
+    if callable(cfg) and not isinstance(cfg, (str, dict)):
+        return cfg
+    cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
+    _seed_criteria()  # criteria added to the engine's table since this module was imported
+    kind = cfg.get('type')
+    if isinstance(kind, str) and registry.get(kind) is None:
+        raise ValueError(f'unknown importance {kind!r}; registered criteria: '
+                         f'{sorted(CRITERIA.module_dict)} (a plugin adds its own with '
+                         '@mmrecprune.registry.CRITERIA.register_module())')
+    cfg.setdefault('_scope_', registry.scope)  # no scope fallback under default_scope='mmdet'
+    try:
+        return build_from_cfg(cfg, registry, default_args)
+    except TypeError as err:  # an argument the criterion does not take
+        raise ValueError(f'importance {kind}: {err}') from None
+
+
+# what matters: criteria that score weights or channels (``importance=dict(type=...)``)
+CRITERIA = Registry('criterion', scope='mmrecprune', build_func=build_criterion,
+                    locations=['mmrecprune.sparsity.importance'])
+
+
+def _seed_criteria():
+    from mmrecprune.sparsity.importance import CRITERION_TYPES
+    for name, cls in CRITERION_TYPES.items():
+        if name not in CRITERIA.module_dict:
+            CRITERIA.register_module(name=name, module=cls)
+
+
+_seed_criteria()

@@ -1,13 +1,15 @@
 """Iterative magnitude pruning with rewinding: the loop behind RecPrune, IMP and the
-self-supervised method (they differ in the training loss, not here)."""
+self-supervised method (they differ in the training loss, not here). The ranking criterion is
+configurable (``importance=``): magnitude by default, Taylor saliency, random, or a plugin's."""
 import torch
 
 from mmrecprune.methods.base import BasePruner, PruningPlan, check_pattern
 from mmrecprune.methods.reinit import reinitialise
-from mmrecprune.registry import PRUNERS
-from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, WeightMasks, check_masks, init_masks,
-                                 nm_magnitude_masks, nm_violations, pack_mask,
-                                 prunable_parameters, rewind, sparsity_report, unpack_mask)
+from mmrecprune.registry import CRITERIA, PRUNERS
+from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, GradientScores, WeightMasks, check_criterion,
+                                 check_masks, init_masks, nm_magnitude_masks, nm_violations,
+                                 pack_mask, prunable_parameters, rewind, sparsity_report,
+                                 unpack_mask, unscaled_gradients)
 
 
 def check_reinitialisable(module):
@@ -22,12 +24,65 @@ def check_reinitialisable(module):
 
 REWIND_MODES = ('pretrained', 'iteration', 'reinit', 'none')
 RANKINGS = MAGNITUDE_RANKINGS
+#: The criterion of the unstructured pruners unless ``importance=`` says otherwise: ``|w|``.
+DEFAULT_IMPORTANCE = dict(type='L1')
+
+
+class ElementScoring:
+    """What the unstructured pruners share to rank weights by a criterion (``importance=``).
+
+    The criterion scores :attr:`scored_tensors` (default: the prunable weights); a gradient
+    criterion's scores are averaged over the optimizer steps since the last reset
+    (:class:`~mmrecprune.sparsity.GradientScores`, fed by :meth:`accumulate_scores` at every
+    optimizer step).
+    """
+
+    def build_importance(self, importance):
+        self.importance_cfg = dict(DEFAULT_IMPORTANCE) if importance is None else importance
+        self.importance = check_criterion(CRITERIA.build(self.importance_cfg), 'elements',
+                                          type(self).__name__)
+        self.gradient_scores = GradientScores()
+
+    @property
+    def needs_gradients(self):
+        """Whether the criterion reads gradients (its scores are averaged over steps)."""
+        return bool(getattr(self.importance, 'needs_gradients', False))
+
+    def scored_tensors(self):
+        """``{name: tensor}`` the criterion scores, in the order ties are broken."""
+        return self.params
+
+    @torch.no_grad()
+    def accumulate_scores(self, scale=1.0):
+        """Add this step's scores of a gradient criterion (gradients carry the AMP ``scale``)."""
+        if self.needs_gradients:
+            self.gradient_scores.add(self.importance.element_scores(
+                self.scored_tensors(), grads=unscaled_gradients(self.params, scale)))
+
+    def element_scores(self):
+        """The criterion's score of every prunable weight: from the tensors now, or averaged
+        over the optimizer steps since the last pruning step (gradient criteria)."""
+        if self.needs_gradients:
+            mean = self.gradient_scores.mean()
+            if mean is None:
+                raise RuntimeError(
+                    f'{type(self).__name__}: importance {type(self.importance).__name__} needs '
+                    'gradients, but no optimizer step ran since the last pruning step; train '
+                    'before it (or run backward() on a few batches and call '
+                    'before_optimizer_step())')
+            return mean
+        return self.importance.element_scores(self.scored_tensors())
+
+    def importance_meta(self):
+        cfg = self.importance_cfg
+        return dict(cfg) if isinstance(cfg, dict) else type(cfg).__name__
 
 
 @PRUNERS.register_module()
-class IterativeMagnitudePruner(BasePruner):
-    """Each round removes ``prune_ratio`` of the surviving prunable weights (global magnitude)
-    and rewinds the survivors and the rest of the model to the rewind target.
+class IterativeMagnitudePruner(ElementScoring, BasePruner):
+    """Each round removes ``prune_ratio`` of the surviving prunable weights (global magnitude,
+    or the scores of another ``importance``) and rewinds the survivors and the rest of the model
+    to the rewind target.
 
     Args:
         prune_ratio (float): Fraction of the surviving weights removed per round, in (0, 1).
@@ -55,12 +110,18 @@ class IterativeMagnitudePruner(BasePruner):
             in round 1); input channels past the last whole group stay dense. Tickets of the
             rounds that reach the pattern are of kind ``'nm'`` (meta ``pattern``), earlier ones
             unstructured. Defaults to None: unstructured.
+        importance (dict): The criterion ranking the surviving weights, built from
+            ``mmrecprune.registry.CRITERIA``: ``dict(type='L1')`` (magnitude ``|w|``, the
+            default; ``'L2'`` ranks the same), ``dict(type='Taylor')`` (``|w * dL/dw|``
+            averaged over the optimizer steps of the round), ``dict(type='Random', seed=0)``
+            (the random-pruning control) or a plugin's own criterion that scores weights.
+            Ranking and N:M patterns apply to the scores as they do to magnitudes.
     """
     kind = 'unstructured'
 
     def __init__(self, prune_ratio=0.2, include=('backbone.*', ), exclude=('conv1.*', 'stem.*'),
                  rewind_to='pretrained', rewind_iter=0, ranking='global', method='imp',
-                 seed=None, pattern=None):
+                 seed=None, pattern=None, importance=None):
         super().__init__()
         self.pattern = check_pattern(pattern, type(self).__name__)
         if not isinstance(prune_ratio, (int, float)) or not 0.0 < prune_ratio < 1.0:
@@ -72,6 +133,7 @@ class IterativeMagnitudePruner(BasePruner):
         if ranking not in RANKINGS:
             raise ValueError(f'ranking must be one of {tuple(RANKINGS)}, got {ranking!r}')
         self.ranking = ranking
+        self.build_importance(importance)
         self.prune_ratio = prune_ratio
         self.include = tuple(include)
         self.exclude = tuple(exclude)
@@ -92,6 +154,7 @@ class IterativeMagnitudePruner(BasePruner):
                              f'exclude={self.exclude}')
         self.model = model
         self.enforced = WeightMasks(self.params, init_masks(self.params))
+        self.gradient_scores.reset()
 
     @property
     def masks(self):
@@ -116,12 +179,13 @@ class IterativeMagnitudePruner(BasePruner):
         self.rewind_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def plan(self):
-        """The masks of the next round (magnitude pruning); changes nothing yet."""
+        """The masks of the next round (ranked by the criterion's scores); changes nothing."""
+        scores = self.element_scores()
         if self.pattern is not None:
-            masks = nm_magnitude_masks(self.params, self.masks, self.pattern, self.prune_ratio,
+            masks = nm_magnitude_masks(scores, self.masks, self.pattern, self.prune_ratio,
                                        self.ranking)
         else:
-            masks = RANKINGS[self.ranking](self.params, self.masks, self.prune_ratio)
+            masks = RANKINGS[self.ranking](scores, self.masks, self.prune_ratio)
         return PruningPlan(step=self.step_count + 1, masks=masks)
 
     @property
@@ -145,6 +209,7 @@ class IterativeMagnitudePruner(BasePruner):
         self.enforced = WeightMasks(self.params, plan.masks)
         self.enforced.apply()
         self.step_count = plan.step
+        self.gradient_scores.reset()
         return {n: ~m for n, m in self.masks.items()}
 
     def step(self):
@@ -153,6 +218,9 @@ class IterativeMagnitudePruner(BasePruner):
 
     def synced_tensors(self):
         return self.params
+
+    def statistics(self):
+        return self.gradient_scores.statistics()
 
     def optimizer_slices(self, changed):
         return None  # every weight was rewound: no optimizer state belongs to them any more
@@ -163,15 +231,19 @@ class IterativeMagnitudePruner(BasePruner):
 
     def before_optimizer_step(self, scale=1.0):
         self.enforced.zero_gradients()
+        self.accumulate_scores(scale)
 
     def after_optimizer_step(self):
         self.enforced.apply()
 
     def state_dict(self):
         """Plain, weights-only-loadable state (packed masks) for checkpoints."""
-        return dict(round=self.step_count,
-                    masks={n: pack_mask(m.cpu()) for n, m in self.masks.items()},
-                    rewind_state=self.rewind_state)
+        state = dict(round=self.step_count,
+                     masks={n: pack_mask(m.cpu()) for n, m in self.masks.items()},
+                     rewind_state=self.rewind_state)
+        if self.needs_gradients:  # the round's sums so far
+            state['gradient_scores'] = self.gradient_scores.state_dict()
+        return state
 
     def load_state_dict(self, state):
         masks = {n: unpack_mask(bits, self.params[n].shape).to(self.params[n].device)
@@ -179,11 +251,14 @@ class IterativeMagnitudePruner(BasePruner):
         self.enforced = WeightMasks(self.params, masks)
         self.step_count = int(state['round'])
         self.rewind_state = state.get('rewind_state')
+        device = next(iter(self.params.values())).device
+        self.gradient_scores.load_state_dict(state.get('gradient_scores'), device)
 
     def ticket_content(self, prefix='backbone'):
         start = prefix + '.' if prefix else ''
         meta = dict(method=self.method, round=self.step_count, prune_ratio=self.prune_ratio,
-                    rewind_to=self.rewind_to, ranking=self.ranking)
+                    rewind_to=self.rewind_to, ranking=self.ranking,
+                    importance=self.importance_meta())
         if self.pattern_reached:
             meta['pattern'] = self.pattern  # the ticket is of kind 'nm'
         return dict(masks={n[len(start):]: m for n, m in self.masks.items()

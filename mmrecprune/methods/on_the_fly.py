@@ -16,6 +16,7 @@ Our reading of the abstract (configs/onthefly/README.md measures every choice):
 import torch
 
 from mmrecprune.methods.base import BasePruner, PruningPlan, check_pattern
+from mmrecprune.methods.iterative_magnitude import ElementScoring
 from mmrecprune.registry import PRUNERS
 from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, HypersphericalConv2d, WeightMasks,
                                  apply_recovery, check_recovery, fold_conv, gap_penalty,
@@ -39,7 +40,7 @@ def one_shot_masks(params, sparsity, ranking='layerwise', pattern=None):
 
 
 @PRUNERS.register_module()
-class OneShotMagnitudePruner(BasePruner):
+class OneShotMagnitudePruner(ElementScoring, BasePruner):
     """Prune once, with no fine-tuning: ``sparsity`` of the smallest weights (by the magnitude the
     forward uses: unit-norm filters for hyperspherical convs), pruned entries filled with
     ``recovery``'s mean values. On an ordinarily trained model this is the one-shot magnitude
@@ -64,13 +65,21 @@ class OneShotMagnitudePruner(BasePruner):
             whole group stay dense), and the ticket is of kind ``'nm'``. ``sparsity`` must then
             be ``1 - N / M`` (the default 0.5 fits ``'2:4'``) and ``recovery`` ``'zero'`` (the
             sparse kernels skip zeros). Defaults to None: unstructured.
+        importance (dict): The criterion ranking the weights (see
+            :class:`~mmrecprune.methods.IterativeMagnitudePruner`): magnitude by default
+            (``dict(type='L1')``), ``dict(type='Taylor')`` (averaged over every optimizer step
+            before the cut: train, or run backward on a few batches and call
+            :meth:`before_optimizer_step`), ``dict(type='Random')`` or a plugin's own. It
+            scores the weights as the forward uses them (unit-norm filters).
     """
     kind = 'unstructured'
     method = 'oneshot'
 
     def __init__(self, sparsity=0.5, recovery='zero', ranking='layerwise',
-                 include=('backbone.*', ), exclude=('conv1.*', 'stem.*'), pattern=None):
+                 include=('backbone.*', ), exclude=('conv1.*', 'stem.*'), pattern=None,
+                 importance=None):
         super().__init__()
+        self.build_importance(importance)
         if (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))
                 or not 0.0 < sparsity < 1.0):
             raise ValueError(f'sparsity must be a fraction in (0, 1), got {sparsity!r}')
@@ -108,6 +117,7 @@ class OneShotMagnitudePruner(BasePruner):
         self.model = model
         self.params = params
         self._convs = {n: modules[n.rsplit('.', 1)[0]] for n in params}
+        self.gradient_scores.reset()
 
     @property
     def pruned(self):
@@ -129,8 +139,11 @@ class OneShotMagnitudePruner(BasePruner):
             fold_conv(conv)
         return len(convs)
 
+    def scored_tensors(self):
+        return self.unit_weights()
+
     def plan(self, recovery=None):
-        masks = one_shot_masks(self.unit_weights(), self.sparsity, self.ranking, self.pattern)
+        masks = one_shot_masks(self.element_scores(), self.sparsity, self.ranking, self.pattern)
         recovery = check_recovery(recovery or self.recovery)
         if self.pattern is not None and recovery != 'zero':
             raise ValueError(f'{type(self).__name__}: an N:M cut ({self.pattern!r}) fills its '
@@ -168,6 +181,9 @@ class OneShotMagnitudePruner(BasePruner):
     def synced_tensors(self):
         return self.params
 
+    def statistics(self):
+        return self.gradient_scores.statistics()
+
     def optimizer_slices(self, changed):
         return None  # every pruned weight changed value: no optimizer state belongs to it
 
@@ -175,6 +191,8 @@ class OneShotMagnitudePruner(BasePruner):
     def before_optimizer_step(self, scale=1.0):
         if self.enforced is not None:
             self.enforced.zero_gradients()
+        else:
+            self.accumulate_scores(scale)  # a gradient criterion's scores until the cut
 
     def after_optimizer_step(self):
         if self.enforced is not None:
@@ -182,14 +200,19 @@ class OneShotMagnitudePruner(BasePruner):
 
     # -- checkpoints and export -------------------------------------------------------------
     def state_dict(self):
-        return dict(step=self.step_count, recovery=self.recovery,
-                    masks=None if self._masks is None else
-                    {n: pack_mask(m.cpu()) for n, m in self._masks.items()},
-                    fill_values={n: f.cpu() for n, f in self.fill_values.items()})
+        state = dict(step=self.step_count, recovery=self.recovery,
+                     masks=None if self._masks is None else
+                     {n: pack_mask(m.cpu()) for n, m in self._masks.items()},
+                     fill_values={n: f.cpu() for n, f in self.fill_values.items()})
+        if self.needs_gradients and self._masks is None:  # the sums so far
+            state['gradient_scores'] = self.gradient_scores.state_dict()
+        return state
 
     def load_state_dict(self, state):
         self.step_count = int(state.get('step', 0))
         self.recovery = state.get('recovery', self.recovery)
+        self.gradient_scores.load_state_dict(state.get('gradient_scores'),
+                                             next(iter(self.params.values())).device)
         if state.get('masks') is not None:
             self.fold()
             self._masks = {n: unpack_mask(b, self.params[n].shape).to(self.params[n].device)
@@ -200,7 +223,8 @@ class OneShotMagnitudePruner(BasePruner):
 
     def ticket_meta(self):
         meta = dict(method=self.method, round=self.step_count, target_sparsity=self.sparsity,
-                    recovery=self.recovery, ranking=self.ranking)
+                    recovery=self.recovery, ranking=self.ranking,
+                    importance=self.importance_meta())
         if self.pattern is not None:
             meta['pattern'] = self.pattern  # the ticket is of kind 'nm'
         return meta

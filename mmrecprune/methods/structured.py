@@ -21,10 +21,12 @@ from typing import Mapping
 import torch
 
 from mmrecprune.methods.base import BasePruner, PruningPlan
-from mmrecprune.sparsity import (ChannelCostModel, ChannelGradientMonitor, CostSchedule,
-                                 SoftChannelMasks, ZEROED_KINDS, apply_channel_masks,
-                                 build_importance, check_schedule_args, find_channel_groups,
-                                 group_importances, slim_model)
+from mmrecprune.registry import CRITERIA
+from mmrecprune.sparsity import (CHANNEL_PARAMS, ChannelCostModel, ChannelGradientMonitor,
+                                 CostSchedule, GradientScores, SoftChannelMasks, ZEROED_KINDS,
+                                 apply_channel_masks, check_criterion, check_schedule_args,
+                                 find_channel_groups, group_importances, slim_model,
+                                 unscaled_gradients)
 
 
 class StructuredPruner(BasePruner):
@@ -42,9 +44,10 @@ class StructuredPruner(BasePruner):
             widths). Defaults to False (only channels inside blocks).
         round_to (int): Kept widths are rounded up to a multiple of this. Defaults to 1.
         min_keep (int): Fewest channels a group keeps. Defaults to 1.
-        importance (dict): The criterion ranking channels within a step:
-            ``dict(type='L1' | 'L2' | 'BNScale' | 'Taylor')``. Defaults to L1 (filter norm).
-            Taylor is averaged over the optimizer steps since the previous pruning step.
+        importance (dict): The criterion ranking channels within a step, built from
+            ``mmrecprune.registry.CRITERIA``: ``dict(type='L1' | 'L2' | 'BNScale' | 'Taylor' |
+            'Random')`` or a plugin's own. Defaults to L1 (filter norm). Gradient criteria
+            (Taylor) are averaged over the optimizer steps since the previous pruning step.
         protective (bool): Restore pruned channels whose activation gradient stays large.
             Defaults to False here; :class:`PSAPPruner` defaults to True.
         protect_factor (float): kappa of the restoration rule. Defaults to 1.5.
@@ -69,7 +72,9 @@ class StructuredPruner(BasePruner):
         if not isinstance(grad_momentum, (int, float)) or not 0.0 <= grad_momentum < 1.0:
             raise ValueError(f'grad_momentum must be in [0, 1), got {grad_momentum!r}')
         self.importance_cfg = dict(type='L1') if importance is None else importance
-        self.importance = build_importance(self.importance_cfg)
+        self.importance = check_criterion(CRITERIA.build(self.importance_cfg), 'channels',
+                                          type(self).__name__)
+        self.gradient_scores = GradientScores()
         self.num_steps = num_steps
         self.scope = scope
         self.prune_residual = bool(prune_residual)
@@ -105,7 +110,11 @@ class StructuredPruner(BasePruner):
                           zip(self.groups, self.masks.values())}
         self.monitor = (ChannelGradientMonitor(model, self.groups, self.grad_momentum)
                         if self.protective else None)
-        self._taylor_sums, self._taylor_steps = None, 0
+        self._member_weights = {
+            name: getattr(self.modules[name], CHANNEL_PARAMS[kind][0][0])
+            for g in self.groups for name, kind in g.members
+            if getattr(self.modules[name], CHANNEL_PARAMS[kind][0][0], None) is not None}
+        self.gradient_scores.reset()
         self.check_reachable()
 
     def check_reachable(self) -> None:
@@ -131,16 +140,21 @@ class StructuredPruner(BasePruner):
         return self.schedule.target_cost(step)
 
     # ---- importance -------------------------------------------------------------------------
+    @property
+    def needs_gradients(self) -> bool:
+        """Whether the criterion reads gradients (its scores are averaged over steps)."""
+        return bool(getattr(self.importance, 'needs_gradients', False))
+
     def scores(self, restored: Mapping[str, torch.Tensor] | None = None) -> dict:
         """The criterion's score per channel; channels being restored are scored on their
         backups (gradient criteria: on what was accumulated)."""
-        if self.importance.needs_gradients:
-            if self._taylor_sums is None:
+        if self.needs_gradients:
+            mean = self.gradient_scores.mean()
+            if mean is None:
                 raise RuntimeError(f'{type(self.importance).__name__} needs gradients, but no '
                                    'optimizer step ran since the last pruning step (begin=0 '
                                    'prunes before training; use begin >= 1)')
-            return {g.name: s / self._taylor_steps for g, s in
-                    zip(self.groups, self._taylor_sums)}
+            return mean
         out = group_importances(self.modules, self.groups, self.importance)
         for g in self.groups:
             r = (restored or {}).get(g.name)
@@ -232,7 +246,7 @@ class StructuredPruner(BasePruner):
         self.history.append(record)
         if self.monitor is not None:
             self.monitor.set_active(0 < self.step_count < self.num_steps)
-        self._taylor_sums, self._taylor_steps = None, 0
+        self.gradient_scores.reset()
         return changed
 
     def step(self) -> PruningPlan:
@@ -251,7 +265,7 @@ class StructuredPruner(BasePruner):
 
     def statistics(self):
         out = [self.monitor.ema] if self.monitor is not None else []
-        return out + list(self._taylor_sums or [])
+        return out + self.gradient_scores.statistics()
 
     def optimizer_slices(self, changed):
         return self.soft.param_slices(changed)
@@ -262,13 +276,11 @@ class StructuredPruner(BasePruner):
         gradient-based importance (if the criterion needs it)."""
         if self.monitor is not None and self.monitor.active:
             self.monitor.update(scale)
-        if self.importance.needs_gradients and self.step_count < self.num_steps:
+        if self.needs_gradients and self.step_count < self.num_steps:
+            grads = unscaled_gradients(self._member_weights, scale)
             with torch.no_grad():
-                step = [self.importance(self.modules, g) / scale for g in self.groups]
-            if all(torch.isfinite(s).all() for s in step):
-                self._taylor_sums = step if self._taylor_sums is None else [
-                    a + b for a, b in zip(self._taylor_sums, step)]
-                self._taylor_steps += 1
+                self.gradient_scores.add({g.name: self.importance(self.modules, g, grads=grads)
+                                          for g in self.groups})
 
     def after_optimizer_step(self) -> None:
         """Re-zero the pruned channels: one ``index_fill_`` each."""
@@ -317,8 +329,9 @@ class StructuredPruner(BasePruner):
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Weights-only-loadable state: masks, protected channels, step, EMA statistics and the
-        backups of the pruned channels (only their slices)."""
+        """Weights-only-loadable state: masks, protected channels, step, EMA statistics, the
+        gradient criterion's sums since the last step and the backups of the pruned channels
+        (only their slices)."""
         soft = self.soft.state_dict()
         return dict(
             method=self.method, metric=self.metric, fraction=self.fraction,
@@ -327,7 +340,8 @@ class StructuredPruner(BasePruner):
             masks=soft['masks'],
             protected={n: m.cpu().clone() for n, m in self.protected.items()},
             backups=soft['backups'], history=[dict(h) for h in self.history],
-            grad_stats=self.monitor.state_dict() if self.monitor is not None else None)
+            grad_stats=self.monitor.state_dict() if self.monitor is not None else None,
+            gradient_scores=self.gradient_scores.state_dict() if self.needs_gradients else None)
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore :meth:`state_dict` output; the model weights come from the checkpoint."""
@@ -346,4 +360,5 @@ class StructuredPruner(BasePruner):
             if state.get('grad_stats') is not None:
                 self.monitor.load_state_dict(state['grad_stats'])
             self.monitor.set_active(0 < self.step_count < self.num_steps)
+        self.gradient_scores.load_state_dict(state.get('gradient_scores'), self.soft.device)
         self.soft.load_state_dict(state)

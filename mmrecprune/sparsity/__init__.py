@@ -1,15 +1,17 @@
 """The pruning engine: plain PyTorch, no MMEngine imports. One home per question:
 
 * what is coupled: :mod:`.channel_groups`;
-* what matters: :mod:`.importance` (channels), :mod:`.thresholds` (weight magnitudes, also
-  within N:M groups);
+* what matters: :mod:`.importance` (criteria scoring weights or channels, in a table that
+  ``mmrecprune.registry.CRITERIA`` extends), :mod:`.thresholds` (ranking the scores: global,
+  per layer, within N:M groups);
 * how to cut: :mod:`.masks` (weight masks), :mod:`.channel_masks` and :mod:`.soft_channel_masks`
   (channel masks), :mod:`.slimming` (removing channels), :mod:`.frozen_masks` (downstream),
   :mod:`.recovery` (mean values in place of pruned entries), :mod:`.semi_structured` (2:4
   1x1 convs as sparse matrix products on GPUs), :mod:`.hyperspherical`
   (unit-norm filters and their folding) with :mod:`.gap_penalty` (on-the-fly pruning);
 * when and how much: :mod:`.cost_schedule` with :mod:`.channel_cost` and :mod:`.flops`;
-  :mod:`.gradient_monitor` feeds protective restoration; :mod:`.report` plots and compares.
+  :mod:`.gradient_monitor` averages gradient criteria and feeds protective
+  restoration; :mod:`.report` plots and compares.
 """
 from .masks import (DEFAULT_EXCLUDE, MAX_NM_GROUP, WeightMasks, apply_masks, check_masks,
                     fill_pruned_, init_masks, name_matches, nm_groups, nm_tails, nm_ungroup,
@@ -25,14 +27,15 @@ from .channel_masks import (apply_channel_masks, channel_zero_targets, global_ch
                             zero_channel_targets_)
 from .soft_channel_masks import ZEROED_KINDS, SoftChannelMasks
 from .flops import count_flops_params, example_input, inference_forward
-from .importance import (IMPORTANCES, BNScaleImportance, L1Importance, L2Importance,
-                         RandomImportance, TaylorImportance, build_importance,
-                         group_importances)
+from .importance import (CRITERION_TYPES, IMPORTANCES, BNScaleImportance, Criterion,
+                         L1Importance, L2Importance, RandomImportance, TaylorImportance,
+                         WeightCriterion, build_criterion, build_importance, check_criterion,
+                         criterion_targets, group_importances, register_criterion)
 from .slimming import apply_channel_structure, channel_sizes, slim_model
 from .channel_cost import ChannelCostModel
 from .cost_schedule import (METRICS, CostSchedule, bisect, bracket, check_schedule_args,
                             parse_target, round_half_up, round_up_to)
-from .gradient_monitor import ChannelGradientMonitor
+from .gradient_monitor import ChannelGradientMonitor, GradientScores, unscaled_gradients
 from .hyperspherical import (HypersphericalConv2d, fold_conv, fold_hyperspherical,
                              hyperspherical_convs, make_hyperspherical, strip_conv_cfg,
                              unit_filters)

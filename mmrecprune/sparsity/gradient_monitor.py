@@ -1,8 +1,12 @@
-"""Per-channel activation-gradient statistics: the signal of protective restoration.
+"""Gradient statistics, one home for both pruner families.
 
-A zeroed (soft-pruned) channel followed by BN and ReLU gets exactly zero weight gradients, so the
-signal is the gradient of the loss w.r.t. the channel's *activation*, taken where its consumer
-layers read it (their input weights are never zeroed).
+* :class:`GradientScores`: the mean of a gradient criterion's scores (e.g. Taylor importance of
+  weights or channels) over the optimizer steps since the last pruning step, with
+  :func:`unscaled_gradients` to read AMP-scaled gradients at their true size;
+* :class:`ChannelGradientMonitor`: per-channel activation-gradient statistics, the signal of
+  protective restoration. A zeroed (soft-pruned) channel followed by BN and ReLU gets exactly
+  zero weight gradients, so the signal is the gradient of the loss w.r.t. the channel's
+  *activation*, taken where its consumer layers read it (their input weights are never zeroed).
 """
 from __future__ import annotations
 
@@ -16,6 +20,74 @@ from torch import nn
 from .channel_groups import ChannelGroup
 
 IN_KINDS = ('conv_in', 'linear_in')
+
+
+def unscaled_gradients(tensors: Mapping[str, torch.Tensor],
+                       scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """``{name: tensor.grad / scale}`` for the tensors that have a gradient (no copy when
+    ``scale == 1``): what a criterion's ``grads=`` argument takes when the gradients carry an
+    AMP loss scale."""
+    return {name: t.grad if scale == 1 else t.grad / scale
+            for name, t in tensors.items() if t.grad is not None}
+
+
+class GradientScores:
+    """The mean of per-step scores over the optimizer steps since the last :meth:`reset`.
+
+    A pruner with a gradient criterion (``criterion.needs_gradients``) calls :meth:`add` with the
+    criterion's scores at every optimizer step (gradients ready), reads :meth:`mean` at its
+    pruning step and resets after it. A step with a non-finite score (an AMP overflow step) is
+    skipped. Under DDP the ranks average :meth:`statistics` (the sums, in place) before the
+    pruning step; every rank counts the same steps, so the means agree.
+
+    Scores are kept as ``{key: Tensor}`` (parameter names for weights, group names for
+    channels), summed in float32 or wider.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] | None = None
+        self.steps = 0
+
+    @torch.no_grad()
+    def add(self, scores: Mapping[str, torch.Tensor]) -> bool:
+        """Add one step's scores; returns False (and adds nothing) if one is not finite."""
+        if not all(bool(torch.isfinite(s).all()) for s in scores.values()):
+            return False
+        if self.sums is None:
+            self.sums = {k: s.clone() for k, s in scores.items()}
+        else:
+            if scores.keys() != self.sums.keys():
+                raise ValueError('GradientScores: the scores of a step name other tensors '
+                                 f'({sorted(scores)[:3]}...) than the previous steps '
+                                 f'({sorted(self.sums)[:3]}...)')
+            self.sums = {k: a + scores[k] for k, a in self.sums.items()}
+        self.steps += 1
+        return True
+
+    def mean(self) -> dict[str, torch.Tensor] | None:
+        """``{key: sum / steps}``, or None if no step was added since the last reset."""
+        if self.sums is None:
+            return None
+        return {k: s / self.steps for k, s in self.sums.items()}
+
+    def reset(self) -> None:
+        self.sums, self.steps = None, 0
+
+    def statistics(self) -> list[torch.Tensor]:
+        """The sums, which DDP ranks average in place before a pruning step."""
+        return list(self.sums.values()) if self.sums is not None else []
+
+    def state_dict(self) -> dict:
+        return dict(steps=self.steps, sums=None if self.sums is None else
+                    {k: s.detach().cpu().clone() for k, s in self.sums.items()})
+
+    def load_state_dict(self, state: Mapping | None, device=None) -> None:
+        """Restore :meth:`state_dict` output (None: nothing accumulated)."""
+        if not state or state.get('sums') is None:
+            self.reset()
+            return
+        self.sums = {k: s.to(device) for k, s in state['sums'].items()}
+        self.steps = int(state['steps'])
 
 
 class ChannelGradientMonitor:
