@@ -72,3 +72,76 @@ def test_unknown_mmrecprune_type_is_a_clear_error():
     init_default_scope('mmdet')
     with pytest.raises(KeyError, match='mmrecprune.NoSuchBackbone is not in the mmdet::model registry'):
         MMDET_MODELS.build(dict(type='mmrecprune.NoSuchBackbone'))
+
+
+# ---- criteria: a user's own, registered here (outside the package), drives both pruner kinds --
+from mmrecprune.registry import CRITERIA, PRUNERS  # noqa: E402
+from mmrecprune.sparsity import WeightCriterion  # noqa: E402
+
+
+@CRITERIA.register_module(force=True)
+class TestInverseMagnitude(WeightCriterion):
+    """Keeps the *smallest* weights: the opposite of magnitude, so a test sees it was used."""
+
+    def score(self, weight, grad):
+        return 1.0 / (weight.abs() + 1e-12)
+
+
+def _classifier():
+    from mmdet.models.backbones import ResNet
+
+    class Classifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = ResNet(depth=18, base_channels=8, out_indices=(3, ))
+            self.head = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.head(self.backbone(x)[-1].mean((2, 3)))
+
+    torch.manual_seed(0)
+    return Classifier()
+
+
+def test_builtin_criteria_are_registered_and_build_from_any_scope():
+    from mmrecprune.sparsity import CRITERION_TYPES, TaylorImportance
+    assert set(CRITERION_TYPES) <= set(CRITERIA.module_dict)
+    for scope in ('mmrecprune', 'mmdet', 'mmseg'):
+        with DefaultScope.overwrite_default_scope(scope):
+            assert isinstance(CRITERIA.build(dict(type='mmrecprune.Taylor')), TaylorImportance)
+            assert isinstance(CRITERIA.build(dict(type='Taylor')), TaylorImportance)
+    with pytest.raises(ValueError, match="unknown importance 'NoSuch'; registered criteria"):
+        CRITERIA.build(dict(type='NoSuch'))
+
+
+def test_a_criterion_registered_outside_the_package_drives_both_pruner_kinds():
+    importance = dict(type='mmrecprune.TestInverseMagnitude')
+    # unstructured: the largest weights go
+    imp = PRUNERS.build(dict(type='IterativeMagnitudePruner', rewind_to='none',
+                             importance=importance))
+    assert isinstance(imp.importance, TestInverseMagnitude)
+    imp.attach(_classifier())
+    before = {n: p.detach().abs().clone() for n, p in imp.params.items()}
+    imp.step()
+    pruned = torch.cat([before[n][~m] for n, m in imp.masks.items()])
+    kept = torch.cat([before[n][m] for n, m in imp.masks.items()])
+    assert imp.sparsity == pytest.approx(0.2, abs=1e-3) and pruned.min() >= kept.max()
+    assert imp.ticket_content()['meta']['importance'] == importance
+
+    # structured: in every group the channels with the lowest summed scores go
+    structured = PRUNERS.build(dict(type='L1UniformPruner', target=dict(flops=0.3),
+                                    num_steps=1, importance=importance))
+    model = _classifier()
+    structured.attach(model, torch.randn(1, 3, 32, 32))
+    scores = {g.name: TestInverseMagnitude()(model, g) for g in structured.groups}
+    structured.step()
+    for name, keep in structured.masks.items():
+        assert not keep.all() and scores[name][~keep].max() <= scores[name][keep].min()
+    assert structured.ticket_content()['meta']['importance'] == importance
+
+    # and through the hooks, as a training config builds them
+    from mmrecprune.hooks import LotteryTicketHook, StructuredPruningHook
+    hooks = (LotteryTicketHook(rounds=2, epochs_per_round=1, pruner=dict(
+                 type='IterativeMagnitudePruner', importance=importance)),
+             StructuredPruningHook(pruner=dict(type='PSAPPruner', importance=importance)))
+    assert all(isinstance(h.pruner.importance, TestInverseMagnitude) for h in hooks)
