@@ -14,8 +14,8 @@ import os.path as osp
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from stage_runner import Pipeline, cli, train_and_test  # noqa: E402
+from mmrecprune import cli
+from mmrecprune.benchmarks.stage_runner import Pipeline, train_and_test
 
 PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 DET_CFG = 'configs/downstream/mmdet/retinanet_r18-w16_fpn_12e_fashionscenes.py'

@@ -80,3 +80,16 @@ def deployed(model, input_shape):
     with torch.no_grad():
         traced = torch.jit.trace(model, example, check_trace=False)
         return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+
+
+def latency_ratio(ticket_path, repeats, batch=8, size=56):
+    """Dense / slim latency of a ticket's backbones: eager, batch ``batch`` at
+    ``size`` x ``size``, one CPU thread, interleaved (the leaderboard's CPU speed-up)."""
+    from .ticket_models import load_models
+    torch.set_num_threads(1)
+    dense, pruned, _ = load_models(ticket_path)
+    dense.eval()
+    pruned.eval()
+    lat = interleaved_latency(dict(dense=dense, slim=pruned), (batch, 3, size, size),
+                              repeats=repeats, warmup=3)
+    return lat['dense'] / lat['slim']

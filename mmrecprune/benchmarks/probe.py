@@ -2,11 +2,9 @@
 the downstream probe, RetinaNet and Semantic FPN on those scenes (a quarter of the default's
 pixels), one detector and one segmenter per backbone."""
 import os.path as osp
-import statistics
 import sys
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from stage_runner import check_pretrained, train_and_test  # noqa: E402
+from .stage_runner import check_pretrained, train_and_test
 
 PRETRAIN_CFG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 # the RecPrune / IMP loop of the embedded default (RecPrune starts from its decoder stage)
@@ -50,11 +48,3 @@ def probe_downstream(pipe, tag, root, seed, init_option, dense=False):
         return None
     return dict(mAP=100 * det['metrics']['coco/bbox_mAP'], mIoU=seg['metrics']['mIoU'])
 
-
-def summarise(values):
-    """``mean +- std`` over seeds (sample std), the value for one seed, '' for none."""
-    if not values:
-        return ''
-    if len(values) == 1:
-        return f'{values[0]:.2f}'
-    return f'{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}'

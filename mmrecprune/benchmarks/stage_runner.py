@@ -10,29 +10,18 @@ import sys
 import threading
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from mmrecprune import cli
 
 
-def load_cli():
-    """:mod:`mmrecprune.cli` (the tools' shared error path) without importing the mmrecprune
-    package, whose ``__init__`` imports torch and MMCV: the pipelines and the data converter
-    start in a fraction of a second and run where MMCV is not installed yet. The module is
-    registered as ``mmrecprune.cli``, so a later ``import mmrecprune.cli`` finds this one."""
-    import importlib
-    import importlib.util
-    name = 'mmrecprune.cli'
-    if name not in sys.modules and 'mmrecprune' in sys.modules:
-        importlib.import_module(name)  # the package is there already: the ordinary import
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, 'mmrecprune',
-                                                                     'cli.py'))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+def _repo_root():
+    """The checkout whose ``tools/`` and ``configs/`` the stages run (their working
+    directory): the one this package lives in (an editable install, the repository itself),
+    else the current directory."""
+    here = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    return here if osp.isfile(osp.join(here, 'tools', 'train.py')) else os.getcwd()
 
 
-cli = load_cli()
+ROOT = _repo_root()
 
 
 class Pipeline:

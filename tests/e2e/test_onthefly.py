@@ -1,13 +1,16 @@
 """On-the-fly pruning end to end: real runner with the shipped config (shrunk), exact resume,
 the folded ticket with fill values inside mmdet / mmseg configs, the standalone tool."""
-import os.path as osp
+import json
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
 from mmengine.runner import Runner
 
 from mmrecprune.tickets import load_ticket
-from tests.conftest import assert_fills_kept, tiny_cls_cfg, train_downstream
+from tests.conftest import REPO, assert_fills_kept, tiny_cls_cfg, train_downstream
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 CONFIG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
@@ -92,26 +95,33 @@ def test_the_ticket_fine_tunes_in_mmdet_and_mmseg_configs_keeping_its_fills(full
     assert_fills_kept(seg.model, ticket)
 
 
-def _tool(*argv):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'prune_on_the_fly', osp.join(osp.dirname(__file__), '..', '..', 'tools',
-                                     'prune_on_the_fly.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main([str(a) for a in argv])
+def _run(tool, *argv, refused=None):
+    """``tool`` run as a user runs it; with ``refused``, check it stopped with that message
+    (one line, exit status 2)."""
+    proc = subprocess.run([sys.executable, tool, *map(str, argv)], cwd=REPO,
+                          capture_output=True, text=True)
+    if refused is None:
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode == 2 and re.search(refused, proc.stderr), proc.stderr
+    return proc
 
 
-def test_tool_scores_every_variant_and_writes_the_ticket(full_run, tmp_path, capsys):
+def _tool(*argv, refused=None):
+    return _run('tools/prune_on_the_fly.py', *argv, refused=refused)
+
+
+def test_tool_scores_every_variant_and_writes_the_ticket(full_run, tmp_path):
     _, work_dir, cfg_path = full_run
     # the hyperspherical checkpoint of the last epoch (saved before the cut)
     out = tmp_path / 'ticket.pth'
-    rows = _tool(cfg_path, work_dir / 'epoch_2.pth', '--sparsity', 0.7, '--recovery', 'zero',
-                 'layer_mean', '--bn-recalibration-images', 32, '--out', out,
-                 '--work-dir', tmp_path / 'eval')
+    printed = _tool(cfg_path, work_dir / 'epoch_2.pth', '--sparsity', 0.7, '--recovery', 'zero',
+                    'layer_mean', '--bn-recalibration-images', 32, '--out', out,
+                    '--work-dir', tmp_path / 'eval', '--out-json', tmp_path / 'rows.json').stdout
+    with open(tmp_path / 'rows.json') as f:
+        rows = json.load(f)['rows']
     assert list(rows) == ['dense', 'folded', 'zero', 'zero+bn', 'layer_mean', 'layer_mean+bn']
     assert rows['folded'] == rows['dense']
-    printed = capsys.readouterr().out
     assert 'layer_mean+bn' in printed and str(out) in printed
     ticket = load_ticket(str(out))
     assert abs(ticket.meta['sparsity'] - 0.7) < 0.01 and ticket.meta['recovery'] == 'layer_mean'
@@ -123,18 +133,17 @@ def test_tool_refuses_bad_input_and_overwrites_nothing(full_run, tmp_path):
     out.write_bytes(b'precious')
     not_a_checkpoint = tmp_path / 'notes.pth'
     not_a_checkpoint.write_text('hello')
-    with pytest.raises(SystemExit, match='is not a checkpoint this tool can read'):
-        _tool(cfg_path, not_a_checkpoint, '--out', out, '--work-dir', tmp_path / 'e1')
-    with pytest.raises(SystemExit, match='no such checkpoint file'):
-        _tool(cfg_path, tmp_path / 'missing.pth', '--out', out, '--work-dir', tmp_path / 'e2')
-    with pytest.raises(SystemExit, match='does not fit the model of the config'):
-        _tool(cfg_path, work_dir / 'epoch_2.pth', '--out', out, '--force', '--work-dir',
-              tmp_path / 'e3', '--cfg-options', 'model.backbone.base_channels=4',
-              'model.in_channels=32')
-    with pytest.raises(SystemExit, match='--sparsity must be a fraction'):
-        _tool(cfg_path, work_dir / 'epoch_2.pth', '--sparsity', 1.5, '--out', out)
-    with pytest.raises(SystemExit, match=f'--out {out} exists; pass --force'):
-        _tool(cfg_path, work_dir / 'epoch_2.pth', '--out', out, '--work-dir', tmp_path / 'e4')
+    _tool(cfg_path, not_a_checkpoint, '--out', out, '--work-dir', tmp_path / 'e1',
+          refused='is not a checkpoint this tool can read')
+    _tool(cfg_path, tmp_path / 'missing.pth', '--out', out, '--work-dir', tmp_path / 'e2',
+          refused='no such checkpoint file')
+    _tool(cfg_path, work_dir / 'epoch_2.pth', '--out', out, '--force', '--work-dir',
+          tmp_path / 'e3', '--cfg-options', 'model.backbone.base_channels=4',
+          'model.in_channels=32', refused='does not fit the model of the config')
+    _tool(cfg_path, work_dir / 'epoch_2.pth', '--sparsity', 1.5, '--out', out,
+          refused='--sparsity must be a fraction')
+    _tool(cfg_path, work_dir / 'epoch_2.pth', '--out', out, '--work-dir', tmp_path / 'e4',
+          refused=re.escape(f'--out {out} exists; pass --force'))
     assert out.read_bytes() == b'precious'
 
 
@@ -165,23 +174,17 @@ def test_iterative_magnitude_pruning_accepts_mobilenetv2(tmp_path):
     assert any('depthwise_conv' in name for name in ticket.masks)  # depthwise convs pruned too
 
 
-def test_bn_recalibration_tool_on_a_trained_checkpoint(full_run, tmp_path, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'recalibrate_bn', osp.join(osp.dirname(__file__), '..', '..', 'tools', 'analysis_tools',
-                                   'recalibrate_bn.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_bn_recalibration_tool_on_a_trained_checkpoint(full_run, tmp_path):
+    tool = 'tools/analysis_tools/recalibrate_bn.py'
     _, work_dir, cfg_path = full_run
     src = str(work_dir / 'epoch_2.pth')
     out = tmp_path / 'recalibrated.pth'
-    tool.main([cfg_path, src, '--images', '32', '--out', str(out), '--work-dir',
-               str(tmp_path / 'eval')])
-    assert 'after (32 images)' in capsys.readouterr().out
+    printed = _run(tool, cfg_path, src, '--images', '32', '--out', out, '--work-dir',
+                   tmp_path / 'eval').stdout
+    assert 'after (32 images)' in printed
     from mmrecprune.fileio import load_mmengine_checkpoint
     old = load_mmengine_checkpoint(src)['state_dict']
     new = load_mmengine_checkpoint(str(out))['state_dict']
     moved = [k for k in old if 'running_' in k and not torch.equal(old[k], new[k])]
     assert moved and all(torch.equal(old[k], new[k]) for k in old if k.endswith('conv1.weight'))
-    with pytest.raises(SystemExit, match='must not be the input checkpoint'):
-        tool.main([cfg_path, src, '--out', src])
+    _run(tool, cfg_path, src, '--out', src, refused='must not be the input checkpoint')

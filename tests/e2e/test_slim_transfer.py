@@ -3,7 +3,6 @@
 The ticket is ResNet-18 at the configs' own width (base_channels=16), so the configs are used as
 shipped apart from the ticket path and the data / schedule shrinking every test needs.
 """
-import importlib.util
 import re
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from mmrecprune.analysis import deployed, load_models
 from mmrecprune.tickets import load_ticket
 from tests.conftest import STRUCTURED_50, export_test_ticket, repo_path, train_downstream
 
@@ -50,20 +50,11 @@ def test_segmenter_trains_on_slim_ticket(tmp_path, scenes, slim_ticket, config):
         assert type(runner.model.decode_head).__name__ == 'ASPPHead'
 
 
-def _analysis_tool():
-    spec = importlib.util.spec_from_file_location(
-        'analyze_ticket', repo_path('tools/analysis_tools/analyze_ticket.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_deployed_slim_backbone_computes_what_the_eager_one_does(slim_ticket):
-    tool = _analysis_tool()
-    _, slim, _ = tool.load_models(slim_ticket)
+    _, slim, _ = load_models(slim_ticket)
     slim.eval()
     x = torch.randn(2, 3, 64, 64)
-    fast = tool.deployed(slim, tuple(x.shape))
+    fast = deployed(slim, tuple(x.shape))
     with torch.inference_mode():
         expected, got = slim(x), fast(x)
     assert [t.shape for t in got] == [t.shape for t in expected]

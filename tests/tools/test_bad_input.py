@@ -27,10 +27,7 @@ import torch
 from tests.conftest import REPO, tiny_cls_cfg
 
 #: modules in tools/ that are no command-line entry points (no ``__main__`` block)
-NOT_ENTRY_POINTS = {
-    'tools/stage_runner.py': 'the pipelines\' stage runner, imported by the tools',
-    'tools/benchmarks/probe.py': 'the benchmarks\' shared probe stages, imported by them',
-}
+NOT_ENTRY_POINTS = {}
 #: entry points that read and write no file a user names (synthetic models only)
 NO_FILES = {
     'tools/benchmarks/bench_global_prune.py': 'times a random ResNet; prints only',

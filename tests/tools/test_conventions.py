@@ -18,11 +18,8 @@ import sys
 import pytest
 import torch
 
+from mmrecprune.benchmarks import stage_runner
 from tests.conftest import REPO, train_downstream
-
-sys.path.insert(0, osp.join(REPO, 'tools'))
-sys.path.insert(0, osp.join(REPO, 'tools', 'benchmarks'))
-import stage_runner  # noqa: E402
 
 DET_CFG = 'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py'
 SEG_CFG = 'configs/downstream/mmseg/fpn_r18-w16-ticket_1k_fashionscenes.py'
@@ -94,7 +91,7 @@ def test_every_tool_that_reads_a_config_takes_cfg_options():
         if "__name__ == '__main__'" not in source or not reads.search(source):
             continue
         if '--cfg-options' in _options(source) or 'add_cfg_options(parser)' in source:
-            continue  # add_cfg_options: the benchmarks' (tools/stage_runner.py)
+            continue  # add_cfg_options: the benchmarks' (mmrecprune/benchmarks/stage_runner.py)
         doc = ast.get_docstring(ast.parse(source)) or ''
         if re.search(r'no ``--cfg-options``', doc):
             continue
@@ -210,7 +207,7 @@ def test_segmentor_out_and_show_dir(tmp_path, scenes, r18_tickets):
 
 # -- the benchmarks' --cfg-options ----------------------------------------------------------------
 def test_benchmark_cfg_options_reach_every_config_run(tmp_path, capsys):
-    import leaderboard
+    from mmrecprune.benchmarks import leaderboard
     pretrained = tmp_path / 'dense.pth'
     torch.save({'state_dict': {}}, pretrained)  # exists: no pretraining stage is planned
     leaderboard.main(['--scale', 'smoke', '--seeds', '0', '--work-dir', str(tmp_path / 'lb'),
@@ -237,8 +234,7 @@ def test_benchmark_cfg_options_are_checked():
 def test_model_zoo_runs_recorded_with_the_old_metrics_flag_are_reused(tmp_path):
     """check_model_zoo.py's work dirs rebuilt when tools/test.py's metrics file was --out still
     count as made by the same commands (no rebuild for the rename)."""
-    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    import check_model_zoo
+    from mmrecprune.benchmarks import model_zoo as check_model_zoo
     metrics = str(tmp_path / check_model_zoo.METRICS_FILE)
     test = ['python', 'tools/test.py', 'c.py', 'epoch_1.pth', '--work-dir', str(tmp_path)]
     run = dict(work_dir=str(tmp_path), commands=[['python', 'tools/train.py', 'c.py'],

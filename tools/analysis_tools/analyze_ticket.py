@@ -29,16 +29,12 @@ import os.path as osp
 
 import torch
 from mmengine.config import DictAction
-from torch.nn.modules.conv import _ConvNd
 
 import mmrecprune  # noqa: F401  registries
-from mmrecprune.analysis import deployed, interleaved_latency
-from mmrecprune.cli import CLIError, check_input_file, check_output_path, load_config, run_tool
-from mmrecprune.models.pruned_backbone import build_backbone_from_ticket
+from mmrecprune.analysis import conv_widths, deployed, interleaved_latency, load_models
+from mmrecprune.cli import check_input_file, check_output_path, run_tool
 from mmrecprune.sparsity import (count_flops_params, plot_kept_channels, plot_layer_sparsity,
                                  sparsity_report)
-from mmrecprune.ticket_schema import build_ticket_backbone
-from mmrecprune.tickets import clean_backbone_cfg, load_ticket
 
 
 def parse_args():
@@ -60,39 +56,6 @@ def parse_args():
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config PATH, xxx=yyy format')
     return parser.parse_args()
-
-
-def conv_widths(dense, slim):
-    """``{conv name: (kept, dense)}`` output channels of every conv layer."""
-    slim_modules = dict(slim.named_modules())
-    return {name: (slim_modules[name].out_channels, m.out_channels)
-            for name, m in dense.named_modules() if isinstance(m, _ConvNd)}
-
-
-def _build(cfg):
-    """The dense backbone of a config or ticket: one of the ticket schema's backbones, checked
-    and built from its class (never from a name resolved by a registry)."""
-    return build_ticket_backbone(clean_backbone_cfg(cfg))
-
-
-def load_models(path, cfg_options=None):
-    """``(dense backbone, pruned backbone or None, ticket or None)`` for a config (with
-    ``cfg_options`` merged) or a ticket."""
-    check_input_file(path, 'config or ticket')
-    if osp.splitext(path)[1] in ('.py', '.json', '.yaml', '.yml'):
-        backbone = load_config(path, cfg_options).get('model', {}).get('backbone')
-        if not isinstance(backbone, dict):
-            raise CLIError(f'config {path} has no model.backbone to analyse')
-        cfg = backbone.to_dict() if hasattr(backbone, 'to_dict') else dict(backbone)
-        if 'ticket' not in cfg:
-            return _build(cfg), None, None
-        path = cfg['ticket']
-    elif cfg_options:
-        raise CLIError(f'--cfg-options apply to a config; {path} is a ticket (no config)')
-    ticket = load_ticket(path)
-    dense = _build(ticket.backbone_cfg)
-    pruned = build_backbone_from_ticket(ticket)
-    return dense, pruned, ticket
 
 
 def main():

@@ -20,8 +20,7 @@ import os.path as osp
 import subprocess
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from stage_runner import cli  # noqa: E402  mmrecprune.cli, loaded without torch
+from mmrecprune import cli
 
 RUNS = {
     'recprune': ('configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py', 'decoder',

@@ -17,11 +17,12 @@ import os.path as osp
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import DECODER_CFG, LOTTERY_CFGS, PRETRAIN_CFG  # noqa: E402
-from stage_runner import (Pipeline, add_cfg_options, check_cfg_options,  # noqa: E402
-                          check_pretrained, cli, parse_with_scale, run_parallel, write_summary)
+from mmrecprune import cli
+from mmrecprune.benchmarks.plots import pyplot, save
+from mmrecprune.benchmarks.probe import DECODER_CFG, LOTTERY_CFGS, PRETRAIN_CFG
+from mmrecprune.benchmarks.stage_runner import (Pipeline, add_cfg_options, check_cfg_options,
+                                                check_pretrained, parse_with_scale,
+                                                run_parallel, write_summary)
 
 
 def parse_args():
@@ -116,9 +117,7 @@ def main():
 
 
 def plot(args, summary):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for k, s in enumerate(summary):
         color = plt.cm.viridis(k / max(1, len(summary) - 1))
@@ -131,9 +130,7 @@ def plot(args, summary):
     ax.set_title('RecPrune vs IMP (solid) and IMP vs IMP, another seed (dashed)')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(osp.join(args.work_dir, 'divergence.png'), dpi=120)
-    plt.close(fig)
+    save(fig, osp.join(args.work_dir, 'divergence.png'))
 
 
 if __name__ == '__main__':

@@ -1,5 +1,5 @@
 """Does the detection probe still collapse? The 64x64 RetinaNet probe of the benchmarks
-(``tools/benchmarks/probe.py``, gradient norm clipped at 2 since the main job's recipe fix) over
+(``mmrecprune/benchmarks/probe.py``, gradient norm clipped at 2 since the main job's recipe fix) over
 many backbones x seeds, with the collapse count and the dense score.
 
 A run counts as collapsed when its bbox mAP is below ``--collapse-ratio`` (0.7) x the median of
@@ -22,11 +22,11 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import DET, SCENES64_ARGS, SCENES64_ROOT  # noqa: E402
-from stage_runner import (Pipeline, add_cfg_options, check_cfg_options, cli,  # noqa: E402
-                          run_parallel, train_and_test, write_summary)
+from mmrecprune import cli
+from mmrecprune.benchmarks.probe import DET, SCENES64_ARGS, SCENES64_ROOT
+from mmrecprune.benchmarks.stage_runner import (Pipeline, add_cfg_options, check_cfg_options,
+                                                run_parallel, train_and_test, write_summary)
+from mmrecprune.benchmarks.stats import fmt, mean_std
 
 
 def parse_args():
@@ -92,9 +92,8 @@ def main():
         runs = scores.get(name, {})
         bad = sum(v < threshold for v in runs.values())
         collapsed += bad
-        values = list(runs.values())
-        spread = (f'{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}'
-                  if len(values) > 1 else '-')
+        spread = mean_std(runs.values())
+        spread = fmt(spread) if spread and spread[2] > 1 else '-'
         lines.append(f'| {name} | ' + ' | '.join(
             f'{runs[s]:.1f}' if s in runs else '-' for s in args.seeds)
             + f' | {spread} | {bad} of {len(runs)} |')

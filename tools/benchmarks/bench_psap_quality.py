@@ -21,16 +21,16 @@ stays within 90 minutes on 2 cores; add ``0.3 0.7`` for the full grid, ~40 min m
 import argparse
 import os.path as osp
 import statistics
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import prepare_inputs, probe_downstream, summarise  # noqa: E402
-from stage_runner import (Pipeline, add_cfg_options, check_cfg_options, cli,  # noqa: E402
-                          parse_with_scale, read_json, read_results, train_and_test,
-                          write_summary)
+from mmrecprune import cli
+from mmrecprune.benchmarks.plots import errorbars, pyplot, save
+from mmrecprune.benchmarks.probe import prepare_inputs, probe_downstream
+from mmrecprune.benchmarks.stage_runner import (Pipeline, add_cfg_options, check_cfg_options,
+                                                parse_with_scale, read_json, read_results,
+                                                train_and_test, write_summary)
+from mmrecprune.benchmarks.stats import mean_std, summarise
 
 PRUNE_CFGS = dict(  # from the dense checkpoint; the scratch runs use SCRATCH_CFG + method
     psap='configs/psap/psap_r18-w16_fashionmnist.py',
@@ -119,9 +119,9 @@ def write_outputs(args, cells):
     rows = ['| init | method | FLOPs removed (target) | FLOPs kept | params kept | top-1 (%) | '
             'det bbox mAP | seg mIoU | seeds |', '|---|---|---|---|---|---|---|---|---|']
     for (init, method, target), c in sorted(cells.items()):
-        rows.append(f'| {init} | {method} | {100 * target:.0f} % | {summarise(c["flops"])} % | '
-                    f'{summarise(c["params"])} % | {summarise(c["top1"])} | '
-                    f'{summarise(c["mAP"])} | {summarise(c["mIoU"])} | '
+        text = {k: summarise(v, none='', one='') for k, v in c.items()}
+        rows.append(f'| {init} | {method} | {100 * target:.0f} % | {text["flops"]} % | '
+                    f'{text["params"]} % | {text["top1"]} | {text["mAP"]} | {text["mIoU"]} | '
                     f'{max(map(len, c.values()))} |')
     table = '\n'.join(rows)
     write_summary(args.work_dir, table,
@@ -131,9 +131,7 @@ def write_outputs(args, cells):
 
 
 def plot(args, cells):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     panels = (('pretrained', 'top1', 'top-1 (%), from the dense checkpoint'),
               ('scratch', 'top1', 'top-1 (%), from random init'),
               ('pretrained', 'mAP', 'detection bbox mAP (probe)'),
@@ -155,12 +153,11 @@ def plot(args, cells):
                     ax.scatter([xi + 0.8 * (i - 1)] * len(ys), ys, s=12, alpha=0.5,
                                color=colors[method])
             else:
-                ax.errorbar(x, [statistics.mean(p[1]) for p in pts],
-                            yerr=[statistics.stdev(p[1]) if len(p[1]) > 1 else 0 for p in pts],
-                            marker='o', capsize=3, color=colors[method], label=method)
+                errorbars(ax, [(xi, mean_std(ys)) for xi, ys in pts], color=colors[method],
+                          label=method)
         dense = cells.get(('dense', 'dense', 0.0), {}).get(metric)
         if dense and init == 'pretrained':
-            ax.axhline((statistics.median if probe else statistics.mean)(dense), color='k',
+            ax.axhline(statistics.median(dense) if probe else mean_std(dense)[0], color='k',
                        ls='--', label='dense')
         if probe:
             label += ': median, dots = seeds'
@@ -172,9 +169,7 @@ def plot(args, cells):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle('Structured pruning on the embedded default')
-    fig.tight_layout()
-    fig.savefig(osp.join(args.work_dir, 'quality_vs_flops.png'), dpi=120)
-    plt.close(fig)
+    save(fig, osp.join(args.work_dir, 'quality_vs_flops.png'))
 
 
 def main():

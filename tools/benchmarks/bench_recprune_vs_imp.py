@@ -17,16 +17,17 @@ can be re-run by hand.
 """
 import argparse
 import os.path as osp
-import statistics
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import (DECODER_CFG, LOTTERY_CFGS, prepare_inputs, probe_downstream,  # noqa: E402
-                   summarise)
-from stage_runner import (Pipeline, add_cfg_options, check_cfg_options, cli,  # noqa: E402
-                          parse_with_scale, read_json, run_parallel, write_summary)
+from mmrecprune import cli
+from mmrecprune.benchmarks.plots import errorbars, pyplot, save
+from mmrecprune.benchmarks.probe import (DECODER_CFG, LOTTERY_CFGS, prepare_inputs,
+                                         probe_downstream)
+from mmrecprune.benchmarks.stage_runner import (Pipeline, add_cfg_options, check_cfg_options,
+                                                parse_with_scale, read_json, run_parallel,
+                                                write_summary)
+from mmrecprune.benchmarks.stats import mean_std, summarise
 
 
 def parse_args():
@@ -106,8 +107,8 @@ def write_outputs(args, cells):
     rows = ['| backbone | sparsity | top-1 (%) | det bbox mAP | seg mIoU | seeds |',
             '|---|---|---|---|---|---|']
     for key, cell in cells.items():
-        rows.append(f'| {key[0]} | {key[1]:.1f} % | {summarise(cell["top1"])} | '
-                    f'{summarise(cell["mAP"])} | {summarise(cell["mIoU"])} | '
+        rows.append(f'| {key[0]} | {key[1]:.1f} % | {cell_text(cell["top1"])} | '
+                    f'{cell_text(cell["mAP"])} | {cell_text(cell["mIoU"])} | '
                     f'{len(cell["mAP"])} |')
     table = '\n'.join(rows)
     write_summary(args.work_dir, table, {f'{k[0]}@{k[1]:.1f}': v for k, v in cells.items()})
@@ -115,32 +116,31 @@ def write_outputs(args, cells):
     return table
 
 
+def cell_text(values):
+    """mean +- std over seeds, the value of one seed, '' for none."""
+    return summarise(values, none='', one='')
+
+
 def plot(args, cells):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric, label in ((axes[0], 'mAP', 'detection bbox mAP'),
                               (axes[1], 'mIoU', 'segmentation mIoU')):
         for method, color in (('recprune', 'tab:red'), ('imp', 'tab:blue')):
-            pts = [(k[1], v[metric]) for k, v in cells.items() if k[0] == method and v[metric]]
+            pts = [(k[1], mean_std(v[metric])) for k, v in cells.items()
+                   if k[0] == method and v[metric]]
             if not pts:
                 continue
-            xs = [p[0] for p in pts]
-            means = [statistics.mean(p[1]) for p in pts]
-            errs = [statistics.stdev(p[1]) if len(p[1]) > 1 else 0 for p in pts]
-            ax.errorbar(xs, means, yerr=errs, marker='o', capsize=3, color=color, label=method)
+            errorbars(ax, pts, color=color, label=method)
         dense = cells.get(('dense', 0.0), {}).get(metric)
         if dense:
-            ax.axhline(statistics.mean(dense), color='k', ls='--', label='dense')
+            ax.axhline(mean_std(dense)[0], color='k', ls='--', label='dense')
         ax.set_xlabel('sparsity (%)')
         ax.set_ylabel(label)
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle('Tickets on the embedded default: downstream score vs sparsity (mean +- std)')
-    fig.tight_layout()
-    fig.savefig(osp.join(args.work_dir, 'downstream_vs_sparsity.png'), dpi=120)
-    plt.close(fig)
+    save(fig, osp.join(args.work_dir, 'downstream_vs_sparsity.png'))
 
 
 def main():

@@ -26,16 +26,17 @@ each). Writes ``table.md``, ``summary.json`` and ``selfsup_vs_sparsity.png`` to 
 import argparse
 import math
 import os.path as osp
-import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from probe import DET, FROZEN, SCENES64_ARGS, SCENES64_ROOT, SEG  # noqa: E402
-from stage_runner import (Pipeline, add_cfg_options, check_cfg_options, cli,  # noqa: E402
-                          parse_with_scale, read_json, train_and_test, write_summary)
+from mmrecprune import cli
+from mmrecprune.benchmarks.plots import pyplot, save
+from mmrecprune.benchmarks.probe import DET, FROZEN, SCENES64_ARGS, SCENES64_ROOT, SEG
+from mmrecprune.benchmarks.stage_runner import (Pipeline, add_cfg_options, check_cfg_options,
+                                                parse_with_scale, read_json, train_and_test,
+                                                write_summary)
+from mmrecprune.benchmarks.stats import mean_std, summarise
 
 PRUNE_CFGS = dict(rotnet='configs/selfsup/rotnet-imp_r18-w16_7r-2e_fashionmnist.py',
                   s4l='configs/selfsup/s4l-imp_r18-w16_7r-2e_fashionmnist.py',
@@ -194,15 +195,6 @@ def run_scenes(pipe, job):
     return key, 100 * value if metric == 'coco/bbox_mAP' else value
 
 
-def summarise(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return '-'
-    if len(values) == 1:
-        return f'{values[0]:.2f} (1 seed)'
-    return f'{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}'
-
-
 def report(args, cells, wall):
     levels = args.levels
     header = '| what | mask | init | ' + ' | '.join(
@@ -224,16 +216,14 @@ def report(args, cells, wall):
 
 
 def plot(args, cells):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     xs = [100 * sparsity(r) for r in args.levels]
     styles = {'rotnet': 'tab:red', 'supervised': 'tab:blue', 'random': 'tab:gray',
               'random_rotnet': 'tab:orange', 's4l': 'tab:purple'}
     for (what, source, init) in sorted({k[:3] for k in cells if k[0] in ('retrain', 'probe')}):
-        means = [statistics.mean([v for v in cells.get((what, source, init, r), [])
-                                  if v is not None] or [float('nan')]) for r in args.levels]
+        means = [(mean_std(cells.get((what, source, init, r), [])) or [float('nan')])[0]
+                 for r in args.levels]
         ax = axes[0] if what == 'retrain' else axes[1]
         ax.plot(xs, means, marker='o', color=styles[source],
                 linestyle='-' if init in ('rewind', '-') else '--',
@@ -245,8 +235,7 @@ def plot(args, cells):
         ax.set_ylabel('top-1 (%)')
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(osp.join(args.work_dir, 'selfsup_vs_sparsity.png'), dpi=120)
+    save(fig, osp.join(args.work_dir, 'selfsup_vs_sparsity.png'))
 
 
 def main():

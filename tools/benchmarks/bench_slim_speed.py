@@ -48,6 +48,7 @@ from mmdet.models.backbones import ResNet
 from mmrecprune.analysis import (OnnxRuntimeModel, deployed, export_onnx,
                                  interleaved_latency)
 from mmrecprune.analysis.slim_baselines import slim_l1_uniform, torch_pruning_at_flops
+from mmrecprune.benchmarks.plots import pyplot, save
 from mmrecprune.cli import check_work_dir, run_tool
 from mmrecprune.sparsity import count_flops_params
 
@@ -177,9 +178,7 @@ def main():
 
 def plot_speedups(rows, path, title):
     """Grouped bars: measured speedup per (mode, batch) and model, ideal (FLOPs) as a tick."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     cases = list(dict.fromkeys((r['mode'], r['batch']) for r in rows))
     names = list(dict.fromkeys(r['model'] for r in rows))
     width = 0.8 / len(names)
@@ -197,9 +196,7 @@ def plot_speedups(rows, path, title):
     ax.set_ylabel('speedup over dense (x)')
     ax.set_title(f'{title}; bar labels: measured / ideal', fontsize=9)
     ax.legend(fontsize=7, loc='lower right')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 if __name__ == '__main__':

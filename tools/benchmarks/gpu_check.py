@@ -8,12 +8,8 @@ Example::
     python tools/benchmarks/gpu_check.py --device cpu --dtype float32 --sections slim \\
         --depth 18 --input-size 32 --batch-sizes 1 --modes eager --repeats 3
 """
-import os.path as osp
-import sys
-
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
-from mmrecprune.analysis.gpu_check import main  # noqa: E402
-from mmrecprune.cli import run_tool  # noqa: E402
+from mmrecprune.analysis.gpu_check import main
+from mmrecprune.cli import run_tool
 
 if __name__ == '__main__':
     run_tool(main)

@@ -21,8 +21,7 @@ import time
 import types
 from collections import Counter
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from stage_runner import cli  # noqa: E402  mmrecprune.cli, loaded without torch / MMCV
+from mmrecprune import cli
 
 
 def _import_scenes():

@@ -14,14 +14,10 @@ onnxscript, onnxruntime). A failed export writes nothing; an existing ``--out`` 
 unless ``--force``.
 """
 import argparse
-import os.path as osp
-import sys
 
 from mmengine.config import DictAction
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from stage_runner import cli  # noqa: E402  mmrecprune.cli, loaded without torch
+from mmrecprune import cli
 
 
 def parse_args():

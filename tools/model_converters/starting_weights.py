@@ -18,17 +18,14 @@ loads it); the converter is for checking a file once, and for a smaller file.
 import argparse
 import os
 import os.path as osp
-import sys
 
 import torch
 from mmengine.registry import init_default_scope
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
-from mmrecprune.cli import (CLIError, check_input_file, check_output_path,  # noqa: E402
-                            load_config, run_tool)
-from mmrecprune.fileio import load_mmengine_checkpoint  # noqa: E402
-from mmrecprune.hooks.starting_weights import adapt_starting_weights  # noqa: E402
-from mmrecprune.registry import MODELS  # noqa: E402
+from mmrecprune.cli import CLIError, check_input_file, check_output_path, load_config, run_tool
+from mmrecprune.fileio import load_mmengine_checkpoint
+from mmrecprune.hooks.starting_weights import adapt_starting_weights
+from mmrecprune.registry import MODELS
 
 
 def parse_args():

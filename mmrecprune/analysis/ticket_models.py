@@ -1,0 +1,57 @@
+"""The backbones of a ticket or a config, built for measuring (the dense one and the pruned
+one), and what a ticket keeps of its dense backbone (parameters, FLOPs, conv widths); used by
+``tools/analysis_tools/analyze_ticket.py`` and the benchmarks."""
+import os.path as osp
+
+from torch.nn.modules.conv import _ConvNd
+
+from mmrecprune.cli import CLIError, check_input_file, load_config
+from mmrecprune.models.pruned_backbone import build_backbone_from_ticket
+from mmrecprune.sparsity import count_flops_params
+from mmrecprune.ticket_schema import build_ticket_backbone
+from mmrecprune.tickets import clean_backbone_cfg, load_ticket
+
+
+def _build(cfg):
+    """The dense backbone of a config or ticket: one of the ticket schema's backbones, checked
+    and built from its class (never from a name resolved by a registry)."""
+    return build_ticket_backbone(clean_backbone_cfg(cfg))
+
+
+def load_models(path, cfg_options=None):
+    """``(dense backbone, pruned backbone or None, ticket or None)`` for a config (with
+    ``cfg_options`` merged) or a ticket."""
+    check_input_file(path, 'config or ticket')
+    if osp.splitext(path)[1] in ('.py', '.json', '.yaml', '.yml'):
+        backbone = load_config(path, cfg_options).get('model', {}).get('backbone')
+        if not isinstance(backbone, dict):
+            raise CLIError(f'config {path} has no model.backbone to analyse')
+        cfg = backbone.to_dict() if hasattr(backbone, 'to_dict') else dict(backbone)
+        if 'ticket' not in cfg:
+            return _build(cfg), None, None
+        path = cfg['ticket']
+    elif cfg_options:
+        raise CLIError(f'--cfg-options apply to a config; {path} is a ticket (no config)')
+    ticket = load_ticket(path)
+    dense = _build(ticket.backbone_cfg)
+    pruned = build_backbone_from_ticket(ticket)
+    return dense, pruned, ticket
+
+
+def conv_widths(dense, slim):
+    """``{conv name: (kept, dense)}`` output channels of every conv layer."""
+    slim_modules = dict(slim.named_modules())
+    return {name: (slim_modules[name].out_channels, m.out_channels)
+            for name, m in dense.named_modules() if isinstance(m, _ConvNd)}
+
+
+def ticket_costs(ticket_path, input_shape=(1, 3, 56, 56)):
+    """``(kept params %, kept FLOPs %)`` of a ticket's backbone against its dense backbone
+    (unstructured and 2:4: non-zero weights; their FLOPs stay dense on ordinary hardware)."""
+    dense, pruned, ticket = load_models(ticket_path)
+    dense_flops, dense_params = count_flops_params(dense, input_shape)
+    if ticket.masks:  # unstructured and nm: the masks count (on-the-fly fills are not zeros)
+        pruned_entries = sum(int((~m).sum()) for m in ticket.masks.values())
+        return 100 * (dense_params - pruned_entries) / dense_params, 100.0
+    flops, params = count_flops_params(pruned, input_shape)
+    return 100 * params / dense_params, 100 * flops / dense_flops
