@@ -14,8 +14,7 @@ of the expected errors too). The ``check_*`` helpers raise :class:`CLIError` wit
 that names the file; a tool calls them before it starts any work.
 
 This module imports nothing but the standard library (mmengine lazily, in
-:func:`load_config`), so the tools that start without torch / MMCV (the pipelines, the data
-converter) can load it by path; see ``tools/stage_runner.py``.
+:func:`load_config`).
 """
 import os
 import os.path as osp

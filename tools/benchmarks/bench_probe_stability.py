@@ -1,6 +1,6 @@
 """Does the detection probe still collapse? The 64x64 RetinaNet probe of the benchmarks
-(``mmrecprune/benchmarks/probe.py``, gradient norm clipped at 2 since the main job's recipe fix) over
-many backbones x seeds, with the collapse count and the dense score.
+(``mmrecprune/benchmarks/probe.py``, gradient norm clipped at 2 since the main job's recipe
+fix) over many backbones x seeds, with the collapse count and the dense score.
 
 A run counts as collapsed when its bbox mAP is below ``--collapse-ratio`` (0.7) x the median of
 all runs: the failures diagnosed with the old clip at 35 ended at 2-10 mAP against 15-17 for
