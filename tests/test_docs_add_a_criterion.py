@@ -7,6 +7,7 @@ inherits); the other blocks run in order in one namespace, in that project folde
 import os.path as osp
 import re
 import shutil
+import sys
 
 import pytest
 
@@ -36,7 +37,6 @@ def project(tmp_path, monkeypatch):
     yield tmp_path
     for name in set(CRITERIA.module_dict) - before:  # the guide's criteria
         CRITERIA.module_dict.pop(name)
-    import sys
     for module in [m for m in sys.modules if m == 'my_project' or m.startswith('my_project.')]:
         del sys.modules[module]
 

@@ -1,10 +1,13 @@
-"""`type='mmrecprune.X'` and `custom_imports` resolve from mmdet and mmseg scopes."""
+"""`type='mmrecprune.X'` and `custom_imports` resolve from mmdet and mmseg scopes; criteria
+registered outside the package drive the pruners."""
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
 
-from mmrecprune.registry import DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPERS
+from mmrecprune.registry import (CRITERIA, DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPERS,
+                                 PRUNERS)
+from mmrecprune.sparsity import WeightCriterion
 
 
 def test_every_module_is_registered():
@@ -75,10 +78,6 @@ def test_unknown_mmrecprune_type_is_a_clear_error():
 
 
 # ---- criteria: a user's own, registered here (outside the package), drives both pruner kinds --
-from mmrecprune.registry import CRITERIA, PRUNERS  # noqa: E402
-from mmrecprune.sparsity import WeightCriterion  # noqa: E402
-
-
 @CRITERIA.register_module(force=True)
 class TestInverseMagnitude(WeightCriterion):
     """Keeps the *smallest* weights: the opposite of magnitude, so a test sees it was used."""
