@@ -5,6 +5,7 @@ from mmengine.dist import is_main_process
 
 from mmrecprune.hooks.pruning_hook import PruningHook
 from mmrecprune.hooks.rank_sync import synchronized_step
+from mmrecprune.methods.base import IterativePruner
 from mmrecprune.registry import HOOKS
 from mmrecprune.sparsity import sparsity_report
 from mmrecprune.tickets import export_ticket
@@ -35,8 +36,12 @@ class LotteryTicketHook(PruningHook):
         reset_lr (bool): Restart the parameter schedulers at every round. Defaults to False.
         example_input_shape (Sequence[int]): ``(1, C, H, W)`` the tickets' FLOPs are counted
             for. Defaults to ``(1, 3, 224, 224)``.
+
+    The pruner must be an :class:`~mmrecprune.methods.base.IterativePruner` (another family
+    is refused when the hook is built).
     """
     state_key = 'lottery_ticket'
+    pruner_protocol = IterativePruner
 
     def __init__(self, rounds, epochs_per_round, pruner=None, reset_lr=False,
                  example_input_shape=(1, 3, 224, 224), **pruner_args):
@@ -82,7 +87,7 @@ class LotteryTicketHook(PruningHook):
             self.pruner.snapshot()
         runner.logger.info(
             f'LotteryTicketHook: {len(self.pruner.params)} prunable tensors, '
-            f'{sum(p.numel() for p in self.pruner.params.values())} weights, round '
+            f'{sum(w.numel() for w in self.pruner.params.values())} weights, round '
             f'{self.pruner.round}/{self.rounds}, sparsity {self.pruner.sparsity:.4f}')
 
     def load_resumed_state(self, state):

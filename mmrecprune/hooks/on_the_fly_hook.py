@@ -5,6 +5,7 @@ from mmengine.dist import is_main_process
 
 from mmrecprune.hooks.pruning_hook import PruningHook
 from mmrecprune.hooks.rank_sync import broadcast_masks, check_ranks_agree
+from mmrecprune.methods.base import RetrainingFreePruner
 from mmrecprune.registry import HOOKS
 from mmrecprune.sparsity import strip_conv_cfg
 from mmrecprune.tickets import export_ticket
@@ -31,8 +32,13 @@ class OnTheFlyPruningHook(PruningHook):
         log_interval (int): Iterations between penalty log entries. Defaults to 50.
         example_input_shape (Sequence[int]): ``(1, C, H, W)`` the ticket's FLOPs are counted
             for. Defaults to ``(1, 3, 224, 224)``.
+
+    The pruner must be a :class:`~mmrecprune.methods.base.RetrainingFreePruner` (another
+    family is refused when the hook is built); its penalty is logged where it has one
+    (``penalty`` not None).
     """
     state_key = 'onthefly'
+    pruner_protocol = RetrainingFreePruner
 
     def __init__(self, pruner=dict(type='OnTheFlyPruner'), evaluate=True,
                  bn_recalibration_images=0, log_interval=50,
@@ -43,10 +49,6 @@ class OnTheFlyPruningHook(PruningHook):
         if not isinstance(log_interval, int) or log_interval < 1:
             raise ValueError(f'log_interval must be an int >= 1, got {log_interval!r}')
         super().__init__(pruner, example_input_shape)
-        if not hasattr(self.pruner, 'recovery'):
-            raise ValueError(f'OnTheFlyPruningHook prunes once with a retraining-free pruner '
-                             f'(OnTheFlyPruner, OneShotMagnitudePruner); got '
-                             f'{type(self.pruner).__name__}')
         self.evaluate = evaluate
         self.bn_recalibration_images = bn_recalibration_images
         self.log_interval = log_interval
@@ -59,11 +61,11 @@ class OnTheFlyPruningHook(PruningHook):
             f'OnTheFlyPruningHook: {type(p).__name__}, {len(p.params)} prunable tensors, '
             f'{sum(t.numel() for t in p.params.values())} weights, sparsity {p.sparsity} at the '
             f'end of training' + (f', penalty {p.penalty} (warm-up {p.warmup_iters} steps, '
-                                  f'step {p.iteration} now)' if hasattr(p, 'penalty') else ''))
+                                  f'step {p.iteration} now)' if p.penalty is not None else ''))
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         p = self.pruner
-        if hasattr(p, 'penalty') and (runner.iter + 1) % self.log_interval == 0:
+        if p.penalty is not None and (runner.iter + 1) % self.log_interval == 0:
             self.publish(runner, dict(gap_penalty=p.last_penalty,
                                       penalty_coefficient=p.coefficient()), {})
 

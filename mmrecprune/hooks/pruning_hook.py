@@ -1,11 +1,13 @@
-"""What the pruning hooks share: building the pruner from its config, attaching it to the
-model and the optimizer wrapper, and carrying its state through checkpoints."""
+"""What the pruning hooks share: building the pruner from its config (of the family the hook
+drives), attaching it to the model and the optimizer wrapper, and carrying its state through
+checkpoints."""
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmrecprune.hooks.starting_weights import adapt_starting_weights
+from mmrecprune.methods.base import BasePruner, family_of
 from mmrecprune.optim import PruningUpdateMixin
-from mmrecprune.registry import PRUNERS
+from mmrecprune.registry import HOOKS, PRUNERS
 from mmrecprune.sparsity import example_input
 
 
@@ -22,14 +24,45 @@ def build_pruner(cfg, owner):
                          f'{sorted(PRUNERS.module_dict)}') from None
 
 
+def _article(noun):
+    return 'an' if noun[:1] in 'aeiu' else 'a'
+
+
+def family_mismatch(hook_cls, pruner_cls):
+    """The one-line message refusing ``pruner_cls`` in ``hook_cls``, or None if the hook
+    drives it: names the pruners the hook drives, the pruner's own family and the registered
+    hook(s) that drive it."""
+    protocol = hook_cls.pruner_protocol
+    if issubclass(pruner_cls, protocol):
+        return None
+    own = sorted(name for name, cls in PRUNERS.module_dict.items()
+                 if isinstance(cls, type) and issubclass(cls, protocol))
+    family = family_of(pruner_cls)
+    hooks = sorted(name for name, cls in HOOKS.module_dict.items()
+                   if isinstance(cls, type) and issubclass(cls, PruningHook)
+                   and family is not None and cls.pruner_protocol is not BasePruner
+                   and issubclass(pruner_cls, cls.pruner_protocol))
+    drives = f'{hook_cls.__name__} drives {protocol.family} pruners ({", ".join(own)})'
+    if family is None:
+        return (f'{drives}; {pruner_cls.__name__} implements none of the pruner families of '
+                'mmrecprune.methods.base (IterativePruner, RetrainingFreePruner, '
+                'ChannelPruner): subclass the one it belongs to')
+    return (f'{drives}; {pruner_cls.__name__} is {_article(family.family)} {family.family} '
+            f'pruner' + (f': use {" or ".join(hooks)}' if hooks else ''))
+
+
 class PruningHook(Hook):
     """Base of the pruning hooks: they decide *when*; the pruner decides *what*.
 
-    Subclasses set ``state_key`` (where the pruner's state goes in a checkpoint) and call
-    :meth:`attach_pruner` in ``before_train``.
+    Subclasses set ``pruner_protocol`` (the family of pruners they drive, a protocol class of
+    :mod:`mmrecprune.methods.base` that declares every attribute the hook reads),
+    ``state_key`` (where the pruner's state goes in a checkpoint) and call
+    :meth:`attach_pruner` in ``before_train``. A pruner config of another family is refused
+    when the hook is built, with a one-line ValueError naming both.
     """
     priority = 'LOW'  # after the param scheduler, before the checkpoint hook (VERY_LOW)
     state_key = 'pruning'
+    pruner_protocol = BasePruner
 
     def __init__(self, pruner, example_input_shape=(1, 3, 224, 224)):
         shape = tuple(example_input_shape)
@@ -37,8 +70,19 @@ class PruningHook(Hook):
             raise ValueError(f'example_input_shape must be (1, C, H, W), got {example_input_shape}')
         self.example_input_shape = shape
         self.pruner_cfg = dict(pruner)
+        # refuse another family before its arguments are checked, and once more once built
+        # (a type given as a class, or a scoped name)
+        self._check_family(self.pruner_cfg.get('type'))
         self.pruner = build_pruner(self.pruner_cfg, type(self).__name__)
+        self._check_family(type(self.pruner))
         self._resumed_state = None
+
+    def _check_family(self, pruner_type):
+        cls = PRUNERS.get(pruner_type) if isinstance(pruner_type, str) else pruner_type
+        if isinstance(cls, type):
+            message = family_mismatch(type(self), cls)
+            if message is not None:
+                raise ValueError(message)
 
     @staticmethod
     def _model(runner):

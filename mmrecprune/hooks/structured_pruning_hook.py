@@ -6,6 +6,7 @@ from mmengine.runner import IterBasedTrainLoop
 
 from mmrecprune.hooks.pruning_hook import PruningHook
 from mmrecprune.hooks.rank_sync import synchronized_step
+from mmrecprune.methods.base import ChannelPruner
 from mmrecprune.registry import HOOKS
 from mmrecprune.tickets import export_ticket
 
@@ -47,8 +48,12 @@ class StructuredPruningHook(PruningHook):
             Defaults to True.
         example_input_shape (Sequence[int]): ``(1, C, H, W)`` of the input used to trace the
             channel groups and count FLOPs. Defaults to ``(1, 3, 224, 224)``.
+
+    The pruner must be a :class:`~mmrecprune.methods.base.ChannelPruner` (another family is
+    refused when the hook is built).
     """
     state_key = 'structured_pruning'
+    pruner_protocol = ChannelPruner
 
     def __init__(self, pruner=None, interval=1, begin=0, by_epoch=True,
                  example_input_shape=(1, 3, 224, 224), method=None, **pruner_args):

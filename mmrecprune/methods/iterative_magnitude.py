@@ -3,7 +3,7 @@ self-supervised method (they differ in the training loss, not here). The ranking
 configurable (``importance=``): magnitude by default, Taylor saliency, random, or a plugin's."""
 import torch
 
-from mmrecprune.methods.base import BasePruner, PruningPlan, check_pattern
+from mmrecprune.methods.base import IterativePruner, PruningPlan, check_pattern
 from mmrecprune.methods.reinit import reinitialise
 from mmrecprune.registry import CRITERIA, PRUNERS
 from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, GradientScores, WeightMasks, check_criterion,
@@ -79,7 +79,7 @@ class ElementScoring:
 
 
 @PRUNERS.register_module()
-class IterativeMagnitudePruner(ElementScoring, BasePruner):
+class IterativeMagnitudePruner(ElementScoring, IterativePruner):
     """Each round removes ``prune_ratio`` of the surviving prunable weights (global magnitude,
     or the scores of another ``importance``) and rewinds the survivors and the rest of the model
     to the rewind target.

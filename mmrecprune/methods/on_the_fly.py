@@ -15,7 +15,7 @@ Our reading of the abstract (configs/onthefly/README.md measures every choice):
 """
 import torch
 
-from mmrecprune.methods.base import BasePruner, PruningPlan, check_pattern
+from mmrecprune.methods.base import PruningPlan, RetrainingFreePruner, check_pattern
 from mmrecprune.methods.iterative_magnitude import ElementScoring
 from mmrecprune.registry import PRUNERS
 from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, HypersphericalConv2d, WeightMasks,
@@ -40,7 +40,7 @@ def one_shot_masks(params, sparsity, ranking='layerwise', pattern=None):
 
 
 @PRUNERS.register_module()
-class OneShotMagnitudePruner(ElementScoring, BasePruner):
+class OneShotMagnitudePruner(ElementScoring, RetrainingFreePruner):
     """Prune once, with no fine-tuning: ``sparsity`` of the smallest weights (by the magnitude the
     forward uses: unit-norm filters for hyperspherical convs), pruned entries filled with
     ``recovery``'s mean values. On an ordinarily trained model this is the one-shot magnitude

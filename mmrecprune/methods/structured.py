@@ -20,7 +20,7 @@ from typing import Mapping
 
 import torch
 
-from mmrecprune.methods.base import BasePruner, PruningPlan
+from mmrecprune.methods.base import ChannelPruner, PruningPlan
 from mmrecprune.registry import CRITERIA
 from mmrecprune.sparsity import (CHANNEL_PARAMS, ChannelCostModel, ChannelGradientMonitor,
                                  CostSchedule, GradientScores, SoftChannelMasks, ZEROED_KINDS,
@@ -29,7 +29,7 @@ from mmrecprune.sparsity import (CHANNEL_PARAMS, ChannelCostModel, ChannelGradie
                                  unscaled_gradients)
 
 
-class StructuredPruner(BasePruner):
+class StructuredPruner(ChannelPruner):
     """Soft channel pruning on a cost schedule; subclasses decide which channels go.
 
     Args:
