@@ -4,7 +4,7 @@ import os.path as osp
 from mmengine.dist import is_main_process
 
 from mmrecprune.hooks.pruning_hook import PruningHook
-from mmrecprune.hooks.rank_sync import broadcast_masks, check_ranks_agree
+from mmrecprune.hooks.rank_sync import check_step, synchronized_plan
 from mmrecprune.methods.base import RetrainingFreePruner
 from mmrecprune.registry import HOOKS
 from mmrecprune.sparsity import strip_conv_cfg
@@ -78,23 +78,23 @@ class OnTheFlyPruningHook(PruningHook):
         if self.evaluate and val_loop is None:
             runner.logger.info('OnTheFlyPruningHook: no val_dataloader, pruning unscored')
 
-        def plan():
-            decided = p.plan()
-            broadcast_masks(decided.masks)  # rank 0 decides
-            gap.update(p.statistics_of_gap(decided.masks))  # before the cut, its own masks
-            return decided
-
         recalibrate = None
         if self.bn_recalibration_images:
             from mmrecprune.analysis import recalibrate_bn
             recalibrate = lambda: recalibrate_bn(  # noqa: E731
                 model, runner.train_dataloader, self.bn_recalibration_images)
         modes = ['zero', p.recovery] if p.recovery != 'zero' else ['zero']
+
+        def plan():  # rank_sync's first half: averaged statistics, rank 0's plan
+            decided = synchronized_plan(p)
+            gap.update(p.statistics_of_gap(decided.masks))  # before the cut, its own masks
+            return decided
+
         if self.evaluate and val_loop is not None:
             from mmrecprune.analysis import evaluate, score_pruning
             rows = score_pruning(p, lambda: evaluate(model, val_loop.dataloader,
                                                      val_loop.evaluator),
-                                 modes, recalibrate, plan)
+                                 modes, recalibrate, plan)  # one plan, a commit per mode
             self.scores = rows
             for row, metrics in rows.items():
                 runner.logger.info(f'OnTheFlyPruningHook: {row:>24}: ' + ', '.join(
@@ -103,7 +103,7 @@ class OnTheFlyPruningHook(PruningHook):
             p.commit(plan())
             if recalibrate is not None:
                 recalibrate()
-        check_ranks_agree(runner.logger, 'OnTheFlyPruningHook', p.masks, p.synced_tensors())
+        check_step(p, runner.logger, 'OnTheFlyPruningHook')  # after the last commit
         runner.logger.info(
             f'OnTheFlyPruningHook: pruned {p.sparsity:.0%} of every prunable layer, recovery '
             f'{p.recovery}; before the cut the pruned entries averaged '

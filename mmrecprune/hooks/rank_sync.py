@@ -36,16 +36,29 @@ def check_ranks_agree(logger, owner, masks, weights, what='masks'):
     logger.info(f'{owner}: {what} identical on {world} ranks (weights too)')
 
 
-def synchronized_step(pruner, logger, owner):
-    """One pruning step on every rank: average the pruner's statistics, plan, broadcast rank 0's
-    plan, commit it, check that all ranks agree. Returns ``(plan, changed)``."""
+def synchronized_plan(pruner):
+    """The first half of a step on every rank: average the pruner's statistics, plan, and
+    take rank 0's plan (broadcast). Nothing is changed yet."""
     if get_world_size() > 1:
         for tensor in pruner.statistics():
             all_reduce(tensor, op='mean')  # every rank decides on the same statistics
     plan = pruner.plan()
     broadcast_masks(plan.masks)
     broadcast_masks(plan.restored)
-    changed = pruner.commit(plan)
+    return plan
+
+
+def check_step(pruner, logger, owner):
+    """The last half: every rank holds the same masks and weights after the step."""
     check_ranks_agree(logger, owner, pruner.masks, pruner.synced_tensors(),
                       what='masks' if pruner.kind == 'unstructured' else 'channel masks')
+
+
+def synchronized_step(pruner, logger, owner):
+    """One pruning step on every rank: :func:`synchronized_plan`, commit, :func:`check_step`.
+    Returns ``(plan, changed)``. A hook that commits one plan several times (one per recovery
+    it scores) calls the two halves itself, around its commits."""
+    plan = synchronized_plan(pruner)
+    changed = pruner.commit(plan)
+    check_step(pruner, logger, owner)
     return plan, changed
