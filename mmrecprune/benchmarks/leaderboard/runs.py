@@ -183,11 +183,11 @@ def ticket_tasks(pipe, args, seed):
         tasks.append(lambda: lottery_run(pipe, args, 'imp', seed, 1, args.pretrained, 'nm_r1',
                                          config=NM_CFG))
         entries[('nm', *key)] = (osp.join(root, 'nm_r1', 'tickets', 'round_1.pth'), [])
-        if 'magnitude' in methods:
-            tasks.append(lambda: lottery_run(pipe, args, 'imp', seed, 1, args.pretrained,
-                                             'magnitude_s50', NM_LEVEL / 100))
-            entries[('magnitude', *key)] = (osp.join(root, 'magnitude_s50', 'tickets',
-                                                     'round_1.pth'), [])
+        # its baseline runs with it: `--methods nm` alone gives the paired 2:4 comparison
+        tasks.append(lambda: lottery_run(pipe, args, 'imp', seed, 1, args.pretrained,
+                                         'magnitude_s50', NM_LEVEL / 100))
+        entries[('magnitude', *key)] = (osp.join(root, 'magnitude_s50', 'tickets',
+                                                 'round_1.pth'), [])
     for method in STRUCTURED:
         if method not in methods:
             continue
