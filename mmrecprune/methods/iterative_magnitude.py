@@ -4,7 +4,7 @@ configurable (``importance=``): magnitude by default, Taylor saliency, random, o
 import torch
 
 from mmrecprune.methods.base import IterativePruner, PruningPlan, check_pattern
-from mmrecprune.methods.reinit import reinitialise
+from mmrecprune.sparsity.reinit import reinitialise
 from mmrecprune.registry import CRITERIA, PRUNERS
 from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, GradientScores, WeightMasks, check_criterion,
                                  check_masks, init_masks, nm_magnitude_masks, nm_violations,

@@ -140,8 +140,7 @@ def transfer_ticket(ticket, weights='ticket', masks='ticket', seed=0, behaviour=
     """The ticket with other starting weights and / or a random mask of the same per-layer
     sparsity (see :func:`build_backbone_from_ticket`); pruned entries are zero."""
     from mmrecprune.fileio import UnsafeCheckpointError, load_mmengine_checkpoint
-    from mmrecprune.methods.reinit import reinitialise
-    from mmrecprune.sparsity import random_masks_like
+    from mmrecprune.sparsity import random_masks_like, reinitialise
     if masks not in ('ticket', 'random'):
         raise TicketError(f"PrunedBackbone masks must be 'ticket' or 'random', got {masks!r}")
     if not isinstance(weights, str):

@@ -8,7 +8,8 @@
   (channel masks), :mod:`.slimming` (removing channels), :mod:`.frozen_masks` (downstream),
   :mod:`.recovery` (mean values in place of pruned entries), :mod:`.semi_structured` (2:4
   1x1 convs as sparse matrix products on GPUs), :mod:`.hyperspherical`
-  (unit-norm filters and their folding) with :mod:`.gap_penalty` (on-the-fly pruning);
+  (unit-norm filters and their folding) with :mod:`.gap_penalty` (on-the-fly pruning),
+  :mod:`.reinit` (random weights that keep only a mask);
 * when and how much: :mod:`.cost_schedule` with :mod:`.channel_cost` and :mod:`.flops`;
   :mod:`.gradient_monitor` averages gradient criteria and feeds protective
   restoration; :mod:`.report` plots and compares.
@@ -41,6 +42,7 @@ from .hyperspherical import (HypersphericalConv2d, fold_conv, fold_hyperspherica
                              unit_filters)
 from .gap_penalty import gap_penalty, gap_statistics, scaled_magnitudes, target_thresholds
 from .recovery import RECOVERY_MODES, apply_recovery, check_recovery, recovery_fill
+from .reinit import reinitialise
 from .semi_structured import (SEMI_STRUCTURED_PATTERN, SemiStructuredConv2d, conv1x1_as_matmul,
                               enable_semi_structured, semi_structured_report,
                               semi_structured_skip_reason, semi_structured_unavailable)
