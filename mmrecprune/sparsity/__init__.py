@@ -23,7 +23,8 @@ from .thresholds import (MAGNITUDE_RANKINGS, global_magnitude_masks,
                          global_magnitude_threshold, layerwise_magnitude_masks,
                          nm_magnitude_masks, nm_protected)
 from .frozen_masks import freeze_masks
-from .channel_groups import CHANNEL_PARAMS, FILTER_KINDS, ChannelGroup, find_channel_groups
+from .channel_groups import (CHANNEL_PARAMS, CONSUMER_KINDS, FILTER_KINDS, PRODUCER_KINDS,
+                             ChannelGroup, find_channel_groups)
 from .channel_masks import (apply_channel_masks, channel_zero_targets, global_channel_masks,
                             zero_channel_targets_)
 from .soft_channel_masks import ZEROED_KINDS, SoftChannelMasks

@@ -55,6 +55,8 @@ CHANNEL_PARAMS: dict[str, tuple[tuple[str, int], ...]] = {
 # Members whose weights compute the channel (a "filter"); the others only read it.
 FILTER_KINDS = ('conv_out', 'dwconv', 'linear_out')
 PRODUCER_KINDS = ('conv_out', 'linear_out')
+#: the members that read a group's channels as their input channels
+CONSUMER_KINDS = ('conv_in', 'linear_in')
 _KIND_ORDER = {k: i for i, k in enumerate(CHANNEL_PARAMS)}
 
 

@@ -12,9 +12,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .channel_groups import CHANNEL_PARAMS, ChannelGroup
-
-_IN_KINDS = ('conv_in', 'linear_in')
+from .channel_groups import CHANNEL_PARAMS, CONSUMER_KINDS, ChannelGroup
 
 
 def _check_ratio(ratio: float) -> None:
@@ -103,7 +101,7 @@ def channel_zero_targets(modules: Mapping[str, nn.Module], groups: list[ChannelG
         if pruned.numel() == 0:
             continue
         for name, kind in g.members:
-            if kind in _IN_KINDS:
+            if kind in CONSUMER_KINDS:
                 continue
             module = modules[name]
             affine = getattr(module, 'weight', None) is not None

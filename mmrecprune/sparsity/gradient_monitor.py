@@ -17,9 +17,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .channel_groups import ChannelGroup
-
-IN_KINDS = ('conv_in', 'linear_in')
+from .channel_groups import CONSUMER_KINDS, ChannelGroup
 
 
 def unscaled_gradients(tensors: Mapping[str, torch.Tensor],
@@ -127,7 +125,7 @@ class ChannelGradientMonitor:
             torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
         modules = dict(model.named_modules())
         self._consumers = [(modules[name], gi) for gi, g in enumerate(self.groups)
-                           for name, kind in g.members if kind in IN_KINDS]
+                           for name, kind in g.members if kind in CONSUMER_KINDS]
         self._handles = []
         self._seen = {}
 

@@ -35,7 +35,7 @@ from typing import Callable, Mapping, Union
 import torch
 from torch import nn
 
-from .channel_groups import CHANNEL_PARAMS, FILTER_KINDS, ChannelGroup
+from .channel_groups import CHANNEL_PARAMS, CONSUMER_KINDS, FILTER_KINDS, ChannelGroup
 
 ModulesLike = Union[nn.Module, Mapping[str, nn.Module]]
 
@@ -182,7 +182,7 @@ class WeightCriterion(Criterion):
         return score
 
     def member_kinds(self) -> tuple[str, ...]:
-        return self.kinds + (('conv_in', 'linear_in') if self.include_inputs else ())
+        return self.kinds + (CONSUMER_KINDS if self.include_inputs else ())
 
     @torch.no_grad()
     def element_scores(self, params, grads=None):

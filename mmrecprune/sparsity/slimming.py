@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from .channel_groups import CHANNEL_PARAMS, ChannelGroup
+from .channel_groups import CHANNEL_PARAMS, CONSUMER_KINDS, PRODUCER_KINDS, ChannelGroup
 
 
 def _is_depthwise(conv: _ConvNd) -> bool:
@@ -104,9 +104,9 @@ def slim_model(model: nn.Module, groups: list[ChannelGroup],
                 _take(module, attr, dim, index)
             sizes = channel_sizes(module)
             n = len(index)
-            if kind in ('conv_in', 'linear_in'):
+            if kind in CONSUMER_KINDS:
                 _set_sizes(module, n, sizes['out'])
-            elif kind in ('conv_out', 'linear_out'):
+            elif kind in PRODUCER_KINDS:
                 _set_sizes(module, sizes['in'], n)
             else:  # bn, dwconv: one axis in and out
                 _set_sizes(module, n, n)
