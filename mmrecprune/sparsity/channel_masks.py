@@ -6,24 +6,18 @@ can still receive gradients and be restored; :func:`~.slimming.slim_model` later
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import torch
 from torch import nn
 
 from .channel_groups import CHANNEL_PARAMS, CONSUMER_KINDS, ChannelGroup
+from .cost_schedule import round_half_up, round_up_to
 
 
 def _check_ratio(ratio: float) -> None:
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f'pruning ratio must be in [0, 1), got {ratio}')
-
-
-def _round_up(n_keep: int, n: int, round_to: int) -> int:
-    if round_to < 1:
-        raise ValueError(f'round_to must be >= 1, got {round_to}')
-    return min(n, math.ceil(n_keep / round_to) * round_to)
 
 
 def _top_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -64,13 +58,13 @@ def global_channel_masks(importances: Mapping[str, torch.Tensor], ratio: float,
     sizes = [s.numel() for s in scores]
     flat = torch.cat(scores)
     protected = torch.cat([_top_mask(s, min(min_keep, s.numel())) for s in scores])
-    n_prune = min(math.floor(ratio * flat.numel() + 0.5), int((~protected).sum()))
+    n_prune = min(round_half_up(ratio * flat.numel()), int((~protected).sum()))
     order = torch.argsort(flat.masked_fill(protected, float('inf')), stable=True)
     keep = torch.ones_like(flat, dtype=torch.bool)
     keep[order[:n_prune]] = False
     masks = {}
     for name, s, mask in zip(names, scores, keep.split(sizes)):
-        k = _round_up(int(mask.sum()), s.numel(), round_to)
+        k = round_up_to(int(mask.sum()), round_to, s.numel())
         mask = _top_mask(s, k) if k > int(mask.sum()) else mask
         masks[name] = mask.to(importances[name].device)
     return masks

@@ -8,6 +8,7 @@ one scalar (a ratio); :meth:`CostSchedule.fit_widths` bisects it to the target.
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Callable, Mapping
 
@@ -37,15 +38,26 @@ def check_schedule_args(target: Mapping, num_steps: int, round_to: int = 1,
     return parse_target(target)
 
 
-def round_half_up(x: torch.Tensor) -> torch.Tensor:
-    return torch.floor(x + 0.5).long()
+def round_half_up(x):
+    """``x`` rounded to the nearest integer, halves up (not to even, as ``round`` does): a
+    count of channels from a fraction. A float gives an int, a tensor a long tensor."""
+    if isinstance(x, torch.Tensor):
+        return torch.floor(x + 0.5).long()
+    return math.floor(x + 0.5)
 
 
-def round_up_to(k: torch.Tensor, multiple: int, limit: torch.Tensor) -> torch.Tensor:
-    """Round ``k`` up to a multiple of ``multiple`` without exceeding ``limit``."""
+def round_up_to(k, multiple: int, limit):
+    """The width(s) ``k`` rounded up to a multiple of ``multiple`` without exceeding ``limit``
+    (the dense width): the one width rounding of channel pruning. ints or integer tensors.
+
+    Raises:
+        ValueError: ``multiple`` below 1.
+    """
+    if multiple < 1:
+        raise ValueError(f'round_to must be >= 1, got {multiple}')
     if multiple > 1:
-        k = torch.div(k + multiple - 1, multiple, rounding_mode='floor') * multiple
-    return torch.minimum(k, limit)
+        k = (k + multiple - 1) // multiple * multiple
+    return torch.minimum(k, limit) if isinstance(k, torch.Tensor) else min(k, limit)
 
 
 def bracket(fn: Callable, cost: Callable, target: float, lo: float, hi: float, iters: int = 40):
