@@ -29,8 +29,7 @@ def _top_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def global_channel_masks(importances: Mapping[str, torch.Tensor], ratio: float,
-                         round_to: int = 1, min_keep: int = 1,
-                         normalize: bool = False) -> dict[str, torch.Tensor]:
+                         round_to: int = 1, min_keep: int = 1) -> dict[str, torch.Tensor]:
     """Drop the ``ratio`` least important channels ranked across all groups together.
 
     Each group's ``min_keep`` best channels are protected first (so no layer is emptied), then the
@@ -42,8 +41,6 @@ def global_channel_masks(importances: Mapping[str, torch.Tensor], ratio: float,
         ratio (float): Fraction of all channels to drop, in ``[0, 1)``.
         round_to (int): Per-group kept count is a multiple of this (or the group size).
         min_keep (int): Channels every group keeps regardless of rank. Defaults to 1.
-        normalize (bool): Divide each group's scores by their mean first, so layers with larger
-            weights (or more coupled members) do not dominate the ranking. Defaults to False.
 
     Returns:
         dict[str, Tensor]: Keep-mask per group name (on the scores' devices).
@@ -53,8 +50,6 @@ def global_channel_masks(importances: Mapping[str, torch.Tensor], ratio: float,
     if not names:
         return {}
     scores = [importances[n].detach().float().flatten().cpu() for n in names]
-    if normalize:
-        scores = [s / s.mean().clamp_min(1e-12) for s in scores]
     sizes = [s.numel() for s in scores]
     flat = torch.cat(scores)
     protected = torch.cat([_top_mask(s, min(min_keep, s.numel())) for s in scores])
