@@ -28,7 +28,7 @@ from .channel_groups import (CHANNEL_PARAMS, CONSUMER_KINDS, FILTER_KINDS, PRODU
 from .channel_masks import (apply_channel_masks, channel_zero_targets, global_channel_masks,
                             zero_channel_targets_)
 from .soft_channel_masks import ZEROED_KINDS, SoftChannelMasks
-from .flops import count_flops_params, example_input, inference_forward
+from .flops import NORM_TYPES, count_flops_params, example_input, inference_forward
 from .importance import (CRITERION_TYPES, IMPORTANCES, BNScaleImportance, Criterion,
                          L1Importance, L2Importance, RandomImportance, TaylorImportance,
                          WeightCriterion, build_criterion, build_importance, check_criterion,

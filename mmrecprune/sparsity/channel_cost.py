@@ -15,7 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from .channel_groups import ChannelGroup
-from .flops import _NORM_TYPES, inference_forward
+from .flops import NORM_TYPES, inference_forward
 
 
 class ChannelCostModel:
@@ -82,7 +82,7 @@ class ChannelCostModel:
                 flops_terms.append((output.numel() // width, gi, none))
 
         handles = [m.register_forward_hook(hook) for m in root.modules()
-                   if isinstance(m, (_ConvNd, nn.Linear) + _NORM_TYPES)]
+                   if isinstance(m, (_ConvNd, nn.Linear) + NORM_TYPES)]
         try:
             inference_forward(model, example_input)
         finally:

@@ -25,7 +25,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-_NORM_TYPES = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+#: the normalisation layers counted in FLOPs and params (and costed per channel)
+NORM_TYPES = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
 
 
 def inference_forward(model: nn.Module, inputs: Any) -> Any:
@@ -92,7 +93,7 @@ def count_flops_params(model: nn.Module,
             flops += output.numel()
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (_ConvNd, nn.Linear) + _NORM_TYPES)]
+               if isinstance(m, (_ConvNd, nn.Linear) + NORM_TYPES)]
     try:
         param = next(model.parameters(), None)
         x = torch.randn(*input_shape,
