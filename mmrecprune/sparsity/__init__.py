@@ -35,7 +35,7 @@ from .importance import (CRITERION_TYPES, IMPORTANCES, BNScaleImportance, Criter
                          criterion_targets, group_importances, register_criterion)
 from .slimming import apply_channel_structure, channel_sizes, slim_model
 from .channel_cost import ChannelCostModel
-from .cost_schedule import (METRICS, CostSchedule, bisect, bracket, check_schedule_args,
+from .cost_schedule import (COST_METRICS, CostSchedule, bisect, bracket, check_schedule_args,
                             parse_target, round_half_up, round_up_to)
 from .gradient_monitor import ChannelGradientMonitor, GradientScores, unscaled_gradients
 from .hyperspherical import (HypersphericalConv2d, fold_conv, fold_hyperspherical,

@@ -14,14 +14,16 @@ from typing import Callable, Mapping
 
 import torch
 
-METRICS = ('flops', 'params', 'channels')
+#: what a structured target removes a fraction of (not ``registry.METRICS``, the evaluators)
+COST_METRICS = ('flops', 'params', 'channels')
 
 
 def parse_target(target: Mapping) -> tuple[str, float]:
     """Check ``dict(flops=f)`` / ``dict(params=f)`` / ``dict(channels=f)``; return (metric, f)."""
-    if not isinstance(target, Mapping) or len(target) != 1 or next(iter(target)) not in METRICS:
-        raise ValueError(f'target must be a dict with one key out of {METRICS} (the fraction to '
-                         f'remove), e.g. dict(flops=0.5); got {target!r}')
+    if (not isinstance(target, Mapping) or len(target) != 1
+            or next(iter(target)) not in COST_METRICS):
+        raise ValueError(f'target must be a dict with one key out of {COST_METRICS} (the '
+                         f'fraction to remove), e.g. dict(flops=0.5); got {target!r}')
     metric, fraction = next(iter(target.items()))
     if not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
         raise ValueError(f'target {metric}={fraction!r}: the fraction to remove must be in (0, 1)')
