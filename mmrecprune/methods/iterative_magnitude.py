@@ -6,10 +6,10 @@ import torch
 from mmrecprune.methods.base import IterativePruner, PruningPlan, check_pattern
 from mmrecprune.sparsity.reinit import reinitialise
 from mmrecprune.registry import CRITERIA, PRUNERS
-from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, GradientScores, WeightMasks, check_criterion,
-                                 check_masks, init_masks, nm_magnitude_masks, nm_violations,
-                                 pack_mask, prunable_parameters, rewind, sparsity_report,
-                                 unpack_mask, unscaled_gradients)
+from mmrecprune.sparsity import (DEFAULT_EXCLUDE, MAGNITUDE_RANKINGS, GradientScores, WeightMasks,
+                                 check_criterion, check_masks, init_masks, nm_magnitude_masks,
+                                 nm_violations, pack_mask, prunable_parameters, rewind,
+                                 sparsity_report, unpack_mask, unscaled_gradients)
 
 
 def check_reinitialisable(module):
@@ -119,7 +119,7 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
     """
     kind = 'unstructured'
 
-    def __init__(self, prune_ratio=0.2, include=('backbone.*', ), exclude=('conv1.*', 'stem.*'),
+    def __init__(self, prune_ratio=0.2, include=('backbone.*', ), exclude=DEFAULT_EXCLUDE,
                  rewind_to='pretrained', rewind_iter=0, ranking='global', method='imp',
                  seed=None, pattern=None, importance=None):
         super().__init__()

@@ -18,8 +18,8 @@ import torch
 from mmrecprune.methods.base import PruningPlan, RetrainingFreePruner, check_pattern
 from mmrecprune.methods.iterative_magnitude import ElementScoring
 from mmrecprune.registry import PRUNERS
-from mmrecprune.sparsity import (MAGNITUDE_RANKINGS, HypersphericalConv2d, WeightMasks,
-                                 apply_recovery, check_recovery, fold_conv, gap_penalty,
+from mmrecprune.sparsity import (DEFAULT_EXCLUDE, MAGNITUDE_RANKINGS, HypersphericalConv2d,
+                                 WeightMasks, apply_recovery, check_recovery, fold_conv, gap_penalty,
                                  gap_statistics, hyperspherical_convs, init_masks,
                                  nm_magnitude_masks, pack_mask, parse_nm_pattern,
                                  prunable_parameters, target_thresholds, unit_filters,
@@ -76,7 +76,7 @@ class OneShotMagnitudePruner(ElementScoring, RetrainingFreePruner):
     method = 'oneshot'
 
     def __init__(self, sparsity=0.5, recovery='zero', ranking='layerwise',
-                 include=('backbone.*', ), exclude=('conv1.*', 'stem.*'), pattern=None,
+                 include=('backbone.*', ), exclude=DEFAULT_EXCLUDE, pattern=None,
                  importance=None):
         super().__init__()
         self.build_importance(importance)
@@ -265,7 +265,7 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
 
     def __init__(self, sparsity=0.5, penalty=10.0, margin=0.5, warmup_iters=0,
                  update_interval=10, recovery='filter_abs_signed', ranking='layerwise',
-                 include=('backbone.*', ), exclude=('conv1.*', 'stem.*')):
+                 include=('backbone.*', ), exclude=DEFAULT_EXCLUDE):
         super().__init__(sparsity, recovery, ranking, include, exclude)
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or penalty < 0:
             raise ValueError(f'penalty must be a number >= 0, got {penalty!r}')
