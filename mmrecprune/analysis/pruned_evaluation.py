@@ -119,7 +119,7 @@ def load_exact_weights(model, path, checkpoint=None):
     mapped as ``load_from`` maps it (``backbone.*``, ``fc`` -> ``head.fc``). Raises ValueError
     naming the problem (missing file, not a checkpoint, no tensors, another architecture or
     width)."""
-    from mmrecprune.hooks.starting_weights import map_torchvision_keys
+    from mmrecprune.models.starting_weights import map_torchvision_keys
     from mmrecprune.models.strict_pretrained import misfit
     ckpt = read_training_checkpoint(path) if checkpoint is None else checkpoint
     state = ckpt.get('state_dict', ckpt)

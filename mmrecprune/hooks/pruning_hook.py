@@ -4,7 +4,7 @@ checkpoints."""
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from mmrecprune.hooks.starting_weights import adapt_starting_weights
+from mmrecprune.models.starting_weights import adapt_starting_weights
 from mmrecprune.methods.base import BasePruner, family_of
 from mmrecprune.optim import PruningUpdateMixin
 from mmrecprune.registry import HOOKS, PRUNERS

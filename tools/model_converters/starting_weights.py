@@ -5,7 +5,7 @@
 SRC may be an mmpretrain classifier checkpoint (``backbone.*``, ``head.fc.*``, ``meta``), a
 torchvision-format ResNet state_dict (``conv1.weight``, ``layer1.0...``, ``fc.*``), or an
 mmdet / mmseg detector or segmentor checkpoint (its ``backbone.*`` is used). The keys are mapped
-exactly as the pruning hooks map them for ``load_from`` (``mmrecprune.hooks.starting_weights``),
+exactly as the pruning hooks map them for ``load_from`` (``mmrecprune.models.starting_weights``),
 and the result is checked against the model CONFIG builds: a checkpoint of another
 architecture or width, or a file that is no checkpoint, stops with a message that names what
 does not fit, and DST is not written; an existing DST is refused unless ``--force``. DST
@@ -24,7 +24,7 @@ from mmengine.registry import init_default_scope
 
 from mmrecprune.cli import CLIError, check_input_file, check_output_path, load_config, run_tool
 from mmrecprune.fileio import load_mmengine_checkpoint
-from mmrecprune.hooks.starting_weights import adapt_starting_weights
+from mmrecprune.models.starting_weights import adapt_starting_weights
 from mmrecprune.registry import MODELS
 
 
