@@ -28,7 +28,7 @@ if tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) < (2, 0
 OPENMMLAB_PACKAGES = ('mmengine', 'mmcv', 'mmdet', 'mmseg')
 #: the sub-packages whose import registers modules (in MMEngine's registries, see ``registry``)
 REGISTERING_PACKAGES = ('datasets', 'evaluation', 'hooks', 'methods', 'models', 'optim',
-                        'utils')
+                        'distributed')
 
 
 def _register_all():

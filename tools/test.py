@@ -43,7 +43,7 @@ from mmengine.runner import Runner
 import mmrecprune  # noqa: F401  registries, safe checkpoint loading
 from mmrecprune.cli import (CLIError, check_output_path, check_torch_archive, check_work_dir,
                             load_config, merge_cfg_options, run_tool)
-from mmrecprune.utils import setup_cpu_distributed, teardown_distributed
+from mmrecprune.distributed import setup_cpu_distributed, teardown_distributed
 
 PICKLE_SUFFIXES = ('.pkl', '.pickle')
 

@@ -12,7 +12,7 @@ import mmrecprune  # noqa: F401  registries, safe checkpoint loading
 from mmrecprune.cli import (CLIError, check_starting_files, check_torch_archive, check_work_dir,
                             load_config, merge_cfg_options, run_tool)
 from mmrecprune.hooks import with_plain_checkpoints
-from mmrecprune.utils import setup_cpu_distributed, teardown_distributed
+from mmrecprune.distributed import setup_cpu_distributed, teardown_distributed
 
 
 def parse_args():

@@ -9,7 +9,7 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
 # NCCL on GPUs (MMEngine's default); without a GPU, tools/train.py and tools/test.py start a
-# gloo process group themselves (mmrecprune.utils.setup_cpu_distributed)
+# gloo process group themselves (mmrecprune.distributed.setup_cpu_distributed)
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

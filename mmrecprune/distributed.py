@@ -1,4 +1,5 @@
-"""Runtime helpers for CPU-only distributed runs, shared by tools/train.py and tools/test.py."""
+"""CPU-only distributed runs (a gloo process group, a DDP wrapper for CPU modules) and the
+process group's teardown, shared by tools/train.py and tools/test.py."""
 import gc
 
 import torch
