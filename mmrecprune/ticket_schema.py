@@ -81,7 +81,7 @@ def Choice(*choices):
 def NMPattern(value, where):
     """An N:M pattern string ``'N:M'`` (``1 <= N < M <= 32``: a short string matched by a
     regex, then its two ints range-checked)."""
-    from mmrecprune.sparsity.masks import MAX_NM_GROUP, parse_nm_pattern
+    from mmrecprune.sparsity.nm_layout import MAX_NM_GROUP, parse_nm_pattern
     try:
         if type(value) is not str or len(value) > 5:
             raise ValueError
@@ -317,7 +317,8 @@ def check_kind(meta, masks, structure, where):
         _fail(where, f'meta pattern {meta["pattern"]!r} belongs to an nm ticket (masks), '
                      f'this one is {kind}')
     if kind == 'nm':
-        from mmrecprune.sparsity.masks import nm_violations, unpack_mask
+        from mmrecprune.sparsity.masks import unpack_mask
+        from mmrecprune.sparsity.nm_layout import nm_violations
         for name, entry in masks.items():
             if entry.get('fill') is not None:
                 _fail(where, f'nm ticket mask {name!r} has a fill value; the pruned entries '

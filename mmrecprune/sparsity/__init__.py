@@ -4,8 +4,8 @@
 * what matters: :mod:`.importance` (criteria scoring weights or channels, in a table that
   ``mmrecprune.registry.CRITERIA`` extends), :mod:`.thresholds` (ranking the scores: global,
   per layer, within N:M groups);
-* how to cut: :mod:`.masks` (weight masks), :mod:`.channel_masks` and :mod:`.soft_channel_masks`
-  (channel masks), :mod:`.slimming` (removing channels), :mod:`.frozen_masks` (downstream),
+* how to cut: :mod:`.masks` (weight masks) with :mod:`.nm_layout` (the N:M rule),
+  :mod:`.channel_masks` and :mod:`.soft_channel_masks` (channel masks), :mod:`.slimming` (removing channels), :mod:`.frozen_masks` (downstream),
   :mod:`.recovery` (mean values in place of pruned entries), :mod:`.semi_structured` (2:4
   1x1 convs as sparse matrix products on GPUs), :mod:`.hyperspherical`
   (unit-norm filters and their folding) with :mod:`.gap_penalty` (on-the-fly pruning),
@@ -14,10 +14,11 @@
   :mod:`.gradient_monitor` averages gradient criteria and feeds protective
   restoration; :mod:`.report` plots and compares.
 """
-from .masks import (DEFAULT_EXCLUDE, MAX_NM_GROUP, WeightMasks, apply_masks, check_masks,
-                    fill_pruned_, init_masks, name_matches, nm_groups, nm_tails, nm_ungroup,
-                    nm_violations, pack_mask, parse_nm_pattern, prunable_parameters,
-                    random_masks_like, rewind, unpack_mask, zero_pruned_)
+from .masks import (DEFAULT_EXCLUDE, WeightMasks, apply_masks, check_masks, fill_pruned_,
+                    init_masks, name_matches, pack_mask, prunable_parameters, random_masks_like,
+                    rewind, unpack_mask, zero_pruned_)
+from .nm_layout import (MAX_NM_GROUP, nm_groups, nm_tails, nm_ungroup, nm_violations,
+                        parse_nm_pattern)
 from .report import mask_overlap, plot_kept_channels, plot_layer_sparsity, sparsity_report
 from .thresholds import (MAGNITUDE_RANKINGS, global_magnitude_masks,
                          global_magnitude_threshold, layerwise_magnitude_masks,

@@ -79,7 +79,7 @@ def semi_structured_skip_reason(conv, mask=None):
     """Why ``conv`` cannot take the sparse path (a phrase), or None: it must be a 1x1
     ``nn.Conv2d`` with ``groups=1`` and no padding, whose ``mask`` (if given) keeps 2 of every
     4 input channels with no dense tail."""
-    from .masks import nm_violations
+    from .nm_layout import nm_violations
     if not isinstance(conv, nn.Conv2d):
         return f'a {type(conv).__name__}, not a Conv2d'
     if conv.kernel_size != (1, 1):

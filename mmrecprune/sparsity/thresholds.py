@@ -11,7 +11,7 @@ position (the order of ``params``, then row-major order inside a weight: earlier
 pruned first).
 
 N:M masks (:func:`nm_magnitude_masks`) rank the same magnitudes inside groups of M
-consecutive input channels (see :func:`~mmrecprune.sparsity.masks.nm_groups`).
+consecutive input channels (see :func:`~mmrecprune.sparsity.nm_layout.nm_groups`).
 
 Plain PyTorch: no runner, no MMEngine.
 """
@@ -20,7 +20,8 @@ from numbers import Real
 
 import torch
 
-from .masks import check_masks, nm_groups, nm_ungroup, parse_nm_pattern
+from .masks import check_masks
+from .nm_layout import nm_groups, nm_ungroup, parse_nm_pattern
 
 # Below this many entries a plain ``torch.kthvalue`` is as fast as the sampled selection.
 _SAMPLED_SELECTION_MIN_NUMEL = 1 << 20
@@ -231,7 +232,7 @@ def layerwise_magnitude_masks(params, masks, ratios):
 @torch.no_grad()
 def nm_protected(weight, keep, pattern):
     """The entries an N:M mask keeps whatever else is pruned: in every group of M (see
-    :func:`~mmrecprune.sparsity.masks.nm_groups`), the N largest surviving magnitudes (ties:
+    :func:`~mmrecprune.sparsity.nm_layout.nm_groups`), the N largest surviving magnitudes (ties:
     the first in the group), and the whole dense tail of ``in % M`` channels that forms no
     group. Surviving = ``keep``. Returns a bool tensor of ``weight``'s shape."""
     n, m = parse_nm_pattern(pattern)
@@ -250,7 +251,7 @@ def nm_protected(weight, keep, pattern):
 def nm_magnitude_masks(params, masks, pattern, ratio=None, ranking='global'):
     """N:M keep-masks by magnitude: in every group of M consecutive input channels (at one
     output filter and kernel tap, the layout of
-    :func:`~mmrecprune.sparsity.masks.nm_groups`) at most N weights survive.
+    :func:`~mmrecprune.sparsity.nm_layout.nm_groups`) at most N weights survive.
 
     The N largest surviving magnitudes of each group are protected; the other surviving
     entries of the groups are the candidates. With ``ratio=None`` every candidate is pruned
