@@ -5,7 +5,8 @@
   ``mmrecprune.registry.CRITERIA`` extends), :mod:`.thresholds` (ranking the scores: global,
   per layer, within N:M groups);
 * how to cut: :mod:`.masks` (weight masks) with :mod:`.nm_layout` (the N:M rule),
-  :mod:`.channel_masks` and :mod:`.soft_channel_masks` (channel masks), :mod:`.slimming` (removing channels), :mod:`.frozen_masks` (downstream),
+  :mod:`.channel_masks` and :mod:`.soft_channel_masks` (channel masks), :mod:`.slimming`
+  (removing channels), :mod:`.frozen_masks` (downstream),
   :mod:`.recovery` (mean values in place of pruned entries), :mod:`.semi_structured` (2:4
   1x1 convs as sparse matrix products on GPUs), :mod:`.hyperspherical`
   (unit-norm filters and their folding) with :mod:`.gap_penalty` (on-the-fly pruning),
