@@ -7,6 +7,7 @@ import inspect
 
 import pytest
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 import mmrecprune.hooks as hooks
@@ -29,6 +30,14 @@ CONFIGS = dict(
 HOOK_OF = dict(imp='LotteryTicketHook', psap='StructuredPruningHook',
                l1_uniform='StructuredPruningHook', l1_global='StructuredPruningHook',
                oneshot='OnTheFlyPruningHook', onthefly='OnTheFlyPruningHook')
+
+
+@pytest.fixture(autouse=True)
+def mmrecprune_scope():
+    """Hooks are built as in our configs (default scope mmrecprune), whatever scope an earlier
+    test's runner left current."""
+    with DefaultScope.overwrite_default_scope('mmrecprune'):
+        yield
 
 
 def hook_cfg(name):
