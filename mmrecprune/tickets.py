@@ -93,6 +93,12 @@ def _plain(obj):
                       'backbone configs must hold plain values')
 
 
+def plain_values(obj):
+    """``obj`` (a (Config)dict / list / tuple tree of plain values) as plain dicts, lists and
+    scalars, the only containers a ticket or a checkpoint we write may hold."""
+    return _plain(obj)
+
+
 def clean_backbone_cfg(cfg):
     """The backbone config a ticket stores and builds from: a plain dict without ``init_cfg``
     / ``pretrained`` (a ticket holds its weights; nothing may load others over them), checked
@@ -142,11 +148,17 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
                          backbone=clean_backbone_cfg(backbone_cfg))),
         state_dict=state_dict, masks=packed, channel_structure=_plain(channel_structure or {}))
     check_ticket_payload(payload, 'ticket to save')  # what we write, we can read back
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     # serialised in memory first: torch.save names the zip's records after the file it writes,
     # and a random temporary name would make identical tickets differ byte for byte (sha256)
-    data = ticket_bytes(payload)
+    write_atomically(path, ticket_bytes(payload))
+    return path
+
+
+def write_atomically(path, data):
+    """Write ``data`` (bytes) to ``path`` through a temporary file in the same folder, so a
+    failed write never leaves a half-written ``path``."""
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
@@ -155,7 +167,6 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
-    return path
 
 
 def check_fill(name, weight, mask, fill=None, where='ticket'):

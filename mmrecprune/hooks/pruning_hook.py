@@ -4,8 +4,9 @@ checkpoints."""
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
+from mmrecprune.models.slim_task_model import pruned_view
 from mmrecprune.models.starting_weights import adapt_starting_weights
-from mmrecprune.methods.base import BasePruner, family_of
+from mmrecprune.methods.base import BasePruner, ChannelPruner, family_of
 from mmrecprune.optim import PruningUpdateMixin
 from mmrecprune.registry import HOOKS, PRUNERS
 from mmrecprune.sparsity import example_input
@@ -104,7 +105,10 @@ class PruningHook(Hook):
         if not hasattr(model, 'backbone'):
             raise TypeError(f'{type(self).__name__} prunes `model.backbone`; '
                             f'{type(model).__name__} has none')
-        self.pruner.attach(model, self._example_input(model))
+        # a channel pruner traces model(x); a two-stage detector's needs data samples, so it
+        # traces the backbone and neck it prunes (same modules, same names)
+        traced = pruned_view(model) if isinstance(self.pruner, ChannelPruner) else model
+        self.pruner.attach(traced, self._example_input(model))
         resumed = self._resumed_state is not None
         if resumed:
             self.load_resumed_state(self._resumed_state)

@@ -7,6 +7,7 @@ from mmengine.runner import IterBasedTrainLoop
 from mmrecprune.hooks.pruning_hook import PruningHook
 from mmrecprune.hooks.rank_sync import synchronized_step
 from mmrecprune.methods.base import ChannelPruner
+from mmrecprune.models.slim_task_model import write_runner_task_model
 from mmrecprune.registry import HOOKS
 from mmrecprune.tickets import export_ticket
 
@@ -158,3 +159,5 @@ class StructuredPruningHook(PruningHook):
             f'StructuredPruningHook: slim ticket saved to {path}: FLOPs '
             f'{meta["flops_dense"]:,} -> {meta["flops"]:,} ({meta["flops_ratio"]:.1%}), params '
             f'{meta["params_dense"]:,} -> {meta["params"]:,} ({meta["params_ratio"]:.1%})')
+        # in an mmdet / mmseg config: the slim detector / segmentor and its config beside it
+        write_runner_task_model(runner, p, path, self.example_input_shape)

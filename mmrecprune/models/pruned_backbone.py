@@ -25,7 +25,8 @@ from mmrecprune.registry import MODELS
 from mmrecprune.sparsity import apply_channel_structure, freeze_masks, pack_mask
 from mmrecprune.ticket_schema import build_ticket_backbone, check_ticket_header
 from mmrecprune.tickets import (TICKET_STATE_KEY, Ticket, TicketError, clean_backbone_cfg,
-                                load_ticket, read_ticket_bytes, ticket_bytes, validate_ticket)
+                                load_ticket, plain_values, read_ticket_bytes, ticket_bytes,
+                                validate_ticket)
 
 #: Options a downstream config may set; everything that defines the structure (depth, widths,
 #: stem) comes from the ticket.
@@ -189,8 +190,9 @@ def transfer_ticket(ticket, weights='ticket', masks='ticket', seed=0, behaviour=
 
 def _build(ticket, keep_masks, behaviour, attach=True, quiet=False, semi_structured=False):
     cfg = clean_backbone_cfg(ticket.backbone_cfg)
-    cfg.update({k: v for k, v in behaviour.items() if v is not None})
-    if 'contract_dilation' in cfg:
+    # plain values: a config file's norm_cfg is a ConfigDict, which the schema refuses
+    cfg.update({k: plain_values(v) for k, v in behaviour.items() if v is not None})
+    if 'contract_dilation' in cfg and not cfg['type'].startswith('mmseg.'):  # mmseg's take it
         if cfg['type'] not in _MMSEG_TWINS:
             raise TicketError(f'contract_dilation applies to ResNet tickets (built as mmseg\'s '
                               f'ResNet); this ticket\'s backbone is {cfg["type"]!r}: remove '

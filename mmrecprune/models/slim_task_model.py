@@ -1,0 +1,221 @@
+"""A detector or segmentor whose backbone was pruned in its own training run (in-task pruning),
+written so that its config alone builds it.
+
+After an in-task run (a pruning hook in an mmdet / mmseg training config) the hook calls
+:func:`write_task_model`, which writes next to the ticket:
+
+* ``<stem>_model.pth``: the whole model's weights, backbone slimmed (structured) or masked
+  (unstructured), neck / head input convs slimmed where residual channels were pruned, plus
+  the ticket header the backbone carries (``backbone.ticket``). Plain data only (loads with
+  ``torch.load(weights_only=True)`` and through :mod:`mmrecprune.fileio`); ``meta`` holds the
+  dataset's class names (``init_detector`` / ``init_model`` read them) and the ticket's meta.
+* ``<stem>_model.py``: the run's config with ``model.backbone`` replaced by
+  ``mmrecprune.PrunedBackbone`` on the ticket (behaviour keys such as ``out_indices``,
+  ``frozen_stages``, ``norm_eval``, dilations kept from the run's backbone), the neck's or
+  heads' ``in_channels`` set to the slim backbone's output widths, the pruning hooks removed
+  and ``load_from`` / ``resume`` cleared.
+
+``init_detector(config, checkpoint)``, ``tools/test.py config checkpoint`` and
+``tools/deployment/pytorch2onnx.py config checkpoint`` then work with these two files. If the
+ticket file has moved, the backbone is built from the header the checkpoint carries (see
+:class:`~mmrecprune.models.pruned_backbone.DeferredTicketBackbone`).
+
+:func:`pruned_view` is what a channel pruner traces in a two-stage detector, whose forward
+needs data samples: the backbone and the neck, sharing the model's modules and names.
+"""
+import copy
+import os.path as osp
+
+import torch
+from torch import nn
+
+from mmrecprune.models.pruned_backbone import (BEHAVIOUR_KEYS, build_backbone_from_ticket,
+                                               stage_widths)
+from mmrecprune.tickets import plain_values, ticket_bytes, write_atomically
+
+#: hooks that prune; the written config trains / tests the slim model without them
+PRUNING_HOOKS = ('LotteryTicketHook', 'StructuredPruningHook', 'OnTheFlyPruningHook')
+
+
+class BackboneAndNeck(nn.Module):
+    """The backbone and neck of a task model, as one module whose ``forward(x)`` takes an image
+    tensor (``extract_feat``). Its children *are* the model's (same objects, same names), so
+    masks, slimming and state computed on it apply to the model."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.backbone = model.backbone
+        self.neck = model.neck
+
+    def forward(self, x):
+        return self.neck(self.backbone(x))
+
+
+def needs_feature_view(model):
+    """Whether ``model(x)`` on an image tensor cannot run: mmdet's two-stage detectors (an
+    ``rpn_head`` or ``roi_head``), whose tensor forward needs data samples."""
+    return (getattr(model, 'neck', None) is not None
+            and (getattr(model, 'rpn_head', None) is not None
+                 or getattr(model, 'roi_head', None) is not None))
+
+
+def pruned_view(model):
+    """What a channel pruner traces and slims: ``model``, or :class:`BackboneAndNeck` of it when
+    ``model(x)`` needs more than an image (:func:`needs_feature_view`). The neck is the only
+    consumer of the backbone's outputs there, so the channel groups are the same."""
+    return BackboneAndNeck(model) if needs_feature_view(model) else model
+
+
+def is_task_model(model):
+    """Whether ``model`` is an mmdet detector or an mmseg segmentor (each package optional)."""
+    kinds = []
+    try:
+        from mmdet.models.detectors import BaseDetector
+        kinds.append(BaseDetector)
+    except ImportError:
+        pass
+    try:
+        from mmseg.models.segmentors import BaseSegmentor
+        kinds.append(BaseSegmentor)
+    except ImportError:
+        pass
+    return bool(kinds) and isinstance(model, tuple(kinds))
+
+
+def slim_whole_model(model, pruner):
+    """A copy of ``model`` (unwrapped) with the pruner's result in it: for a channel pruner, the
+    slim copy of what it traced (the model or its backbone and neck) takes the place of those
+    modules; for a weight-mask pruner, the masked weights as they are. ``model`` is unchanged."""
+    if pruner.kind != 'structured':
+        return copy.deepcopy(model)
+    slim, _ = pruner.slim_copy()
+    if pruner.model is model:
+        return slim
+    # deep-copy the rest of the model, reusing the slim copies of the traced children
+    memo = {id(getattr(model, name)): child for name, child in slim.named_children()}
+    return copy.deepcopy(model, memo)
+
+
+def backbone_behaviour(backbone_cfg):
+    """The keys of the run's backbone config that a ``PrunedBackbone`` takes from its config
+    (structure comes from the ticket)."""
+    cfg = backbone_cfg.to_dict() if hasattr(backbone_cfg, 'to_dict') else dict(backbone_cfg)
+    return {k: copy.deepcopy(cfg[k]) for k in BEHAVIOUR_KEYS if k in cfg}
+
+
+def _set_in_channels(head_cfg, widths):
+    """Set a head's ``in_channels`` from the backbone's output ``widths`` by its ``in_index``."""
+    if not isinstance(head_cfg, dict) or 'in_channels' not in head_cfg:
+        return
+    index = head_cfg.get('in_index', -1)
+    head_cfg['in_channels'] = ([widths[i] for i in index] if isinstance(index, (list, tuple))
+                               else widths[index])
+
+
+def task_config(cfg, ticket_path, widths=None):
+    """The run's config (a copy) for the slim model: ``PrunedBackbone`` on ``ticket_path``, the
+    neck's (or, without a neck, the heads') ``in_channels`` set to ``widths`` (the backbone's
+    output widths, ``out_indices`` order; None: unchanged), no pruning hooks, no ``load_from``
+    / ``resume``."""
+    cfg = copy.deepcopy(cfg)
+    model = cfg.model
+    model.backbone = dict(type='mmrecprune.PrunedBackbone', ticket=ticket_path,
+                          **backbone_behaviour(model.backbone))
+    if model.get('pretrained') is not None:
+        model.pretrained = None  # mmseg pushes it into the backbone; the ticket holds weights
+    if widths is not None:
+        neck = model.get('neck')
+        if isinstance(neck, dict) and isinstance(neck.get('in_channels'), (list, tuple)):
+            neck['in_channels'] = list(widths)
+        elif neck is None:
+            for key in ('decode_head', 'auxiliary_head'):
+                heads = model.get(key)
+                for head in heads if isinstance(heads, (list, tuple)) else [heads]:
+                    _set_in_channels(head, widths)
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks', [])
+                        if str(h.get('type', '')).rpartition('.')[2] not in PRUNING_HOOKS]
+    cfg.load_from = None
+    cfg.resume = False
+    cfg.pop('work_dir', None)
+    imports = cfg.get('custom_imports', {}).get('imports', [])
+    if 'mmrecprune' not in imports:
+        cfg.custom_imports = dict(imports=list(imports) + ['mmrecprune'],
+                                  allow_failed_imports=False)
+    return cfg
+
+
+def _outputs_close(a, b, atol=1e-4):
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.allclose(
+            a, b, rtol=1e-4, atol=atol)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_outputs_close(x, y, atol) for x, y in zip(a, b))
+    return True
+
+
+def write_task_model(model, pruner, ticket_path, cfg, dataset_meta=None, input_shape=None,
+                     meta=None):
+    """Write the slim task model next to ``ticket_path``; returns ``(config, checkpoint)``.
+
+    Args:
+        model (nn.Module): The run's model (unwrapped), pruning finished (masks hard-applied).
+        pruner (BasePruner): The attached pruner.
+        ticket_path (str): The ticket the hook exported for this model's backbone.
+        cfg (Config): The run's config.
+        dataset_meta (dict, optional): Class names (and palette) for the checkpoint's meta.
+        input_shape (Sequence[int], optional): ``(1, C, H, W)``; the slim model's features are
+            checked against the pruned model's on one such input.
+        meta (dict, optional): More provenance for the checkpoint's meta (epoch, iter, ...).
+
+    Raises:
+        RuntimeError: the slim model does not compute what the pruned model does.
+    """
+    from mmrecprune.sparsity import example_input, inference_forward
+    slim = slim_whole_model(model, pruner)
+    behaviour = backbone_behaviour(cfg.model.backbone)
+    # the backbone the written config builds: the ticket's, with its header in the state dict
+    slim_backbone = slim.backbone
+    slim.backbone = build_backbone_from_ticket(ticket_path, **behaviour)
+    own, expected = slim.backbone.state_dict(), slim_backbone.state_dict()
+    for name, value in expected.items():
+        if not torch.equal(own[name].cpu(), value.detach().cpu()):
+            raise RuntimeError(f'the ticket {ticket_path} does not hold the slim backbone\'s '
+                               f'{name}')
+    slim.backbone.to(next(slim_backbone.parameters()).device)
+    widths = stage_widths(slim.backbone)
+    dense_widths = stage_widths(model.backbone)
+    if input_shape is not None:
+        x = example_input(tuple(input_shape), next(model.parameters()).device)
+        ref, got = pruned_view(model), pruned_view(slim)
+        if not _outputs_close(inference_forward(ref, x), inference_forward(got, x)):
+            raise RuntimeError('the slim model does not compute what the pruned model does')
+    stem = osp.splitext(ticket_path)[0]
+    config_path, checkpoint_path = f'{stem}_model.py', f'{stem}_model.pth'
+    new_cfg = task_config(cfg, ticket_path, widths if widths != dense_widths else None)
+    state = {k: v.detach().cpu().clone() for k, v in slim.state_dict().items()}
+    from mmrecprune.tickets import load_ticket
+    ticket_meta = load_ticket(ticket_path).meta
+    payload = dict(
+        meta=plain_values(dict(meta or {}, dataset_meta=plain_values(dict(dataset_meta or {})),
+                         ticket=ticket_meta, config=osp.basename(config_path),
+                         backbone_out_channels=widths, dense_out_channels=dense_widths)),
+        state_dict=state)
+    write_atomically(checkpoint_path, ticket_bytes(payload))
+    new_cfg.dump(config_path)
+    return config_path, checkpoint_path
+
+
+def write_runner_task_model(runner, pruner, ticket_path, input_shape=None):
+    """:func:`write_task_model` for a runner's model, config and training data set, if the
+    model is a detector or segmentor (else nothing; returns None). Logs what it wrote."""
+    from mmengine.model import is_model_wrapper
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    if not is_task_model(model):
+        return None
+    dataset = getattr(runner.train_dataloader, 'dataset', None)
+    config, checkpoint = write_task_model(
+        model, pruner, ticket_path, runner.cfg, getattr(dataset, 'metainfo', None),
+        input_shape, meta=dict(epoch=runner.epoch, iter=runner.iter))
+    runner.logger.info(f'slim {type(model).__name__} written: {checkpoint} with its config '
+                       f'{config} (e.g. init_detector / tools/test.py {config} {checkpoint})')
+    return config, checkpoint
