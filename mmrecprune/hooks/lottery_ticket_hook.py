@@ -6,6 +6,7 @@ from mmengine.dist import is_main_process
 from mmrecprune.hooks.pruning_hook import PruningHook
 from mmrecprune.hooks.rank_sync import synchronized_step
 from mmrecprune.methods.base import IterativePruner
+from mmrecprune.models.slim_task_model import is_task_model, write_runner_task_model
 from mmrecprune.registry import HOOKS
 from mmrecprune.sparsity import sparsity_report
 from mmrecprune.tickets import export_ticket
@@ -19,8 +20,8 @@ _PRUNER_ARGS = ('prune_ratio', 'rewind_to', 'rewind_iter', 'include', 'exclude',
 class LotteryTicketHook(PruningHook):
     """Iterative pruning with rewinding (RecPrune, IMP, self-supervised IMP): when it happens.
 
-    Training runs ``rounds * epochs_per_round`` epochs. After every ``epochs_per_round`` epochs
-    the pruner ends a round (by default :class:`~mmrecprune.methods.IterativeMagnitudePruner`:
+    Training runs ``rounds * epochs_per_round`` epochs (plus ``finetune_epochs``). After every
+    ``epochs_per_round`` epochs of the rounds the pruner ends a round (by default :class:`~mmrecprune.methods.IterativeMagnitudePruner`:
     ``prune_ratio`` of the surviving weights by global magnitude, survivors rewound), the
     optimizer state is reset (and the LR schedule if asked), and
     ``work_dir/tickets/round_{r}.pth`` plus a per-layer sparsity PNG are written. The optimizer
@@ -34,6 +35,12 @@ class LotteryTicketHook(PruningHook):
             arguments of earlier releases (``prune_ratio``, ``rewind_to``, ``rewind_iter``,
             ``include``, ``exclude``, ``method``) given to the hook build that pruner.
         reset_lr (bool): Restart the parameter schedulers at every round. Defaults to False.
+        finetune_epochs (int): Epochs trained after the last round with its mask fixed, so
+            training runs ``rounds * epochs_per_round + finetune_epochs`` epochs (in-task
+            pruning of a detector: ``rewind_to='none'`` and the detector recovers from the last
+            cut). In an mmdet / mmseg run the hook then writes ``tickets/final.pth`` (the
+            weights as trained) and the slim task model beside it
+            (:mod:`mmrecprune.models.slim_task_model`). Defaults to 0.
         example_input_shape (Sequence[int]): ``(1, C, H, W)`` the tickets' FLOPs are counted
             for. Defaults to ``(1, 3, 224, 224)``.
 
@@ -44,11 +51,13 @@ class LotteryTicketHook(PruningHook):
     pruner_protocol = IterativePruner
 
     def __init__(self, rounds, epochs_per_round, pruner=None, reset_lr=False,
-                 example_input_shape=(1, 3, 224, 224), **pruner_args):
+                 example_input_shape=(1, 3, 224, 224), finetune_epochs=0, **pruner_args):
         if not isinstance(rounds, int) or not 1 <= rounds <= 30:
             raise ValueError(f'rounds must be an int in [1, 30], got {rounds!r}')
         if not isinstance(epochs_per_round, int) or epochs_per_round < 1:
             raise ValueError(f'epochs_per_round must be an int >= 1, got {epochs_per_round!r}')
+        if not isinstance(finetune_epochs, int) or finetune_epochs < 0:
+            raise ValueError(f'finetune_epochs must be an int >= 0, got {finetune_epochs!r}')
         unknown = sorted(set(pruner_args) - set(_PRUNER_ARGS))
         if unknown:
             raise TypeError(f'LotteryTicketHook got unexpected arguments {unknown}')
@@ -61,14 +70,17 @@ class LotteryTicketHook(PruningHook):
         self.rounds = rounds
         self.epochs_per_round = epochs_per_round
         self.reset_lr = reset_lr
+        self.finetune_epochs = finetune_epochs
 
     # -- set-up ---------------------------------------------------------------------------
     def before_train(self, runner):
-        expected = self.rounds * self.epochs_per_round
+        expected = self.rounds * self.epochs_per_round + self.finetune_epochs
         if runner.max_epochs != expected:
             raise ValueError(f'train_cfg.max_epochs is {runner.max_epochs}, but rounds x '
                              f'epochs_per_round = {self.rounds} x {self.epochs_per_round} = '
-                             f'{expected}; set max_epochs={expected}')
+                             + (f'{self.rounds * self.epochs_per_round}, plus finetune_epochs '
+                                f'{self.finetune_epochs} = ' if self.finetune_epochs else '')
+                             + f'{expected}; set max_epochs={expected}')
         p = self.pruner
         round_iters = self.epochs_per_round * len(runner.train_dataloader)
         if p.rewind_to == 'iteration' and p.rewind_iter > round_iters:
@@ -113,7 +125,8 @@ class LotteryTicketHook(PruningHook):
             runner.logger.info(f'LotteryTicketHook: stored rewind weights at iter {runner.iter + 1}')
 
     def after_train_epoch(self, runner):
-        if (runner.epoch + 1) % self.epochs_per_round:
+        if ((runner.epoch + 1) % self.epochs_per_round
+                or runner.epoch + 1 > self.rounds * self.epochs_per_round):
             return
         _, changed = synchronized_step(self.pruner, runner.logger, 'LotteryTicketHook')
         runner.optim_wrapper.reset_state(self.pruner.optimizer_slices(changed))
@@ -134,3 +147,15 @@ class LotteryTicketHook(PruningHook):
             export_ticket(path, self.pruner, runner.cfg.model.backbone,
                           self.example_input_shape, source=runner.cfg.get('load_from'))
             runner.logger.info(f'LotteryTicketHook: ticket saved to {path}')
+
+    def after_train(self, runner):
+        # in an mmdet / mmseg run: the ticket of the weights as trained, and the slim task model
+        if self.pruner.model is None or not is_main_process() \
+                or not is_task_model(self._model(runner)):
+            return
+        path = osp.join(runner.work_dir, 'tickets', 'final.pth')
+        export_ticket(path, self.pruner, runner.cfg.model.backbone, self.example_input_shape,
+                      source=runner.cfg.get('load_from'))
+        runner.logger.info(f'LotteryTicketHook: final ticket (round {self.pruner.round}, '
+                           f'as trained) saved to {path}')
+        write_runner_task_model(runner, self.pruner, path)
