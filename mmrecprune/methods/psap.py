@@ -35,6 +35,10 @@ formulas below are ours). Notation: group g (a :class:`~mmrecprune.sparsity.Chan
   1.5``) is restored from its backup and exempt from that step. The last step drops the
   exemptions only if the target cannot be met otherwise; after it nothing is restored, so the
   final mask meets the target.
+* **Slimming during training** (``slim_during_training=True``). Any pruned channel can be
+  restored before any later step (its activation gradient is watched until then), so with
+  protection on no channel can leave the model before the last step; right after the last step
+  every pruned channel leaves for good. With ``protective=False`` channels leave at every step.
 """
 from __future__ import annotations
 
@@ -82,7 +86,7 @@ class PSAPPruner(StructuredPruner):
         masks = self.masks if masks is None else masks
         out = []
         for g in self.groups:
-            idx = masks[g.name].nonzero().flatten()
+            idx = self.soft.physical_index(g, masks[g.name])
             small = total = 0
             for name, kind in g.members:
                 if kind not in FILTER_KINDS or idx.numel() == 0:

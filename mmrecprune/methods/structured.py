@@ -12,6 +12,14 @@ every step after the first, a pruned channel with ``E_c > kappa * median{E_j : j
 (``kappa = protect_factor``) is restored from its backup and exempt from that step. The last
 step drops the exemptions only if the target cannot be met otherwise; after it nothing is
 restored, so the final mask meets the target.
+
+Slimming during training (``slim_during_training=True``): a pruned channel leaves the model
+being trained as soon as it can no longer come back. Without protective restoration that is
+the moment it is pruned (every step); with it, a pruned channel can be restored before any later
+step, so nothing leaves before the last step, after which nothing is restored
+(:attr:`StructuredPruner.can_slim`). The hook calls :meth:`StructuredPruner.slim` with the
+optimizers and model copies to slice along. Masks, scores and gradient statistics stay indexed
+by the dense channels, so the choices equal a soft-mask run's.
 """
 from __future__ import annotations
 
@@ -52,6 +60,11 @@ class StructuredPruner(ChannelPruner):
             Defaults to False here; :class:`PSAPPruner` defaults to True.
         protect_factor (float): kappa of the restoration rule. Defaults to 1.5.
         grad_momentum (float): beta of the gradient EMA. Defaults to 0.98.
+        slim_during_training (bool): Remove pruned channels from the model being trained as
+            soon as they cannot come back (see the module docstring), so training steps get
+            cheaper with the kept FLOPs; the optimizer state, a DDP wrapper and EMA copies
+            follow (``StructuredPruningHook``), and checkpoints hold the slim model.
+            Defaults to False (soft masks until the end, dense shapes throughout).
 
     Raises:
         ValueError: On a bad argument (at construction), or a target that no schedule can reach
@@ -62,7 +75,7 @@ class StructuredPruner(ChannelPruner):
 
     def __init__(self, target=None, num_steps=3, scope='backbone', prune_residual=False,
                  round_to=1, min_keep=1, importance=None, protective=False, protect_factor=1.5,
-                 grad_momentum=0.98):
+                 grad_momentum=0.98, slim_during_training=False):
         super().__init__()
         self.target = dict(flops=0.5) if target is None else dict(target)
         self.metric, self.fraction = check_schedule_args(self.target, num_steps, round_to,
@@ -83,6 +96,10 @@ class StructuredPruner(ChannelPruner):
         self.protective = bool(protective)
         self.protect_factor = protect_factor
         self.grad_momentum = grad_momentum
+        if not isinstance(slim_during_training, bool):
+            raise ValueError(f'slim_during_training must be a bool, got '
+                             f'{slim_during_training!r}')
+        self.slim_during_training = slim_during_training
         self.history = []
         self.groups = []
         self.soft = None
@@ -154,13 +171,15 @@ class StructuredPruner(ChannelPruner):
                 raise RuntimeError(f'{type(self.importance).__name__} needs gradients, but no '
                                    'optimizer step ran since the last pruning step (begin=0 '
                                    'prunes before training; use begin >= 1)')
-            return mean
-        out = group_importances(self.modules, self.groups, self.importance)
+            return {g.name: self.soft.to_dense(g, mean[g.name]) for g in self.groups}
+        raw = group_importances(self.modules, self.groups, self.importance)
+        out = {g.name: self.soft.to_dense(g, raw[g.name]) for g in self.groups}
         for g in self.groups:
             r = (restored or {}).get(g.name)
             if r is None or not r.any():
                 continue
-            backups = self.importance(self.modules, g, weights=self.soft.backup_weights(g))
+            backups = self.soft.to_dense(g, self.importance(
+                self.modules, g, weights=self.soft.backup_weights(g)))
             out[g.name] = torch.where(r, backups, out[g.name])
         return out
 
@@ -259,6 +278,41 @@ class StructuredPruner(ChannelPruner):
         """Hard-apply the final masks (end of training)."""
         self.soft.apply()
 
+    # ---- slimming during training -------------------------------------------------------------
+    @property
+    def can_slim(self) -> bool:
+        """Whether :meth:`slim` may remove the pruned channels now: slimming during training is
+        on and no pruned channel can come back (no protective restoration, or the last step is
+        done)."""
+        return (self.slim_during_training and self.soft is not None
+                and (not self.protective or self.step_count >= self.num_steps))
+
+    @property
+    def slimmed(self) -> bool:
+        """Whether the model lost channels during training (it is no longer dense-shaped)."""
+        return bool(self.soft is not None and self.soft.present)
+
+    def slim(self, optimizers=(), copies=()) -> dict:
+        """Remove the pruned channels from the model, in place, if :attr:`can_slim` (else
+        nothing): call it right after a step was committed. ``optimizers``' per-parameter state
+        and the models in ``copies`` (e.g. an EMA copy) are sliced along (see
+        :meth:`~mmrecprune.sparsity.SoftChannelMasks.slim`). Returns ``{group: channels
+        removed}``."""
+        if not self.can_slim:
+            return {}
+        if self.monitor is not None and self.monitor.active:
+            raise RuntimeError('slim() while the gradient monitor is active: pruned channels '
+                               'could still be restored')
+        if self.gradient_scores.sums is not None:
+            raise RuntimeError('slim() with gradient scores accumulated since the last step; '
+                               'slim right after commit()')
+        return self.soft.slim(optimizers, copies)
+
+    def slim_like(self, model) -> None:
+        """Give a dense ``model`` with the same module names (e.g. an EMA copy built before a
+        resume) the channels the pruner's slimmed model holds."""
+        self.soft.slim_like(model)
+
     def synced_tensors(self):
         prefix = f'{self.scope}.' if self.scope else ''
         return {n: p for n, p in self.model.named_parameters() if n.startswith(prefix)}
@@ -307,15 +361,33 @@ class StructuredPruner(ChannelPruner):
                 self.monitor.set_active(True)
         for p in slim.parameters():
             p.grad = None
-        apply_channel_masks(slim, self.groups, self.masks)
-        structure = slim_model(slim, self.groups, self.masks)
-        return slim, structure
+        groups, masks = self.soft.physical_groups(), self.soft.physical_masks()
+        apply_channel_masks(slim, groups, masks)
+        slim_model(slim, groups, masks)
+        return slim, self.soft.structure(slim)
+
+    def dense_copy(self):
+        """The pruner's model at dense shapes: itself, or for a model slimmed during training a
+        deep copy given its dense widths back (zeros in the removed channels, so it computes
+        what the slim model computes)."""
+        if not self.slimmed:
+            return self.model
+        hooks_on = self.monitor is not None and self.monitor.active
+        if hooks_on:
+            self.monitor.set_active(False)
+        try:
+            dense = copy.deepcopy(self.model)
+        finally:
+            if hooks_on:
+                self.monitor.set_active(True)
+        self.soft.expand_like(dense)
+        return dense
 
     def ticket_content(self, prefix='backbone'):
         slim, structure = self.slim_copy()
         start = prefix + '.' if prefix else ''
         return dict(
-            model=slim, dense_model=self.model,
+            model=slim, dense_model=self.dense_copy(),
             channel_structure={k[len(start):]: v for k, v in structure.items()
                                if k.startswith(start)},
             kept_widths=self.kept_widths(),
@@ -325,13 +397,15 @@ class StructuredPruner(ChannelPruner):
                       importance=self.importance_cfg, protective=self.protective,
                       protect_factor=self.protect_factor,
                       kept_channels={n: k for n, (k, _) in self.kept_widths().items()},
+                      slim_during_training=self.slim_during_training,
                       restored=sum(h.get('restored', 0) for h in self.history)))
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Weights-only-loadable state: masks, protected channels, step, EMA statistics, the
-        gradient criterion's sums since the last step and the backups of the pruned channels
-        (only their slices)."""
+        gradient criterion's sums since the last step, the backups of the pruned channels
+        (only their slices) and, for a model slimmed during training, the dense channels each
+        slimmed group holds (``present``: what a resumed run slims its model to)."""
         soft = self.soft.state_dict()
         return dict(
             method=self.method, metric=self.metric, fraction=self.fraction,
@@ -339,12 +413,14 @@ class StructuredPruner(ChannelPruner):
             groups={g.name: g.num_channels for g in self.groups},
             masks=soft['masks'],
             protected={n: m.cpu().clone() for n, m in self.protected.items()},
-            backups=soft['backups'], history=[dict(h) for h in self.history],
+            backups=soft['backups'], present=soft['present'],
+            history=[dict(h) for h in self.history],
             grad_stats=self.monitor.state_dict() if self.monitor is not None else None,
             gradient_scores=self.gradient_scores.state_dict() if self.needs_gradients else None)
 
     def load_state_dict(self, state: Mapping) -> None:
-        """Restore :meth:`state_dict` output; the model weights come from the checkpoint."""
+        """Restore :meth:`state_dict` output; the model weights come from the checkpoint. A
+        state with slimmed groups slims the model first (its weights are loaded after)."""
         for key in ('method', 'metric', 'num_steps'):
             if state.get(key) != getattr(self, key):
                 raise ValueError(f'pruning state was saved with {key}={state.get(key)!r}, this '

@@ -10,7 +10,8 @@
   :mod:`.recovery` (mean values in place of pruned entries), :mod:`.semi_structured` (2:4
   1x1 convs as sparse matrix products on GPUs), :mod:`.hyperspherical`
   (unit-norm filters and their folding) with :mod:`.gap_penalty` (on-the-fly pruning),
-  :mod:`.reinit` (random weights that keep only a mask);
+  :mod:`.reinit` (random weights that keep only a mask), :mod:`.least_squares` (re-fitting
+  the layers that read cut channels) with :mod:`.bn_recalibration` (post-training pruning);
 * when and how much: :mod:`.cost_schedule` with :mod:`.channel_cost` and :mod:`.flops`;
   :mod:`.gradient_monitor` averages gradient criteria and feeds protective
   restoration; :mod:`.report` plots and compares.
@@ -35,7 +36,8 @@ from .importance import (CRITERION_TYPES, IMPORTANCES, BNScaleImportance, Criter
                          L1Importance, L2Importance, RandomImportance, TaylorImportance,
                          WeightCriterion, build_criterion, build_importance, check_criterion,
                          criterion_targets, group_importances, register_criterion)
-from .slimming import apply_channel_structure, channel_sizes, slim_model
+from .slimming import (apply_channel_structure, channel_sizes, expand_channels,
+                        slice_optimizer_state_, slim_model)
 from .channel_cost import ChannelCostModel
 from .cost_schedule import (COST_METRICS, CostSchedule, bisect, bracket, check_schedule_args,
                             parse_target, round_half_up, round_up_to)
@@ -46,6 +48,11 @@ from .hyperspherical import (HypersphericalConv2d, fold_conv, fold_hyperspherica
 from .gap_penalty import gap_penalty, gap_statistics, scaled_magnitudes, target_thresholds
 from .recovery import RECOVERY_MODES, apply_recovery, check_recovery, recovery_fill
 from .reinit import reinitialise
+from .bn_recalibration import batch_size_of, recalibrate_batchnorm
+from .least_squares import (RECONSTRUCTION_MODES, NormalEquations, check_reconstruction,
+                            fold_output_shift, following_norms, layer_output_error, layer_rows,
+                            reconstruct_consumers, solve_layer)
+from .activation_importance import ActivationImportance, consumer_input_energy
 from .semi_structured import (SEMI_STRUCTURED_PATTERN, SemiStructuredConv2d, conv1x1_as_matmul,
                               enable_semi_structured, semi_structured_report,
                               semi_structured_skip_reason, semi_structured_unavailable)

@@ -2,12 +2,20 @@
 
 Layers are reshaped in place (the module objects, their names and their other settings stay, so
 ``state_dict`` keys match the source backbone and stride, padding, dilation, bias flags, BN
-eps / momentum, SyncBN process groups are kept). The result is described by a *channel structure*:
+eps / momentum, SyncBN process groups are kept). Every ``nn.Parameter`` object stays too (only its
+data, and its gradient, are replaced), so an optimizer built on the model keeps serving it: pass
+the optimizer as ``optimizers=`` and its per-parameter state (SGD momentum, Adam moments, ...)
+is sliced along, which is how a model is slimmed *during* training
+(:meth:`~.soft_channel_masks.SoftChannelMasks.slim`). :func:`expand_channels` is the inverse:
+a slim model back at dense widths, zeros in the removed channels. The result is described by a
+*channel structure*:
 a plain JSON-able ``{module_name: {"in": int, "out": int}}`` of the changed layers, small enough
 for a weights-only ticket. :func:`apply_channel_structure` gives a freshly built dense model that
 structure, after which the slim ``state_dict`` loads with ``strict=True``.
 
-Note: reshaping replaces parameters, so an optimizer built before slimming must be rebuilt.
+Note: an optimizer built before slimming stays valid only if it was passed as ``optimizers=``
+(its state then has the new shapes); learning rates, weight-decay groups and the schedulers that
+edit them are untouched.
 """
 from __future__ import annotations
 
@@ -49,33 +57,54 @@ def channel_sizes(module: nn.Module) -> dict[str, int]:
                     f'not {type(module).__name__}')
 
 
-def _take(module: nn.Module, attr: str, dim: int, index: torch.Tensor) -> None:
-    """Keep only ``index`` along ``dim`` of a parameter (with its grad) or buffer."""
+def slice_optimizer_state_(optimizers, param: nn.Parameter, dim: int, index: torch.Tensor,
+                           shape: torch.Size) -> None:
+    """Keep only ``index`` along ``dim`` of every state tensor of ``param`` shaped like the
+    parameter was (``shape``): SGD's momentum buffer, Adam's moments, RMSprop's averages.
+    Scalars (Adam's ``step``) are left as they are."""
+    for optimizer in optimizers:
+        state = optimizer.state.get(param)
+        if not state:
+            continue
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape == shape:
+                state[key] = value.index_select(dim, index.to(value.device))
+
+
+def _take(module: nn.Module, attr: str, dim: int, index: torch.Tensor, optimizers=()) -> None:
+    """Keep only ``index`` along ``dim`` of a parameter (with its grad and optimizer state, the
+    ``nn.Parameter`` object kept) or buffer."""
     t = getattr(module, attr, None)
     if t is None:
         return
     index = index.to(t.device)
-    new = t.detach().index_select(dim, index).clone()
+    new = t.detach().index_select(dim, index)
+    if t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(
+            memory_format=torch.channels_last):
+        new = new.contiguous(memory_format=torch.channels_last)
     if isinstance(t, nn.Parameter):
-        p = nn.Parameter(new, requires_grad=t.requires_grad)
-        if t.grad is not None:
-            p.grad = t.grad.index_select(dim, index).clone()
-        setattr(module, attr, p)
+        grad, t.grad = t.grad, None
+        slice_optimizer_state_(optimizers, t, dim, index, t.shape)
+        t.data = new
+        if grad is not None:
+            t.grad = grad.index_select(dim, index)
     else:
         setattr(module, attr, new)
 
 
 def slim_model(model: nn.Module, groups: list[ChannelGroup],
-               masks: Mapping[str, torch.Tensor]) -> dict[str, dict[str, int]]:
+               masks: Mapping[str, torch.Tensor], optimizers=()) -> dict[str, dict[str, int]]:
     """Remove the channels each group's mask drops, in place.
 
     Exact when the model was soft-pruned first with :func:`~.channel_masks.apply_channel_masks`
-    (the removed channels are then zero everywhere they flow).
+    (the removed channels are then zero everywhere they flow). Parameters keep their identity.
 
     Args:
         model (nn.Module): The dense (or previously slimmed) model the groups were found on.
         groups (list[ChannelGroup]): Its groups.
         masks (Mapping[str, Tensor]): Bool keep-mask per group name; missing groups are kept.
+        optimizers (Sequence[torch.optim.Optimizer]): Optimizers built on ``model`` whose
+            per-parameter state is sliced along (see :func:`slice_optimizer_state_`).
 
     Returns:
         dict[str, dict[str, int]]: Channel structure of the layers changed by this call, with
@@ -101,7 +130,7 @@ def slim_model(model: nn.Module, groups: list[ChannelGroup],
         for name, kind in g.members:
             module = modules[name]
             for attr, dim in CHANNEL_PARAMS[kind]:
-                _take(module, attr, dim, index)
+                _take(module, attr, dim, index, optimizers)
             sizes = channel_sizes(module)
             n = len(index)
             if kind in CONSUMER_KINDS:
@@ -178,3 +207,49 @@ def _reshape_tensors(module: nn.Module) -> None:
             setattr(module, attr, new)
     if hasattr(module, 'reset_parameters'):
         module.reset_parameters()
+
+
+@torch.no_grad()
+def expand_channels(model: nn.Module, groups: list[ChannelGroup],
+                    present: Mapping[str, torch.Tensor]) -> None:
+    """The inverse of :func:`slim_model`, in place: give every group its dense width again.
+
+    ``present[g]`` lists the dense channel indices the slim layers hold (in order); the others
+    come back as zeros (BN ``running_var`` as ones), so the model computes what the slim one
+    computes. Used to measure and export a model slimmed during training against its dense
+    architecture. Parameters keep their identity; gradients are dropped.
+
+    Args:
+        model (nn.Module): The slim model.
+        groups (list[ChannelGroup]): Its groups as traced on the dense model (dense widths).
+        present (Mapping[str, Tensor]): Dense indices held, per slimmed group name.
+    """
+    modules = dict(model.named_modules())
+    for g in groups:
+        if g.name not in present:
+            continue
+        index = present[g.name].long().flatten()
+        for name, kind in g.members:
+            module = modules[name]
+            for attr, dim in CHANNEL_PARAMS[kind]:
+                t = getattr(module, attr, None)
+                if t is None:
+                    continue
+                shape = list(t.shape)
+                shape[dim] = g.num_channels
+                new = (torch.ones if attr == 'running_var' else torch.zeros)(
+                    shape, dtype=t.dtype, device=t.device)
+                new.index_copy_(dim, index.to(t.device), t.detach())
+                if isinstance(t, nn.Parameter):
+                    t.grad = None
+                    t.data = new
+                else:
+                    setattr(module, attr, new)
+            sizes = channel_sizes(module)
+            n = g.num_channels
+            if kind in CONSUMER_KINDS:
+                _set_sizes(module, n, sizes['out'])
+            elif kind in PRODUCER_KINDS:
+                _set_sizes(module, sizes['in'], n)
+            else:
+                _set_sizes(module, n, n)
