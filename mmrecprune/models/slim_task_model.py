@@ -103,13 +103,45 @@ def backbone_behaviour(backbone_cfg):
     return {k: copy.deepcopy(cfg[k]) for k in BEHAVIOUR_KEYS if k in cfg}
 
 
-def _set_in_channels(head_cfg, widths):
-    """Set a head's ``in_channels`` from the backbone's output ``widths`` by its ``in_index``."""
-    if not isinstance(head_cfg, dict) or 'in_channels' not in head_cfg:
-        return
-    index = head_cfg.get('in_index', -1)
-    head_cfg['in_channels'] = ([widths[i] for i in index] if isinstance(index, (list, tuple))
-                               else widths[index])
+def _consumers(model):
+    """What takes the backbone's outputs in ``model`` (a config dict or a module): the neck, or
+    without one the decode / auxiliary heads; ``(consumer, get, set)`` triples."""
+    def get(obj, key):
+        return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+    def set_(obj, key, value):
+        if isinstance(obj, dict):
+            obj[key] = value
+        else:
+            setattr(obj, key, value)
+
+    neck = get(model, 'neck')
+    if neck is not None:
+        return [neck], get, set_
+    heads = []
+    for key in ('decode_head', 'auxiliary_head'):
+        head = get(model, key)
+        heads += list(head) if isinstance(head, (list, tuple, nn.ModuleList)) else [head]
+    return [h for h in heads if h is not None], get, set_
+
+
+def set_consumer_in_channels(model, widths):
+    """Set ``in_channels`` of what takes the backbone's outputs (the neck's list, or each
+    head's by its ``in_index``) to the backbone's output ``widths`` (``out_indices`` order), in
+    a model config dict or in a built model (a slimmed neck keeps its old attribute)."""
+    consumers, get, set_ = _consumers(model)
+    for consumer in consumers:
+        channels = get(consumer, 'in_channels')
+        if channels is None:
+            continue
+        index = get(consumer, 'in_index')
+        if index is None:  # a neck: every output, in order
+            if isinstance(channels, (list, tuple)) and len(channels) == len(widths):
+                set_(consumer, 'in_channels', list(widths))
+        elif isinstance(index, (list, tuple)):
+            set_(consumer, 'in_channels', [widths[i] for i in index])
+        else:
+            set_(consumer, 'in_channels', widths[index])
 
 
 def task_config(cfg, ticket_path, widths=None):
@@ -124,14 +156,7 @@ def task_config(cfg, ticket_path, widths=None):
     if model.get('pretrained') is not None:
         model.pretrained = None  # mmseg pushes it into the backbone; the ticket holds weights
     if widths is not None:
-        neck = model.get('neck')
-        if isinstance(neck, dict) and isinstance(neck.get('in_channels'), (list, tuple)):
-            neck['in_channels'] = list(widths)
-        elif neck is None:
-            for key in ('decode_head', 'auxiliary_head'):
-                heads = model.get(key)
-                for head in heads if isinstance(heads, (list, tuple)) else [heads]:
-                    _set_in_channels(head, widths)
+        set_consumer_in_channels(model, widths)
     cfg.custom_hooks = [h for h in cfg.get('custom_hooks', [])
                         if str(h.get('type', '')).rpartition('.')[2] not in PRUNING_HOOKS]
     cfg.load_from = None
@@ -184,6 +209,8 @@ def write_task_model(model, pruner, ticket_path, cfg, dataset_meta=None, input_s
     slim.backbone.to(next(slim_backbone.parameters()).device)
     widths = stage_widths(slim.backbone)
     dense_widths = stage_widths(model.backbone)
+    if widths != dense_widths:  # residual channels pruned: the consumers' convs were slimmed
+        set_consumer_in_channels(slim, widths)
     if input_shape is not None:
         x = example_input(tuple(input_shape), next(model.parameters()).device)
         ref, got = pruned_view(model), pruned_view(slim)
@@ -217,5 +244,5 @@ def write_runner_task_model(runner, pruner, ticket_path, input_shape=None):
         model, pruner, ticket_path, runner.cfg, getattr(dataset, 'metainfo', None),
         input_shape, meta=dict(epoch=runner.epoch, iter=runner.iter))
     runner.logger.info(f'slim {type(model).__name__} written: {checkpoint} with its config '
-                       f'{config} (e.g. init_detector / tools/test.py {config} {checkpoint})')
+                       f'{config}; e.g. python tools/test.py {config} {checkpoint}')
     return config, checkpoint
