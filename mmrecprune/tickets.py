@@ -302,7 +302,9 @@ def export_ticket(path, pruner, backbone_cfg, input_shape=(1, 3, 224, 224), sour
     from mmrecprune.sparsity import (count_flops_params, example_input, inference_forward,
                                      plot_kept_channels, plot_layer_sparsity, sparsity_report)
     content = pruner.ticket_content(prefix)
-    dense_backbone = pruner.model.get_submodule(prefix)
+    # a model slimmed during training comes back at dense shapes as `dense_model`
+    dense_model = content.get('dense_model', pruner.model)
+    dense_backbone = dense_model.get_submodule(prefix)
     shape = tuple(int(v) for v in input_shape)
     flops_dense, params_dense = count_flops_params(dense_backbone, shape)
     backbone_cfg = clean_backbone_cfg(backbone_cfg)
@@ -327,7 +329,7 @@ def export_ticket(path, pruner, backbone_cfg, input_shape=(1, 3, 224, 224), sour
         return _ratios(meta)
     slim_model, structure = content['model'], content['channel_structure']
     x = example_input(shape, next(pruner.model.parameters()).device)
-    dense_out, slim_out = inference_forward(pruner.model, x), inference_forward(slim_model, x)
+    dense_out, slim_out = inference_forward(dense_model, x), inference_forward(slim_model, x)
     if isinstance(dense_out, torch.Tensor) and not torch.allclose(dense_out, slim_out,
                                                                   rtol=1e-4, atol=1e-4):
         raise RuntimeError('the slimmed model does not compute what the masked one does '

@@ -1,11 +1,15 @@
 """Structured pruning steps during training, and a slim ticket at the end (PSAP, L1 baselines)."""
+import gc
+import inspect
 import os.path as osp
 
 from mmengine.dist import is_main_process
+from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop
+from torch.nn.parallel import DistributedDataParallel
 
 from mmrecprune.hooks.pruning_hook import PruningHook
-from mmrecprune.hooks.rank_sync import synchronized_step
+from mmrecprune.hooks.rank_sync import check_ranks_agree, synchronized_step
 from mmrecprune.methods.base import ChannelPruner
 from mmrecprune.models.slim_task_model import write_runner_task_model
 from mmrecprune.registry import HOOKS
@@ -16,7 +20,52 @@ LEGACY_METHODS = dict(psap='PSAPPruner', l1_uniform='L1UniformPruner',
                       l1_global='L1GlobalPruner')
 _PRUNER_ARGS = ('target', 'num_steps', 'prune_residual', 'round_to', 'min_keep', 'adaptive',
                 'protective', 'protect_factor', 'grad_momentum', 'sparsity_eps', 'ratio_floor',
-                'importance')
+                'importance', 'slim_during_training')
+
+
+def ddp_settings(wrapper):
+    """The keyword arguments that build ``wrapper`` (a DDP wrapper) again around its module,
+    with no broadcast of parameters or buffers at construction."""
+    accepted = inspect.signature(DistributedDataParallel.__init__).parameters
+    kwargs = dict(device_ids=wrapper.device_ids, output_device=wrapper.output_device,
+                  dim=wrapper.dim, process_group=wrapper.process_group,
+                  bucket_cap_mb=wrapper.bucket_bytes_cap / 2**20,
+                  find_unused_parameters=wrapper.find_unused_parameters,
+                  gradient_as_bucket_view=wrapper.gradient_as_bucket_view,
+                  static_graph=wrapper.static_graph, init_sync=False)
+    if 'forward_sync_buffers' in accepted:
+        kwargs['forward_sync_buffers'] = wrapper.forward_sync_buffers
+    else:
+        kwargs['broadcast_buffers'] = wrapper.broadcast_buffers
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    if hasattr(wrapper, 'detect_anomalous_params'):  # MMEngine's wrapper
+        kwargs['detect_anomalous_params'] = wrapper.detect_anomalous_params
+    return kwargs
+
+
+def reshape_under_ddp(runner, change):
+    """Run ``change()`` (which changes parameter shapes of the runner's model) with its DDP
+    wrapper, if any, taken down, then wrap the model again with the same settings.
+
+    The wrapper's reducer holds every parameter's gradient accumulator, whose recorded shape
+    would refuse the new gradients, and its buckets are sized for the old shapes: it is freed
+    before ``change()`` and built anew after it (on every rank together). Returns what
+    ``change()`` returns."""
+    wrapper = runner.model
+    if not isinstance(wrapper, DistributedDataParallel):
+        return change()
+    cls, module, settings = type(wrapper), wrapper.module, ddp_settings(wrapper)
+    wrapper._remove_autograd_hooks()
+    for attr in ('logger', 'reducer'):  # both hold the reducer
+        if attr in wrapper.__dict__:
+            delattr(wrapper, attr)
+    runner.model = module
+    del wrapper
+    gc.collect()
+    try:
+        return change()
+    finally:
+        runner.model = cls(module=module, **settings)
 
 
 @HOOKS.register_module()
@@ -36,6 +85,18 @@ class StructuredPruningHook(PruningHook):
     ``work_dir/tickets/slim.pth`` (a structured ticket for ``mmrecprune.PrunedBackbone``) plus
     ``work_dir/tickets/slim_channels.png`` are written. The runner's own model keeps its dense
     shapes (with the pruned channels at zero), so its optimizer and checkpoints stay valid.
+
+    Slimming during training (the pruner's ``slim_during_training=True``): right after a step
+    whose pruned channels cannot come back (every step without protective restoration, the
+    last one with it), the pruner removes them from the runner's model in place; the
+    optimizer's state is sliced along (parameter objects, parameter groups, learning rates and
+    the schedulers stay), every ``EMAHook``'s EMA model is slimmed alike, and a DDP wrapper is
+    rebuilt around the slim model on every rank (which then prove they hold the same channels
+    and weights). Checkpoints hold the slim model and the channels it kept (the pruner state's
+    ``present``); a resumed run slims its freshly built model (and EMA model) to them in
+    ``after_load_checkpoint``, before the weights, optimizer state and EMA weights load. So that
+    this happens before ``EMAHook`` loads its slim EMA weights, the hook then runs at priority
+    ``'ABOVE_NORMAL'`` (instead of ``'LOW'``) unless the config gives one.
 
     Args:
         pruner (dict): The pruner, e.g. ``dict(type='PSAPPruner', target=dict(flops=0.5),
@@ -78,6 +139,8 @@ class StructuredPruningHook(PruningHook):
         self.begin = begin
         self.by_epoch = by_epoch
         self.num_steps = self.pruner.num_steps
+        if getattr(self.pruner, 'slim_during_training', False):
+            self.priority = 'ABOVE_NORMAL'  # slim the model before EMAHook loads a checkpoint
 
     def before_train(self, runner):
         last = self.begin + (self.num_steps - 1) * self.interval
@@ -96,6 +159,8 @@ class StructuredPruningHook(PruningHook):
                              'to fine-tune after it)')
         self.attach_pruner(runner)
         p = self.pruner
+        if getattr(p, 'slim_during_training', False) and p.slimmed:
+            self._check_slim_ranks(runner)
         runner.logger.info(
             f'StructuredPruningHook[{p.method}]: {len(p.groups)} channel groups '
             f'({sum(g.num_channels for g in p.groups)} channels), dense {p.metric} '
@@ -121,6 +186,8 @@ class StructuredPruningHook(PruningHook):
         p = self.pruner
         plan, changed = synchronized_step(p, runner.logger, 'StructuredPruningHook')
         runner.optim_wrapper.reset_state(p.optimizer_slices(changed))
+        if getattr(p, 'can_slim', False):
+            self._slim(runner)
         kept = sum(w for w, _ in p.kept_widths().values())
         total = sum(n for _, n in p.kept_widths().values())
         restored = int(sum(int(m.sum()) for m in plan.restored.values()))
@@ -134,6 +201,56 @@ class StructuredPruningHook(PruningHook):
         self.publish(runner, {f'{p.metric}_kept': kept_costs[f'{p.metric}_kept']},
                      dict(kept_costs, restored=restored,
                           **{f'group_kept/{n}': k / d for n, (k, d) in p.kept_widths().items()}))
+
+    # -- slimming during training -----------------------------------------------------------
+    @staticmethod
+    def _model_copies(runner):
+        """Copies of the model that follow its shapes: every EMAHook's EMA model."""
+        return [h.ema_model.module for h in runner.hooks
+                if getattr(getattr(h, 'ema_model', None), 'module', None) is not None]
+
+    def attach_pruner(self, runner):
+        if self.pruner.model is not None and self.pruner.model is self._model(runner):
+            runner.optim_wrapper.attach(self.pruner)  # attached (and slimmed) at the resume
+            return True
+        return super().attach_pruner(runner)
+
+    def _slim(self, runner):
+        p = self.pruner
+        before = sum(t.numel() for t in p.model.parameters())
+        optimizers, copies = [runner.optim_wrapper.optimizer], self._model_copies(runner)
+        removed = reshape_under_ddp(runner, lambda: p.slim(optimizers, copies))
+        if not removed:
+            return
+        after = sum(t.numel() for t in p.model.parameters())
+        runner.logger.info(
+            f'StructuredPruningHook[{p.method}]: slimmed during training: '
+            f'{sum(removed.values())} channels of {len(removed)} groups removed from the model, '
+            f'its parameters {before:,} -> {after:,}')
+        self._check_slim_ranks(runner)
+
+    def _check_slim_ranks(self, runner):
+        p = self.pruner
+        check_ranks_agree(runner.logger, 'StructuredPruningHook', dict(p.soft.present),
+                          p.synced_tensors(), what='slim channels')
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        super().after_load_checkpoint(runner, checkpoint)
+        state = self._resumed_state
+        if not (state and state.get('present')):
+            return
+        # the checkpoint holds a model slimmed during training: attach now (the traced groups
+        # and costs are the dense model's) and slim this model, its EMA copies and its DDP
+        # wrapper to the saved channels, before the runner loads the slim weights into it
+
+        def attach_and_slim():
+            super(StructuredPruningHook, self).attach_pruner(runner)
+            for model in self._model_copies(runner):
+                self.pruner.slim_like(model)
+
+        reshape_under_ddp(runner, attach_and_slim)
+        runner.logger.info(f'StructuredPruningHook: resumed a model slimmed during training '
+                           f'({len(state["present"])} groups slimmed)')
 
     # -- export ---------------------------------------------------------------------------
     def after_train(self, runner):

@@ -397,7 +397,6 @@ class StructuredPruner(ChannelPruner):
                       importance=self.importance_cfg, protective=self.protective,
                       protect_factor=self.protect_factor,
                       kept_channels={n: k for n, (k, _) in self.kept_widths().items()},
-                      slim_during_training=self.slim_during_training,
                       restored=sum(h.get('restored', 0) for h in self.history)))
 
     # ---- checkpoints ----------------------------------------------------------------------------
