@@ -143,6 +143,11 @@ def _gradient(criterion, name: str, tensor: torch.Tensor | None,
     grad = (grads or {}).get(name)
     if grad is None and tensor is not None:
         grad = tensor.grad
+    if grad is None and tensor is not None and not tensor.requires_grad:
+        raise RuntimeError(f'{type(criterion).__name__} needs gradients, but {what} {name!r} is '
+                           'frozen (requires_grad=False, e.g. by a backbone\'s frozen_stages, '
+                           'which mmdet configs set to 1), so it has none: unfreeze what is '
+                           'pruned (frozen_stages=-1) or use a criterion without gradients (L1)')
     if grad is None:
         raise RuntimeError(f'{type(criterion).__name__} needs gradients, but {what} {name!r} has '
                            '.grad None; run backward() first (or pass grads=)')
