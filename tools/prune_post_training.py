@@ -30,6 +30,18 @@ from mmrecprune.cli import (CLIError, check_output_path, check_torch_archive, ch
 RECONSTRUCTIONS = ('none', 'mean', 'least_squares', 'least_squares+mean')
 
 
+def ridge_arg(value):
+    if value == 'auto':
+        return value
+    try:
+        ridge = float(value)
+    except ValueError:
+        ridge = -1.0
+    if not ridge >= 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number >= 0, got {value!r}")
+    return ridge
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Post-training structured pruning: slim a trained model, no training')
@@ -50,7 +62,9 @@ def parse_args(argv=None):
                              "config's, else least_squares+mean)")
     parser.add_argument('--no-bn-recalibration', action='store_true',
                         help='keep the BN statistics as they were')
-    parser.add_argument('--ridge', type=float, help='ridge of the least-squares fit (1e-3)')
+    parser.add_argument('--ridge', type=ridge_arg,
+                        help="ridge of the least-squares fit: 'auto' (default: chosen per layer "
+                             'on held-out calibration batches) or a number >= 0')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the calibration sample (default 0)')
     parser.add_argument('--batch-size', type=int, default=64,

@@ -54,8 +54,9 @@ class PostTrainingPruner(BasePruner):
         reconstruction (str | None): ``None`` (cut only), ``'mean'``, ``'least_squares'`` or
             ``'least_squares+mean'`` (default).
         bn_recalibration (bool): Re-estimate the BN statistics last. Defaults to True.
-        ridge (float): Ridge of the least-squares fit, relative to the mean diagonal of
-            ``X^T X``. Defaults to 1e-3.
+        ridge (float | str): Ridge of the least-squares fit, relative to the mean diagonal
+            of ``X^T X``, or ``'auto'`` (default: chosen per layer on held-out calibration
+            batches, see :func:`~mmrecprune.sparsity.least_squares.select_ridge`).
         positions_per_image (int | None): Output positions per image sampled by the fit.
             Defaults to 64 (None: all).
         seed (int): Seed of the position sampling. Defaults to 0.
@@ -65,20 +66,20 @@ class PostTrainingPruner(BasePruner):
 
     def __init__(self, target=None, scope='backbone', prune_residual=False, round_to=1,
                  min_keep=1, importance=None, ranking='global', reconstruction='least_squares+mean',
-                 bn_recalibration=True, ridge=1e-3, positions_per_image=64, seed=0):
+                 bn_recalibration=True, ridge='auto', positions_per_image=64, seed=0):
         super().__init__()
         if ranking not in ('global', 'uniform'):
             raise ValueError(f"ranking must be 'global' or 'uniform', got {ranking!r}")
         self.reconstruction = check_reconstruction(reconstruction)
-        if not isinstance(ridge, (int, float)) or ridge < 0:
-            raise ValueError(f'ridge must be a number >= 0, got {ridge!r}')
+        if ridge != 'auto' and (not isinstance(ridge, (int, float)) or ridge < 0):
+            raise ValueError(f"ridge must be 'auto' or a number >= 0, got {ridge!r}")
         if positions_per_image is not None and (not isinstance(positions_per_image, int)
                                                 or positions_per_image < 1):
             raise ValueError(f'positions_per_image must be None or an int >= 1, got '
                              f'{positions_per_image!r}')
         self.ranking = ranking
         self.bn_recalibration = bool(bn_recalibration)
-        self.ridge = float(ridge)
+        self.ridge = ridge if ridge == 'auto' else float(ridge)
         self.positions_per_image = positions_per_image
         self.seed = int(seed)
         selector = RANKINGS['global_' if ranking == 'global' else 'uniform']

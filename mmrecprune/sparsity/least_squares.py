@@ -138,11 +138,11 @@ def _pad2(layer, x):
 
 
 class NormalEquations:
-    """``sum X^T X``, ``sum X^T Y`` and the sums of X and Y over the calibration rows of one
+    """``sum X^T X``, ``sum X^T Y``, the sums of X, Y and Y^2 over the calibration rows of one
     layer, in float64 (X: the pruned network's kept-input rows, Y: the dense layer's output)."""
 
     def __init__(self) -> None:
-        self.xtx = self.xty = self.x_sum = self.y_sum = None
+        self.xtx = self.xty = self.x_sum = self.y_sum = self.yty = None
         self.rows = 0
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -151,11 +151,38 @@ class NormalEquations:
             self.xtx = x.new_zeros(x.shape[1], x.shape[1])
             self.xty = x.new_zeros(x.shape[1], y.shape[1])
             self.x_sum, self.y_sum = x.new_zeros(x.shape[1]), y.new_zeros(y.shape[1])
+            self.yty = y.new_zeros(y.shape[1])
         self.xtx += x.T @ x
         self.xty += x.T @ y
         self.x_sum += x.sum(0)
         self.y_sum += y.sum(0)
+        self.yty += y.pow(2).sum(0)
         self.rows += x.shape[0]
+
+    def __add__(self, other: 'NormalEquations') -> 'NormalEquations':
+        if self.xtx is None:
+            return other
+        if other.xtx is None:
+            return self
+        out = NormalEquations()
+        for key in ('xtx', 'xty', 'x_sum', 'y_sum', 'yty'):
+            setattr(out, key, getattr(self, key) + getattr(other, key))
+        out.rows = self.rows + other.rows
+        return out
+
+    def error(self, w: torch.Tensor, shift: torch.Tensor | None = None) -> float:
+        """``sum ||y - W x - shift||^2`` over the rows, from the sums alone."""
+        w = w.to(self.xtx)
+        err = self.yty.sum() - 2 * (w * self.xty.T).sum() + ((w @ self.xtx) * w).sum()
+        if shift is not None:
+            shift = shift.to(self.xtx)
+            err = err - 2 * (shift * (self.y_sum - w @ self.x_sum)).sum() \
+                + self.rows * shift.pow(2).sum()
+        return float(err)
+
+
+#: the ridges ``'auto'`` tries, relative to the mean diagonal of ``X^T X``
+AUTO_RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 def solve_layer(eq: NormalEquations, w0: torch.Tensor, fit_weights: bool, fit_shift: bool,
@@ -168,7 +195,7 @@ def solve_layer(eq: NormalEquations, w0: torch.Tensor, fit_weights: bool, fit_sh
     w0 = w0.detach().double().cpu()
     n = eq.rows
     if not fit_weights:
-        shift = (eq.y_sum - eq.x_sum @ w0.T) / n if fit_shift else None
+        shift = (eq.y_sum.cpu() - eq.x_sum.cpu() @ w0.T) / n if fit_shift else None
         return w0, shift
     xtx, xty = eq.xtx.cpu(), eq.xty.cpu()
     if fit_shift:  # centre: the intercept absorbs the means, the ridge does not touch it
@@ -185,6 +212,31 @@ def solve_layer(eq: NormalEquations, w0: torch.Tensor, fit_weights: bool, fit_sh
         w = torch.linalg.lstsq(a, b, driver='gelsd').solution.T
     shift = (my - mx @ w.T) if fit_shift else None
     return w, shift
+
+
+def select_ridge(folds: Sequence[NormalEquations], w0: torch.Tensor, fit_shift: bool,
+                 ridges: Sequence[float] = AUTO_RIDGES) -> float | None:
+    """The ridge of ``ridges`` whose fit predicts held-out calibration rows best (each fold
+    fitted on the others, errors summed), or None when keeping ``w0`` (with the mean shift if
+    ``fit_shift``) predicts them better than every fit: a re-fit that would overfit the few
+    rows of a deep, low-resolution layer is not made."""
+    folds = [f for f in folds if f.rows]
+    if len(folds) < 2:
+        return ridges[len(ridges) // 2] if ridges else None
+    best, best_err = None, 0.0
+    for j, held in enumerate(folds):
+        rest = sum((f for i, f in enumerate(folds) if i != j), NormalEquations())
+        w, shift = solve_layer(rest, w0, False, fit_shift)
+        best_err += held.error(w, shift)
+    for ridge in ridges:
+        err = 0.0
+        for j, held in enumerate(folds):
+            rest = sum((f for i, f in enumerate(folds) if i != j), NormalEquations())
+            w, shift = solve_layer(rest, w0, True, fit_shift, ridge)
+            err += held.error(w, shift)
+        if err < best_err:
+            best, best_err = ridge, err
+    return best
 
 
 @torch.no_grad()
@@ -211,7 +263,7 @@ def _consumers(group: ChannelGroup) -> list[str]:
 @torch.no_grad()
 def reconstruct_consumers(dense: nn.Module, pruned: nn.Module, groups: Sequence[ChannelGroup],
                           masks: Mapping[str, torch.Tensor], batches: Iterable[Any],
-                          mode: str = 'least_squares', ridge: float = 1e-3,
+                          mode: str = 'least_squares', ridge: float | str = 'auto',
                           positions_per_image: int | None = 64,
                           norms: Mapping[str, str] | None = None,
                           forward: Callable[[nn.Module, Any], Any] | None = None,
@@ -231,7 +283,10 @@ def reconstruct_consumers(dense: nn.Module, pruned: nn.Module, groups: Sequence[
             skipped.
         batches (Iterable): Calibration inputs; iterated once per cut group (give a list).
         mode (str): One of :data:`RECONSTRUCTION_MODES`.
-        ridge (float): Ridge strength relative to the mean diagonal of ``X^T X``.
+        ridge (float | str): Ridge strength relative to the mean diagonal of ``X^T X``, or
+            ``'auto'`` (default): per layer, the one of :data:`AUTO_RIDGES` that predicts
+            held-out calibration batches best (2 folds by batch), or no re-fit of the weights
+            where none beats the original weights (:func:`select_ridge`).
         positions_per_image (int, optional): Output positions sampled per image (the same
             for every image of a batch) to bound memory; None: all.
         norms (Mapping[str, str], optional): :func:`following_norms` of ``pruned`` (where an
@@ -243,9 +298,12 @@ def reconstruct_consumers(dense: nn.Module, pruned: nn.Module, groups: Sequence[
     Returns:
         dict: Per consumer layer: ``rows`` (calibration rows fitted), ``error_before`` (squared
         error of its output, bias aside, on those rows before the fit, relative to the dense
-        output's) and ``shift`` (where the output shift was folded, or None).
+        output's), ``ridge`` (the one used; None: weights kept) and ``shift`` (where the
+        output shift was folded, or None).
     """
     check_reconstruction(mode)
+    if ridge != 'auto' and (not isinstance(ridge, (int, float)) or ridge < 0):
+        raise ValueError(f"ridge must be 'auto' or a number >= 0, got {ridge!r}")
     forward = forward or (lambda m, x: m(x))
     batches = list(batches)
     if not batches:
@@ -273,10 +331,10 @@ def reconstruct_consumers(dense: nn.Module, pruned: nn.Module, groups: Sequence[
                     def capture(module, args, key=(model_key, name)):
                         inputs[key] = args[0]
                     handles.append(modules[name].register_forward_pre_hook(capture))
-            eqs = {name: NormalEquations() for name in layers}
+            folds = {name: [NormalEquations(), NormalEquations()] for name in layers}
             errors = {name: [0.0, 0.0] for name in layers}
             try:
-                for batch in batches:
+                for b, batch in enumerate(batches):
                     forward(dense, batch)
                     forward(pruned, batch)
                     for name in layers:
@@ -290,7 +348,7 @@ def reconstruct_consumers(dense: nn.Module, pruned: nn.Module, groups: Sequence[
                         w_d = layer.weight.flatten(1)
                         y = layer_rows(layer, x_d, None, pos) @ w_d.T
                         x = layer_rows(layer, x_p, keep_idx.to(x_p.device), pos)
-                        eqs[name].add(x, y)
+                        folds[name][b % 2].add(x, y)
                         w_p = p_modules[name].weight.index_select(
                             1, keep_idx.to(w_d.device)).flatten(1)
                         errors[name][0] += float((y - x @ w_p.T).double().pow(2).sum())
@@ -305,7 +363,12 @@ def reconstruct_consumers(dense: nn.Module, pruned: nn.Module, groups: Sequence[
                 module = p_modules[name]
                 shape = module.weight.shape
                 w0 = module.weight.index_select(1, keep_idx.to(module.weight.device))
-                w, shift = solve_layer(eqs[name], w0.flatten(1), fit_weights, fit_shift, ridge)
+                eq = folds[name][0] + folds[name][1]
+                used = ridge
+                if fit_weights and ridge == 'auto':
+                    used = select_ridge(folds[name], w0.flatten(1), fit_shift)
+                w, shift = solve_layer(eq, w0.flatten(1), fit_weights and used is not None,
+                                       fit_shift, used or 0.0)
                 new = torch.zeros_like(module.weight)
                 new.index_copy_(1, keep_idx.to(new.device),
                                 w.reshape(shape[0], len(keep_idx), *shape[2:]).to(new))
@@ -313,7 +376,8 @@ def reconstruct_consumers(dense: nn.Module, pruned: nn.Module, groups: Sequence[
                 where = None
                 if shift is not None:
                     where = fold_output_shift(p_modules, name, shift, norms)
-                report[name] = dict(rows=eqs[name].rows, shift=where,
+                report[name] = dict(rows=eq.rows, shift=where,
+                                    ridge=used if fit_weights else None,
                                     error_before=errors[name][0] / max(errors[name][1], 1e-30))
         return report
     finally:
