@@ -282,7 +282,7 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
         self.iteration = 0  # optimizer steps taken: the penalty schedule's clock
         self.thresholds = None
         self._thresholds_at = None
-        self.last_penalty = 0.0
+        self._last_penalty = None  # a detached tensor: read (a device sync) only when logged
 
     def attach(self, model, example_input=None):
         super().attach(model, example_input)
@@ -317,8 +317,14 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
         if coefficient == 0:
             return loss
         penalty = gap_penalty(weights, self.thresholds, self.margin)
-        self.last_penalty = float(penalty.detach())
+        self._last_penalty = penalty.detach()
         return loss + coefficient * penalty.to(loss.dtype)
+
+    @property
+    def last_penalty(self):
+        """The gap penalty (without its coefficient) of the last :meth:`regularize`; 0.0
+        before the first."""
+        return 0.0 if self._last_penalty is None else float(self._last_penalty)
 
     def after_optimizer_step(self):
         if self.pruned:

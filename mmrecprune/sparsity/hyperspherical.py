@@ -25,10 +25,36 @@ from torch import nn
 NORM_EPS = 1e-12
 
 
+class _UnitFilters(torch.autograd.Function):
+    """``w / max(||w_f||, NORM_EPS)`` per filter f, with the gradient written out:
+    ``(g - u * <g, u>_f) / ||w_f||`` (``g / NORM_EPS`` where the norm is clamped, as
+    ``clamp_min`` passes no gradient there). Autograd through ``norm``, ``clamp`` and a
+    broadcasting ``div`` runs twice as many kernels, some of them slow broadcasting
+    reductions, in every training step of every hyperspherical conv."""
+
+    @staticmethod
+    def forward(ctx, weight):
+        norms = torch.linalg.vector_norm(weight.flatten(1), dim=1)
+        inverse = norms.clamp_min(NORM_EPS).reciprocal_().view(-1, *([1] * (weight.dim() - 1)))
+        unit = weight * inverse
+        ctx.save_for_backward(unit, inverse, norms >= NORM_EPS)
+        return unit
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        unit, inverse, unclamped = ctx.saved_tensors
+        along = (grad * unit).flatten(1).sum(dim=1) * unclamped  # <g, u> per filter
+        return (grad - unit * along.view_as(inverse)) * inverse
+
+
 def unit_filters(weight):
-    """``weight`` with every output filter (dim 0) scaled to unit L2 norm."""
-    norms = weight.flatten(1).norm(dim=1).clamp_min(NORM_EPS)
-    return weight / norms.view(-1, *([1] * (weight.dim() - 1)))
+    """``weight`` with every output filter (dim 0) scaled to unit L2 norm (an all-zero filter
+    stays zero: norms are clamped to :data:`NORM_EPS`)."""
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return _UnitFilters.apply(weight)
+    norms = torch.linalg.vector_norm(weight.flatten(1), dim=1)  # the same bits as with grad
+    return weight * norms.clamp_min(NORM_EPS).reciprocal_().view(-1, *([1] * (weight.dim() - 1)))
 
 
 class HypersphericalConv2d(nn.Conv2d):
