@@ -34,7 +34,13 @@ def test_config_builds_and_runs(path, request):
     size = 64
     x = torch.rand(1, 3, size, size) * 255
     with torch.no_grad():
-        if cfg.default_scope == 'mmdet':
+        if cfg.default_scope == 'mmdet' and 'roi_head' in cfg.model:
+            # a two-stage detector's forward needs data samples (image metas for the RPN)
+            from mmdet.testing import demo_mm_inputs
+            data = model.data_preprocessor(demo_mm_inputs(1, [(3, size, size)]), False)
+            out = model(**data, mode='predict')
+            assert len(out) == 1 and 'bboxes' in out[0].pred_instances
+        elif cfg.default_scope == 'mmdet':
             out = model(model.data_preprocessor(dict(inputs=[x[0]]))['inputs'], mode='tensor')
             assert len(out) == 2  # cls scores, bbox preds
         elif cfg.default_scope == 'mmseg':
