@@ -1,9 +1,34 @@
-"""The reconstruction decoder of RecPrune: an "inverse ResNet" with feature-map hints."""
+"""The reconstruction decoder of RecPrune: an "inverse ResNet" with feature-map hints.
+
+Speed (issue 22): the decoder runs in the channels-last memory format (PyTorch's CPU
+convolutions and bilinear upsampling are about twice as fast on it at these widths), and a BN in
+eval mode (the decoder frozen in RecPrune's pruning stage) is folded into the conv before it
+for the forward (one pass fewer over every activation, forward and backward). Both compute the
+same function (up to float rounding); the parameters and the state_dict are unchanged.
+"""
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from mmrecprune.registry import MODELS
+
+
+def conv_bn(conv, bn, x):
+    """``bn(conv(x))``; with ``bn`` in eval mode as one conv whose weight and bias hold the BN
+    (the same function up to float rounding, one pass fewer over the output)."""
+    if bn.training or bn.running_var is None:
+        return bn(conv(x))
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    bias = -bn.running_mean * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    weight = conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
+    return conv._conv_forward(x, weight, bias)
 
 
 class _DecoderBlock(nn.Module):
@@ -19,8 +44,11 @@ class _DecoderBlock(nn.Module):
             nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        out = F.relu(conv_bn(self.conv1, self.bn1, x), inplace=True)
+        out = conv_bn(self.conv2, self.bn2, out)
+        shortcut = x if isinstance(self.shortcut, nn.Identity) else conv_bn(
+            self.shortcut[0], self.shortcut[1], x)
+        return F.relu(out + shortcut, inplace=True)
 
 
 @MODELS.register_module()
@@ -73,7 +101,8 @@ class InverseResNetDecoder(BaseModule):
         if len(feats) != len(self.in_channels):
             raise ValueError(f'decoder expects {len(self.in_channels)} encoder features '
                              f'(backbone out_indices must cover all stages), got {len(feats)}')
-        x = feats[-1]
+        channels_last = torch.channels_last
+        x = feats[-1].contiguous(memory_format=channels_last)
         t = self.hint_weight
         for depth, stage in enumerate(self.stages):
             stage_idx = len(feats) - 1 - depth  # 0-based encoder stage mirrored here
@@ -83,6 +112,7 @@ class InverseResNetDecoder(BaseModule):
                                   align_corners=False)
             x = stage(x)
             if stage_idx + 1 in self.hint_stages:
-                x = (1 - t) * x + t * target
+                x = (1 - t) * x + t * target.contiguous(memory_format=channels_last)
         x = F.interpolate(x, size=out_size, mode='bilinear', align_corners=False)
-        return self.head(x)
+        x = F.relu(conv_bn(self.head[0], self.head[1], x), inplace=True)
+        return self.head[3](x)
