@@ -290,3 +290,20 @@ def test_frozen_fills_follow_the_model_when_it_moves():
         optimizer.step()
         assert net[2].weight.dtype == torch.float64
         _assert_exact(net.state_dict(), masks, {n: f.float() for n, f in fills.items()}, step)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_zeroing_by_bits_is_masked_fill_exactly(dtype):
+    """The optimizer wrappers' hot path (a bitwise AND) gives what masked_fill_ gives: +0 at
+    pruned entries whatever they held (nan, inf, -0), kept entries bit for bit."""
+    from mmrecprune.sparsity.masks import keep_bits, zero_pruned_bits_
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, dtype=dtype)
+    x[0, :4] = torch.tensor([float('nan'), float('inf'), -float('inf'), -0.0], dtype=dtype)
+    x = x.t()  # not contiguous
+    mask = torch.rand(x.shape) > 0.5
+    mask[:4, 0] = False
+    expected = x.masked_fill(~mask, 0)
+    zero_pruned_bits_([x], [keep_bits(mask, dtype)])
+    assert torch.equal(x.view(keep_bits(mask, dtype).dtype),
+                       expected.view(keep_bits(mask, dtype).dtype))
