@@ -140,7 +140,12 @@ def apply_masks(tensors, masks):
         if mask.shape != tensor.shape:
             raise ValueError(f'mask of {name!r} has shape {tuple(mask.shape)}, but the tensor '
                              f'has shape {tuple(tensor.shape)}')
-    zero_pruned_([tensors[n] for n in masks], [~m.to(tensors[n].device) for n, m in masks.items()])
+    for name, mask in masks.items():  # one tensor at a time: the bits live briefly
+        tensor, mask = tensors[name], mask.to(tensors[name].device)
+        if tensor.element_size() in _BITS_DTYPES:
+            zero_pruned_bits_([tensor], [keep_bits(mask, tensor.dtype)])
+        else:  # complex
+            tensor.masked_fill_(~mask, 0)
 
 
 @torch.no_grad()
