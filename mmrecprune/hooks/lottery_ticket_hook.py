@@ -158,4 +158,4 @@ class LotteryTicketHook(PruningHook):
                       source=runner.cfg.get('load_from'))
         runner.logger.info(f'LotteryTicketHook: final ticket (round {self.pruner.round}, '
                            f'as trained) saved to {path}')
-        write_runner_task_model(runner, self.pruner, path)
+        write_runner_task_model(runner, self.pruner, path, self.example_input_shape)

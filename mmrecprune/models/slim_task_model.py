@@ -37,33 +37,49 @@ from mmrecprune.tickets import plain_values, ticket_bytes, write_atomically
 PRUNING_HOOKS = ('LotteryTicketHook', 'StructuredPruningHook', 'OnTheFlyPruningHook')
 
 
-class BackboneAndNeck(nn.Module):
-    """The backbone and neck of a task model, as one module whose ``forward(x)`` takes an image
-    tensor (``extract_feat``). Its children *are* the model's (same objects, same names), so
-    masks, slimming and state computed on it apply to the model."""
+class ImageForward(nn.Module):
+    """The modules of a task model that take the backbone's outputs from an image alone, as one
+    module: ``forward(x)`` runs the backbone, the neck if any, and (without a neck) every
+    segmentation head on the features, the auxiliary ones included. Its children *are* the
+    model's (same objects, same names), so masks, slimming and state computed on it apply to
+    the model."""
 
     def __init__(self, model):
         super().__init__()
         self.backbone = model.backbone
-        self.neck = model.neck
+        for name in ('neck', 'decode_head', 'auxiliary_head'):
+            if getattr(model, name, None) is not None:
+                self.add_module(name, getattr(model, name))
+        if 'neck' in self._modules:  # the heads take the neck's outputs, not the backbone's
+            self._modules.pop('decode_head', None)
+            self._modules.pop('auxiliary_head', None)
 
     def forward(self, x):
-        return self.neck(self.backbone(x))
+        x = self.backbone(x)
+        if 'neck' in self._modules:
+            return self.neck(x)
+        heads = [self._modules.get('decode_head'), self._modules.get('auxiliary_head')]
+        heads = [h for head in heads if head is not None
+                 for h in (head if isinstance(head, nn.ModuleList) else [head])]
+        return [head(x) for head in heads]
 
 
-def needs_feature_view(model):
-    """Whether ``model(x)`` on an image tensor cannot run: mmdet's two-stage detectors (an
-    ``rpn_head`` or ``roi_head``), whose tensor forward needs data samples."""
-    return (getattr(model, 'neck', None) is not None
-            and (getattr(model, 'rpn_head', None) is not None
-                 or getattr(model, 'roi_head', None) is not None))
+def needs_image_forward(model):
+    """Whether ``model(x)`` on an image tensor misses modules that take the backbone's outputs,
+    or cannot run at all: mmdet's two-stage detectors (an ``rpn_head`` or ``roi_head``), whose
+    tensor forward needs data samples, and mmseg's segmentors with an ``auxiliary_head``, which
+    their tensor forward skips."""
+    two_stage = getattr(model, 'neck', None) is not None and (
+        getattr(model, 'rpn_head', None) is not None
+        or getattr(model, 'roi_head', None) is not None)
+    return two_stage or getattr(model, 'auxiliary_head', None) is not None
 
 
 def pruned_view(model):
-    """What a channel pruner traces and slims: ``model``, or :class:`BackboneAndNeck` of it when
-    ``model(x)`` needs more than an image (:func:`needs_feature_view`). The neck is the only
-    consumer of the backbone's outputs there, so the channel groups are the same."""
-    return BackboneAndNeck(model) if needs_feature_view(model) else model
+    """What a channel pruner traces and slims: ``model``, or :class:`ImageForward` of it when
+    ``model(x)`` would miss a consumer of the backbone's outputs (:func:`needs_image_forward`),
+    so that pruning residual channels slims every module that reads them."""
+    return ImageForward(model) if needs_image_forward(model) else model
 
 
 def is_task_model(model):
@@ -188,14 +204,14 @@ def write_task_model(model, pruner, ticket_path, cfg, dataset_meta=None, input_s
         ticket_path (str): The ticket the hook exported for this model's backbone.
         cfg (Config): The run's config.
         dataset_meta (dict, optional): Class names (and palette) for the checkpoint's meta.
-        input_shape (Sequence[int], optional): ``(1, C, H, W)``; the slim model's features are
-            checked against the pruned model's on one such input.
+        input_shape (Sequence[int], optional): ``(1, C, H, W)``: the model the written config
+            builds, with the written weights, is checked against the pruned model on one such
+            input (:func:`check_written_model`).
         meta (dict, optional): More provenance for the checkpoint's meta (epoch, iter, ...).
 
     Raises:
-        RuntimeError: the slim model does not compute what the pruned model does.
+        RuntimeError: the written config and weights do not build the pruned model.
     """
-    from mmrecprune.sparsity import example_input, inference_forward
     slim = slim_whole_model(model, pruner)
     behaviour = backbone_behaviour(cfg.model.backbone)
     # the backbone the written config builds: the ticket's, with its header in the state dict
@@ -211,11 +227,6 @@ def write_task_model(model, pruner, ticket_path, cfg, dataset_meta=None, input_s
     dense_widths = stage_widths(model.backbone)
     if widths != dense_widths:  # residual channels pruned: the consumers' convs were slimmed
         set_consumer_in_channels(slim, widths)
-    if input_shape is not None:
-        x = example_input(tuple(input_shape), next(model.parameters()).device)
-        ref, got = pruned_view(model), pruned_view(slim)
-        if not _outputs_close(inference_forward(ref, x), inference_forward(got, x)):
-            raise RuntimeError('the slim model does not compute what the pruned model does')
     stem = osp.splitext(ticket_path)[0]
     config_path, checkpoint_path = f'{stem}_model.py', f'{stem}_model.pth'
     new_cfg = task_config(cfg, ticket_path, widths if widths != dense_widths else None)
@@ -229,7 +240,50 @@ def write_task_model(model, pruner, ticket_path, cfg, dataset_meta=None, input_s
         state_dict=state)
     write_atomically(checkpoint_path, ticket_bytes(payload))
     new_cfg.dump(config_path)
+    if input_shape is not None:
+        check_written_model(config_path, state, model, input_shape)
     return config_path, checkpoint_path
+
+
+def build_written_model(config_path, state_dict):
+    """The model a written config builds (in its default scope, SyncBN as BN, as
+    ``init_detector`` / ``init_model`` build it) with ``state_dict`` loaded strictly."""
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import DefaultScope
+
+    from mmrecprune.registry import MODELS
+    cfg = Config.fromfile(config_path)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        built = revert_sync_batchnorm(MODELS.build(cfg.model))
+    built.load_state_dict(dict(state_dict), strict=True)
+    return built
+
+
+def check_written_model(config_path, state_dict, model, input_shape):
+    """Raise RuntimeError unless the model the written config builds, with the written weights,
+    computes what the pruned ``model`` computes on one ``input_shape`` input (the features its
+    image-only forward reaches: :func:`pruned_view`)."""
+    from mmrecprune.sparsity import example_input, inference_forward
+    try:
+        built = build_written_model(config_path, state_dict)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise RuntimeError(f'the written config {config_path} does not build a model that '
+                           f'takes the slim weights: {err}') from None
+    x = example_input(tuple(input_shape))
+    device = next(model.parameters()).device
+    expected = _to_cpu(inference_forward(pruned_view(model), x.to(device)))
+    if not _outputs_close(expected, inference_forward(pruned_view(built), x)):
+        raise RuntimeError(f'the slim model of {config_path} does not compute what the pruned '
+                           'model does')
+
+
+def _to_cpu(out):
+    if isinstance(out, torch.Tensor):
+        return out.cpu()
+    if isinstance(out, (list, tuple)):
+        return [_to_cpu(o) for o in out]
+    return out
 
 
 def write_runner_task_model(runner, pruner, ticket_path, input_shape=None):

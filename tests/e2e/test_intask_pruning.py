@@ -249,17 +249,45 @@ def test_iterative_magnitude_retinanet_writes_a_masked_detector(coco, tmp_path):
 
 
 # -- mmseg ------------------------------------------------------------------------------------
-@pytest.mark.parametrize('config', ['psap_deeplabv3_r50-d8_4xb4-80k_ade20k-512x512.py',
-                                    'l1-global_fpn_r50_4xb4-160k_ade20k-512x512.py'])
-def test_segmentor_prunes_its_backbone_and_loads_from_its_config(ade20k, tmp_path, config):
+def _segmentation_batch(model):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    samples = []
+    for _ in range(2):
+        sample = SegDataSample(metainfo=dict(img_shape=(SIZE, SIZE), ori_shape=(SIZE, SIZE),
+                                             pad_shape=(SIZE, SIZE)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, SIZE, SIZE)))
+        samples.append(sample)
+    inputs = [torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8) for _ in samples]
+    return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), True)
+
+
+@pytest.mark.parametrize('config,residual', [
+    ('psap_deeplabv3_r50-d8_4xb4-80k_ade20k-512x512.py', True),
+    ('l1-global_fpn_r50_4xb4-160k_ade20k-512x512.py', False)])
+def test_segmentor_prunes_its_backbone_and_loads_from_its_config(ade20k, tmp_path, config,
+                                                                 residual):
+    """DeepLabV3 with its block outputs pruned: the decode head and the auxiliary head (which
+    the tensor forward skips) read the slim widths, in the written config and the weights."""
     from mmseg.apis import inference_model, init_model
-    cfg = tiny_intask_cfg(config, ade20k, tmp_path, iters=2, num_steps=2)
+    cfg = tiny_intask_cfg(config, ade20k, tmp_path, iters=2, num_steps=2,
+                          prune_residual=residual)
     train(cfg)
     ticket, written, checkpoint = check_written_model(tmp_path, 'slim')
     assert ticket.meta['flops_ratio'] <= 0.5 + 1e-6
     model = init_model(written, checkpoint, device='cpu')
-    if 'deeplabv3' in config:
+    if residual:
+        widths = ticket.meta['out_channels']
+        assert widths != DENSE_WIDTHS
+        heads = Config.fromfile(written).model
+        assert heads.decode_head.in_channels == widths[3]
+        assert heads.auxiliary_head.in_channels == widths[2]
+        assert model.auxiliary_head.convs[0].conv.in_channels == widths[2]
         assert model.backbone.layer4[0].conv2.dilation == (2, 2)  # the dilated layout kept
+        model.train()  # the auxiliary head's loss runs on the slim stage-3 output
+        losses = model(**_segmentation_batch(model), mode='loss')
+        assert torch.isfinite(model.parse_losses(losses)[0])
+        model.eval()
     result = inference_model(model, np.zeros((SIZE, SIZE, 3), np.uint8))
     assert result.pred_sem_seg.data.shape[-2:] == (SIZE, SIZE)
 
