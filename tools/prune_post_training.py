@@ -158,10 +158,16 @@ def main(argv=None):
     before = score(model)
     pruner.attach(model, batches[0][:1])
     images = sum(len(b) for b in batches)
-    print(f'calibration: {images} train images (seed {args.seed}), '
-          f'{pruner.calibration_passes} passes', flush=True)
     start = time.perf_counter()
-    pruner.prune(batches, progress=CalibrationProgress(pruner, images))
+    if pruner.needs_calibration_for_ranking:
+        print(f'ranking channels by {pruner.selector.importance_cfg["type"]} on {images} train '
+              f'images (seed {args.seed})', flush=True)
+        pruner.calibrate_ranking(batches, progress=CalibrationProgress(1, images))
+        print()
+    pruner.commit(pruner.plan())
+    print(f'recovery ({pruner.recovery}): {pruner.calibration_passes} passes over {images} '
+          f'train images (seed {args.seed})', flush=True)
+    pruner.recover(batches, progress=CalibrationProgress(pruner.calibration_passes, images))
     prune_seconds = time.perf_counter() - start
     print()
     meta = export_ticket(out, pruner, strip_conv_cfg(cfg.model.backbone), shape,

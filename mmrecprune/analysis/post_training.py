@@ -49,12 +49,12 @@ def test_scorer(runner, cfg, max_images=None):
 
 
 class CalibrationProgress:
-    """One MMEngine progress bar over every calibration pass of a post-training pruner (its
-    ``update`` takes the images of a batch)."""
+    """One MMEngine progress bar over ``passes`` calibration passes of ``images`` images
+    (called with the images of every batch done)."""
 
-    def __init__(self, pruner, images):
+    def __init__(self, passes, images):
         from mmengine.utils import ProgressBar
-        self.total = max(1, pruner.calibration_passes * images)
+        self.total = max(1, passes * images)
         self.bar = ProgressBar(self.total)
         self.done = 0
 

@@ -173,11 +173,13 @@ class PostTrainingPruner(BasePruner):
 
     @property
     def calibration_passes(self) -> int:
-        """Passes over the calibration batches :meth:`prune` makes (for progress bars)."""
+        """Passes over the calibration batches still to come (for progress bars): before the
+        cut, the criterion's (if it reads data) and at most one per group plus BN
+        recalibration; after it, exactly those of :meth:`recover`."""
         cut = sum(1 for g in self.groups if not self.masks[g.name].all()) \
             if self.step_count else len(self.groups)
-        return (int(self.needs_calibration_for_ranking)
-                + 2 * cut * (self.reconstruction is not None) + int(self.bn_recalibration))
+        return (int(self.needs_calibration_for_ranking and not self.step_count)
+                + cut * (self.reconstruction is not None) + int(self.bn_recalibration))
 
     @property
     def recovery(self) -> str:

@@ -10,6 +10,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmrecprune.sparsity.bn_recalibration import recalibrate_batchnorm
 
+pytestmark = pytest.mark.usefixtures('single_thread')
+
 
 def _train_mode_inputs(model, batch):
     """What every BN receives in a training-mode pass (on a copy: statistics untouched)."""

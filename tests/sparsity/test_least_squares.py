@@ -15,6 +15,8 @@ from mmrecprune.sparsity.least_squares import (NormalEquations, following_norms,
                                                layer_output_error, layer_rows,
                                                reconstruct_consumers, solve_layer)
 
+pytestmark = pytest.mark.usefixtures('single_thread')
+
 
 def _data(seed, n=2, batch=16, size=32):
     g = torch.Generator().manual_seed(seed)

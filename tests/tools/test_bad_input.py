@@ -77,6 +77,19 @@ CASES = {
         ('existing_out', ['{config}', '{ckpt}', '--sparsity', '0.5', '--out', '{out}',
                           '--work-dir', '{wd}'], 'out'),
     ],
+    'tools/prune_post_training.py': [
+        ('missing_checkpoint', ['{config}', '{missing}', '--out', '{new}', '--work-dir', '{wd}'],
+         'missing'),
+        ('ticket_as_config', ['{ticket_s}', '{ckpt}', '--out', '{new}', '--work-dir', '{wd}'],
+         'ticket_s'),
+        ('existing_out', ['{config}', '{ckpt}', '--out', '{out}', '--work-dir', '{wd}'], 'out'),
+    ],
+    'tools/benchmarks/bench_post_training.py': [  # writes into its work dir only
+        ('text_as_checkpoint', ['--config', '{config}', '--checkpoint', '{text_pth}',
+                                '--work-dir', '{wd}'], 'text_pth'),
+        ('file_as_work_dir', ['--config', '{config}', '--checkpoint', '{ckpt}',
+                              '--work-dir', '{out}'], 'out'),
+    ],
     'tools/run_embedded_default.py': [  # reads no file a user names: its work dir only
         ('file_as_work_dir', ['--work-dir', '{out}'], 'out'),
         ('corrupt_results', ['--work-dir', '{bad_wd}'], 'bad_wd'),

@@ -29,6 +29,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
 OUT_MEANS = {
     'tools/test.py': 'the predictions, pickled (.pkl), as MMDetection dumps them',
     'tools/prune_on_the_fly.py': 'the ticket (.pth)',
+    'tools/prune_post_training.py': 'the ticket (.pth); the slim model and its config beside it',
     'tools/analysis_tools/analyze_ticket.py': 'the plot (.png)',
     'tools/analysis_tools/compare_tickets.py': 'the overlap numbers (.json)',
     'tools/analysis_tools/recalibrate_bn.py': 'the recalibrated checkpoint (.pth)',
