@@ -49,9 +49,10 @@ from .gap_penalty import gap_penalty, gap_statistics, scaled_magnitudes, target_
 from .recovery import RECOVERY_MODES, apply_recovery, check_recovery, recovery_fill
 from .reinit import reinitialise
 from .bn_recalibration import batch_size_of, recalibrate_batchnorm
-from .least_squares import (RECONSTRUCTION_MODES, NormalEquations, check_reconstruction,
-                            fold_output_shift, following_norms, layer_output_error, layer_rows,
-                            reconstruct_consumers, solve_layer)
+from .least_squares import (AUTO_RIDGES, RECONSTRUCTION_MODES, NormalEquations,
+                            check_reconstruction, fold_output_shift, following_norms,
+                            layer_output_error, layer_rows, reconstruct_consumers, select_ridge,
+                            solve_layer)
 from .activation_importance import ActivationImportance, consumer_input_energy
 from .semi_structured import (SEMI_STRUCTURED_PATTERN, SemiStructuredConv2d, conv1x1_as_matmul,
                               enable_semi_structured, semi_structured_report,
