@@ -12,8 +12,11 @@ scenes: setup
 demo: setup
 	$(PY) tools/run_embedded_default.py
 
+# Two worker processes, whole modules each (module fixtures are built once); the slowest
+# modules start first (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Not part of `make test` / CI: a second venv at the oldest versions pyproject.toml declares,
 # installed as a GPU user would (mmcv built against that torch), then the test suite there.

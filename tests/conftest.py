@@ -10,7 +10,25 @@ from mmrecprune.testing.sources import (MBV2_W05, ONE_SHOT_70_FILLED, STRUCTURED
                                         shrink_classifier_cfg)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-os.environ.setdefault('OMP_NUM_THREADS', '2')
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # `make test` runs two workers on two cores: one thread each, and the same for the
+    # subprocesses they start (two threads each would oversubscribe the cores)
+    import torch
+    os.environ['OMP_NUM_THREADS'] = '1'
+    torch.set_num_threads(1)
+else:
+    os.environ.setdefault('OMP_NUM_THREADS', '2')
+
+#: the slowest modules (minutes each, most of it subprocesses), started first so that the two
+#: workers of `make test` (--dist loadfile --no-loadscope-reorder) end together
+SLOWEST_FIRST = ('tests/e2e/test_full_size_configs.py', 'tests/tools/test_bad_input.py',
+                 'tests/e2e/test_readme_quickstart.py', 'tests/e2e/test_check_model_zoo.py',
+                 'tests/analysis/test_gpu_check.py')
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split('::')[0], len(rank)))  # stable
 
 
 def repo_path(*parts):

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Creates .venv in the repository with every dependency mmrecprune needs (DESIGN.md recipe).
-# Idempotent: a finished install leaves .venv/.mmrecprune-installed-v2 and is not redone (a venv
+# Idempotent: a finished install leaves .venv/.mmrecprune-installed-v3 and is not redone (a venv
 # with only an older stamp redoes the steps, which skip what is already installed).
 # These exact versions are the tested point; pyproject.toml declares the ranges the package accepts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-STAMP="$VENV/.mmrecprune-installed-v2"
+STAMP="$VENV/.mmrecprune-installed-v3"
 PY=${PYTHON:-python3}
 
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && \
@@ -38,7 +38,7 @@ fi
 # whose mmcv is already there gets it too (and `pip check` below is clean).
 $PIP install -q "setuptools>=77.0.3,<80.9"
 $PIP install -q mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex \
-  pycocotools matplotlib scipy terminaltables shapely pytest
+  pycocotools matplotlib scipy terminaltables shapely pytest pytest-xdist
 # the "deploy" extra (ONNX export), so its tests run too; not a dependency of the package
 $PIP install -q "onnx>=1.17" "onnxscript>=0.6.1" "onnxruntime>=1.20"
 $PIP install -q --no-deps --no-build-isolation -e .
