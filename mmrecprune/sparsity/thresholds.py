@@ -48,9 +48,14 @@ def _num_to_prune(n_surviving, ratio):
     return int(round(ratio * n_surviving))
 
 
-def _magnitudes(weight, keep, dtype):
-    """``|weight|`` (flat) in ``dtype``, entries not kept set to ``-1``."""
-    mags = weight.abs() if weight.dtype == dtype else weight.to(dtype).abs_()
+def _magnitudes(weight, keep, dtype, out=None):
+    """``|weight|`` (flat) in ``dtype``, entries not kept set to ``-1`` (into ``out``, a buffer
+    of at least ``weight.numel()`` entries, if given: fresh pages for every layer cost more
+    than the pass itself)."""
+    if out is not None and weight.dtype == dtype:
+        mags = torch.abs(weight, out=out[:weight.numel()])
+    else:
+        mags = weight.abs() if weight.dtype == dtype else weight.to(dtype).abs_()
     if keep is not None:
         mags.masked_fill_(~keep, -1.0)
     return mags
@@ -96,37 +101,62 @@ class _Layers:
         band misses the ``k``-th value (an unrepresentative sample), it falls back to a full
         ``kthvalue``.
         """
+        return self._select(k)[:2]
+
+    def _band(self, k):
+        """``(lo, hi)`` bracketing the ``k``-th smallest entry by a strided sample (either may
+        be None: unbounded), or None when the selection is small or the band would be all."""
         n = self.numel
-        if n >= _SAMPLED_SELECTION_MIN_NUMEL:
-            stride = max(1, n // _SELECTION_SAMPLE_SIZE)
-            sample = torch.cat([
-                self.magnitudes(w[::stride], None if keep is None else keep[::stride])
-                for _, w, keep in self.items]).sort().values
-            m = sample.numel()
-            q = k / n
-            margin = 6.0 * math.sqrt(m * q * (1.0 - q)) + 8.0
-            i_lo, i_hi = int(q * m - margin), int(math.ceil(q * m + margin))
-            if i_lo >= 0 or i_hi < m:
-                lo = float(sample[i_lo]) if i_lo >= 0 else None
-                hi = float(sample[i_hi]) if i_hi < m else None
-                below, bands = 0, []
-                for _, w, keep in self.items:
-                    mags = _magnitudes(w, keep, self.dtype)
-                    if lo is None:
-                        in_band = mags <= hi
-                    else:
-                        in_band = mags >= lo
-                        below += mags.numel() - int(torch.count_nonzero(in_band))
-                        if hi is not None:
-                            in_band &= mags <= hi
-                    bands.append(mags[in_band].to(self.device))
-                band = torch.cat(bands)
-                if below < k <= below + band.numel():
-                    value = torch.kthvalue(band, k - below).values
-                    return float(value), below + int(torch.count_nonzero(band <= value))
+        if n < _SAMPLED_SELECTION_MIN_NUMEL:
+            return None
+        stride = max(1, n // _SELECTION_SAMPLE_SIZE)
+        sample = torch.cat([
+            self.magnitudes(w[::stride], None if keep is None else keep[::stride])
+            for _, w, keep in self.items]).sort().values
+        m = sample.numel()
+        q = k / n
+        margin = 6.0 * math.sqrt(m * q * (1.0 - q)) + 8.0
+        i_lo, i_hi = int(q * m - margin), int(math.ceil(q * m + margin))
+        if i_lo < 0 and i_hi >= m:
+            return None
+        return (float(sample[i_lo]) if i_lo >= 0 else None,
+                float(sample[i_hi]) if i_hi < m else None)
+
+    def _select(self, k, masks=False):
+        """``(value, n_at_most, parts)``: the ``k``-th smallest entry, how many are ``<=`` it,
+        and with ``masks``, per item ``(at_least_lo, band_index, band_values)`` from the one
+        pass over the magnitudes that found the band (None after the fallback), from which
+        :meth:`prune_count` builds the masks without a second pass."""
+        band_limits = self._band(k)
+        if band_limits is not None:
+            lo, hi = band_limits
+            below, bands, parts = 0, [], []
+            largest = max(w.numel() for _, w, _ in self.items)
+            buffer = torch.empty(largest, dtype=self.dtype, device=self.items[0][1].device)
+            for _, w, keep in self.items:
+                mags = _magnitudes(w, keep, self.dtype, buffer)
+                if lo is None:
+                    at_least_lo = None
+                    in_band = mags <= hi
+                else:
+                    at_least_lo = mags >= lo
+                    below += mags.numel() - int(torch.count_nonzero(at_least_lo))
+                    in_band = at_least_lo if hi is None else at_least_lo & (mags <= hi)
+                if masks:
+                    index = in_band.nonzero().squeeze(1)
+                    values = mags[index]
+                    parts.append((at_least_lo, index, values))
+                else:
+                    values = mags[in_band]
+                bands.append(values.to(self.device))
+            band = torch.cat(bands)
+            if below < k <= below + band.numel():
+                value = torch.kthvalue(band, k - below).values
+                return (float(value), below + int(torch.count_nonzero(band <= value)),
+                        parts if masks else None)
         mags = self.all_magnitudes()
         value = torch.kthvalue(mags, k).values
-        return float(value), int(torch.count_nonzero(mags <= value))
+        return float(value), int(torch.count_nonzero(mags <= value)), None
 
     @torch.no_grad()
     def prune_smallest(self, ratio):
@@ -140,20 +170,34 @@ class _Layers:
         if k == 0:
             for name, w, keep in self.items:
                 new[name] = torch.ones_like(w, dtype=torch.bool) if keep is None else keep.clone()
-        else:
-            threshold, n_at_most = self.kth_smallest(self.n_pruned + k)
+            return {name: mask.reshape(self.shapes[name]) for name, mask in new.items()}
+        threshold, n_at_most, parts = self._select(self.n_pruned + k, masks=True)
+        if parts is None:
+            tied_at = {}
             for name, w, keep in self.items:
                 new[name] = _magnitudes(w, keep, self.dtype) > threshold
-            # Ties at the threshold: the first ones (in order) are pruned, the last ``excess``
-            # ones kept.
-            excess = n_at_most - (self.n_pruned + k)
-            for name, w, keep in reversed(self.items):
-                if excess <= 0:
-                    break
+        else:
+            # every entry below the band is pruned, every entry above it kept: start from
+            # ">= lo" and prune the band's entries at or below the threshold
+            tied_at = {}
+            for (name, w, _), (at_least_lo, index, values) in zip(self.items, parts):
+                mask = (torch.ones(w.numel(), dtype=torch.bool, device=w.device)
+                        if at_least_lo is None else at_least_lo)
+                mask[index[values <= threshold]] = False
+                new[name] = mask
+                tied_at[name] = index[values == threshold]
+        # Ties at the threshold: the first ones (in order) are pruned, the last ``excess``
+        # ones kept.
+        excess = n_at_most - (self.n_pruned + k)
+        for name, w, keep in reversed(self.items):
+            if excess <= 0:
+                break
+            tied = tied_at.get(name)
+            if tied is None:
                 tied = (_magnitudes(w, keep, self.dtype) == threshold).nonzero().squeeze(1)
-                tied = tied[max(0, tied.numel() - excess):]
-                new[name][tied] = True
-                excess -= tied.numel()
+            tied = tied[max(0, tied.numel() - excess):]
+            new[name][tied] = True
+            excess -= tied.numel()
         return {name: mask.reshape(self.shapes[name]) for name, mask in new.items()}
 
 
