@@ -3,8 +3,8 @@ few hundred calibration images, with no training.
 
 Channels inside the backbone's blocks are cut to the FLOPs target (chosen by ``--importance``
 with ``--ranking``), the layers that read the cut channels are re-fitted on the calibration
-activations (``--reconstruction``) and the BN statistics re-estimated
-(``--no-bn-recalibration`` to skip). Prints the test metrics before and after and the measured
+activations (``--reconstruction``) and, with ``--bn-recalibration``, the BN
+statistics re-estimated. Prints the test metrics before and after and the measured
 CPU speed-up of the whole model; writes the ticket (``--out``), a slim checkpoint of the whole
 model beside it (``<ticket>_model.pth``) and the config that loads it (``<ticket>_model.py``:
 the backbone becomes ``mmrecprune.PrunedBackbone`` on the ticket). Settings default to the
@@ -60,8 +60,9 @@ def parse_args(argv=None):
     parser.add_argument('--reconstruction', choices=RECONSTRUCTIONS,
                         help='re-fit the layers that read cut channels (default: the '
                              "config's, else least_squares+mean)")
-    parser.add_argument('--no-bn-recalibration', action='store_true',
-                        help='keep the BN statistics as they were')
+    parser.add_argument('--bn-recalibration', action=argparse.BooleanOptionalAction,
+                        help='re-estimate the BN statistics on the calibration images last '
+                             "(default: the config's, else off)")
     parser.add_argument('--ridge', type=ridge_arg,
                         help="ridge of the least-squares fit: 'auto' (default: chosen per layer "
                              'on held-out calibration batches) or a number >= 0')
@@ -106,8 +107,8 @@ def pruner_settings(cfg, args):
     if args.reconstruction:
         settings['reconstruction'] = (None if args.reconstruction == 'none'
                                       else args.reconstruction)
-    if args.no_bn_recalibration:
-        settings['bn_recalibration'] = False
+    if args.bn_recalibration is not None:
+        settings['bn_recalibration'] = args.bn_recalibration
     if args.ridge is not None:
         settings['ridge'] = args.ridge
     return settings

@@ -35,7 +35,7 @@ def _classifier():
 def test_built_from_the_registry_with_checked_arguments():
     pruner = PRUNERS.build(dict(type='PostTrainingPruner', target=dict(flops=0.3)))
     assert pruner.method == 'post_training' and pruner.kind == 'structured'
-    assert pruner.recovery == 'least_squares+mean+bn'
+    assert pruner.recovery == 'least_squares+mean'
     for bad, match in ((dict(ranking='local'), 'ranking'), (dict(reconstruction='lasso'),
                                                             'reconstruction'),
                        (dict(ridge=-1.0), 'ridge'), (dict(positions_per_image=0), 'positions'),
@@ -49,7 +49,8 @@ def test_prune_meets_the_target_and_exports_a_ticket(tmp_path, importance, ranki
     model = _classifier()
     x = torch.randn(1, 3, 32, 32)
     pruner = PRUNERS.build(dict(type='PostTrainingPruner', target=dict(flops=0.4),
-                                importance=dict(type=importance), ranking=ranking))
+                                importance=dict(type=importance), ranking=ranking,
+                                bn_recalibration=True))
     pruner.attach(model, x)
     dense_flops = pruner.selector.dense_cost
     done = []
