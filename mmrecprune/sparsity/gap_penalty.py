@@ -64,6 +64,9 @@ class FanInLayout:
             for (_, layers), filters in zip(self.groups, self.filters)]).to(device)
         self.layer_numels = torch.tensor([s.numel() for s in shapes], dtype=dtype,
                                          device=device)
+        # (L, F) 0/1: a matmul sums per layer, deterministic on every device (index_add_ is not)
+        self.layer_of_filter = torch.nn.functional.one_hot(
+            self.filter_layer, len(shapes)).t().to(dtype)
 
     def matrices(self, weights):
         """The ``(filters, K)`` matrix of every group (a view for a group of one layer)."""
@@ -75,8 +78,7 @@ class FanInLayout:
 
     def layer_sums(self, per_filter):
         """Per-filter values ``(F, ...)`` (groups in order) summed per layer: ``(L, ...)``."""
-        out = per_filter.new_zeros((self.num_layers, *per_filter.shape[1:]))
-        return out.index_add_(0, self.filter_layer, per_filter)
+        return self.layer_of_filter @ per_filter
 
 
 _LAYOUTS = {}
