@@ -54,8 +54,8 @@ class PostTrainingPruner(BasePruner):
         reconstruction (str | None): ``None`` (cut only), ``'mean'``, ``'least_squares'`` or
             ``'least_squares+mean'`` (default).
         bn_recalibration (bool): Re-estimate the BN statistics last. Defaults to False: after
-            the least-squares re-fit it changed top-1 by -0.08 points on the embedded
-            classifier (3 seeds, -25 % and -50 % FLOPs, configs/posttrain/README.md); it is
+            the least-squares re-fit it changed top-1 by -0.08 / -0.07 points on the embedded
+            classifier (3 seeds, -25 % / -50 % FLOPs, configs/posttrain/README.md); it is
             the recovery to use with ``reconstruction=None``.
         ridge (float | str): Ridge of the least-squares fit, relative to the mean diagonal
             of ``X^T X``, or ``'auto'`` (default: chosen per layer on held-out calibration
