@@ -1,0 +1,195 @@
+"""Step time of structured pruning runs with and without slimming during training.
+
+For each (model, method) pair the script trains two copies of one model side by side on the same
+synthetic batches: ``soft`` (soft masks, dense shapes until the end: the default) and ``slim``
+(``slim_during_training=True``: cut channels leave the model as soon as they cannot come back).
+The schedule is the shipped config's pruner (target, number of steps; ``--steps`` overrides it),
+with one dense segment first: the cuts run before iterations ``I, 2I, ..., K*I`` (``I`` =
+``--iters`` per segment) and the run ends after ``(K+1)*I`` iterations. Each cut is what
+``StructuredPruningHook`` does at a step: plan and commit, clear the changed channels' optimizer
+state, and, in the slim copy, :meth:`~mmrecprune.methods.StructuredPruner.slim` with the
+optimizer. The two copies alternate iteration by iteration, so machine noise hits both alike.
+
+Printed per pair: the load average before and after, the step times across the run (median of
+each block of ``--block`` iterations), the median step time per segment against the kept FLOPs
+(and as a fraction of the dense step), and the wall time of the whole run (steps plus cuts) of
+each copy. A PNG plots step time against kept FLOPs for every pair.
+
+Pairs: ``r18`` = the embedded default's ResNet-18-w16 classifier (configs/psap and configs/l1,
+56x56, batch 64); ``r50`` = the ImageNet ResNet-50 classifier of configs/psap/psap_r50_imagenet.py
+at a small batch and input (``--r50-batch``, ``--r50-size``) so a CPU finishes in minutes.
+
+Example::
+
+    python tools/benchmarks/bench_slim_training.py --models r18 r50 --methods l1 psap \\
+        --out configs/psap/bench_slim_training.png
+"""
+import argparse
+import copy
+import os
+import statistics
+import time
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmengine.structures import BaseDataElement
+
+import mmrecprune  # noqa: F401
+from mmrecprune.cli import run_tool
+from mmrecprune.optim import PruningOptimWrapper
+from mmrecprune.registry import MODELS, PRUNERS
+from mmrecprune.sparsity import example_input
+
+CONFIGS = {
+    ('r18', 'l1'): 'configs/l1/l1-uniform_r18-w16_fashionmnist.py',
+    ('r18', 'psap'): 'configs/psap/psap_r18-w16_fashionmnist.py',
+    ('r50', 'l1'): 'configs/l1/l1-uniform_r50_imagenet.py',
+    ('r50', 'psap'): 'configs/psap/psap_r50_imagenet.py',
+}
+
+
+def load():
+    return ' '.join(f'{v:.2f}' for v in os.getloadavg())
+
+
+def make_batch(batch_size, size, num_classes, seed):
+    g = torch.Generator().manual_seed(seed)
+    inputs = [torch.randint(0, 255, (3, size, size), dtype=torch.uint8, generator=g)
+              for _ in range(batch_size)]
+    labels = torch.randint(0, num_classes, (batch_size, ), generator=g)
+    samples = [BaseDataElement(gt_label=labels[i:i + 1]) for i in range(batch_size)]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def build_pair(config, size, steps):
+    """Two identical (model, wrapper, pruner) triples: soft and slim."""
+    cfg = Config.fromfile(config)
+    pruner_cfg = copy.deepcopy(cfg.custom_hooks[0]['pruner'])
+    if steps:
+        pruner_cfg['num_steps'] = steps
+    pair = {}
+    for name in ('soft', 'slim'):
+        torch.manual_seed(0)
+        with DefaultScope.overwrite_default_scope('mmrecprune'):
+            model = MODELS.build(copy.deepcopy(cfg.model))
+        model.train()
+        pruner = PRUNERS.build(dict(pruner_cfg, slim_during_training=name == 'slim'))
+        pruner.attach(model, example_input((1, 3, size, size)))
+        wrapper = PruningOptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9,
+                                                      weight_decay=1e-4))
+        wrapper.attach(pruner)
+        pair[name] = (model, wrapper, pruner)
+    return pair, cfg.model.get('num_classes', 1000)
+
+
+def cut(model, wrapper, pruner):
+    """What StructuredPruningHook does at a step (one process)."""
+    plan = pruner.plan()
+    changed = pruner.commit(plan)
+    wrapper.reset_state(pruner.optimizer_slices(changed))
+    pruner.slim([wrapper.optimizer])
+
+
+def run_pair(key, args):
+    model_name, method = key
+    size = args.size if model_name == 'r18' else args.r50_size
+    batch_size = args.batch_size if model_name == 'r18' else args.r50_batch
+    iters = args.iters if model_name == 'r18' else args.r50_iters
+    pair, num_classes = build_pair(CONFIGS[key], size, args.steps)
+    steps = pair['soft'][2].num_steps
+    batches = [make_batch(batch_size, size, num_classes, seed) for seed in range(4)]
+    print(f'\n== {model_name} / {method} ({CONFIGS[key]}): {steps} cuts, {iters} iterations '
+          f'per segment, batch {batch_size}, input {size}x{size}, '
+          f'threads {torch.get_num_threads()}, load average before: {load()}')
+    for model, wrapper, _ in pair.values():  # warm-up
+        model.train_step(batches[0], wrapper)
+    times = {name: [] for name in pair}
+    cut_times = {name: 0.0 for name in pair}
+    kept = []
+    for segment in range(steps + 1):
+        if segment:
+            for name, triple in pair.items():
+                start = time.perf_counter()
+                cut(*triple)
+                cut_times[name] += time.perf_counter() - start
+        pruner = pair['soft'][2]
+        kept.append(pruner.cost(metric='flops') / pruner.cost_model.dense('flops'))
+        for i in range(iters):
+            order = pair.items() if i % 2 == 0 else reversed(list(pair.items()))
+            for name, (model, wrapper, _) in order:
+                start = time.perf_counter()
+                model.train_step(batches[i % len(batches)], wrapper)
+                times[name].append(time.perf_counter() - start)
+    print(f'load average after: {load()}')
+    for name in pair:
+        blocks = [statistics.median(times[name][i:i + args.block])
+                  for i in range(0, len(times[name]), args.block)]
+        print(f'  {name} step times across the run (ms, median of {args.block}): '
+              + ' '.join(f'{1000 * b:.0f}' for b in blocks))
+    seg = {name: [statistics.median(times[name][s * iters:(s + 1) * iters])
+                  for s in range(steps + 1)] for name in pair}
+    dense = seg['soft'][0]
+    print('  segment | kept FLOPs | soft ms | slim ms | slim / dense step | slim / soft')
+    for s in range(steps + 1):
+        print(f'  {s:>7} | {kept[s]:>10.3f} | {1000 * seg["soft"][s]:>7.1f} | '
+              f'{1000 * seg["slim"][s]:>7.1f} | {seg["slim"][s] / dense:>17.3f} | '
+              f'{seg["slim"][s] / seg["soft"][s]:>11.3f}')
+    wall = {name: sum(times[name]) + cut_times[name] for name in pair}
+    print(f'  whole run (steps + cuts): soft {wall["soft"]:.1f} s, slim {wall["slim"]:.1f} s, '
+          f'slim / soft {wall["slim"] / wall["soft"]:.3f} (cuts: soft {cut_times["soft"]:.2f} s, '
+          f'slim {cut_times["slim"]:.2f} s)')
+    final = seg['slim'][-1] / dense
+    print(f'  at -{1 - kept[-1]:.0%} FLOPs: slim step / dense step = {final:.3f} '
+          f'(target <= 0.65: {"met" if final <= 0.65 else "NOT met"})')
+    return dict(kept=kept, soft=seg['soft'], slim=seg['slim'], dense=dense)
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (model_name, method), r in results.items():
+        for name, style in (('soft', '--'), ('slim', '-')):
+            ax.plot(r['kept'], [t / r['dense'] for t in r[name]], style, marker='o',
+                    label=f'{model_name} {method} {name}')
+    ax.plot([0.5, 1.0], [0.5, 1.0], ':', color='grey', label='proportional')
+    ax.axhline(0.65, color='red', lw=0.8, label='target at -50 % FLOPs')
+    ax.set_xlabel('kept backbone FLOPs (fraction of dense)')
+    ax.set_ylabel('training step time / dense step')
+    ax.invert_xaxis()
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f'\nplot: {path}')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--models', nargs='+', default=['r18', 'r50'], choices=['r18', 'r50'])
+    parser.add_argument('--methods', nargs='+', default=['l1', 'psap'], choices=['l1', 'psap'])
+    parser.add_argument('--steps', type=int, default=None,
+                        help='pruning steps (default: the config pruner\'s num_steps)')
+    parser.add_argument('--iters', type=int, default=12, help='iterations per segment (r18)')
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--size', type=int, default=56)
+    parser.add_argument('--r50-iters', type=int, default=4)
+    parser.add_argument('--r50-batch', type=int, default=8)
+    parser.add_argument('--r50-size', type=int, default=112)
+    parser.add_argument('--block', type=int, default=4, help='steps per printed median')
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--out', default='bench_slim_training.png')
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {}
+    for model_name in args.models:
+        for method in args.methods:
+            results[(model_name, method)] = run_pair((model_name, method), args)
+    plot(results, args.out)
+
+
+if __name__ == '__main__':
+    run_tool(main)
