@@ -155,7 +155,7 @@ def main(argv=None):
     model.eval()
     score = test_scorer(runner, cfg, args.test_images)
     shape = (1, *batches[0].shape[1:])
-    print(f'scoring the dense model on the test split...', flush=True)
+    print('scoring the dense model on the test split...', flush=True)
     before = score(model)
     pruner.attach(model, batches[0][:1])
     images = sum(len(b) for b in batches)

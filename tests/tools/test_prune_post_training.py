@@ -46,7 +46,8 @@ def test_classifier_end_to_end(tmp_path, classifier, capsys):
     config, ckpt = classifier
     out = str(tmp_path / 'out' / 'ticket.pth')
     argv = [config, ckpt, '--flops', '0.5', '--calibration-images', '32', '--batch-size', '16',
-            '--speed-batch', '2', '--bn-recalibration', '--out', out, '--work-dir', str(tmp_path / 'wd'),
+            '--speed-batch', '2', '--bn-recalibration', '--out', out,
+            '--work-dir', str(tmp_path / 'wd'),
             '--out-json', str(tmp_path / 'result.json')]
     result = _tool().main(argv)
     printed = capsys.readouterr().out

@@ -30,7 +30,7 @@ import time
 
 from mmengine.config import DictAction
 
-import mmrecprune  # noqa: F401
+import mmrecprune  # noqa: F401  registries, safe checkpoint loading
 from mmrecprune.cli import CLIError, check_torch_archive, check_work_dir, load_config, run_tool
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
