@@ -21,8 +21,9 @@ class LotteryTicketHook(PruningHook):
     """Iterative pruning with rewinding (RecPrune, IMP, self-supervised IMP): when it happens.
 
     Training runs ``rounds * epochs_per_round`` epochs (plus ``finetune_epochs``). After every
-    ``epochs_per_round`` epochs of the rounds the pruner ends a round (by default :class:`~mmrecprune.methods.IterativeMagnitudePruner`:
-    ``prune_ratio`` of the surviving weights by global magnitude, survivors rewound), the
+    ``epochs_per_round`` epochs of the rounds the pruner ends a round (by default
+    :class:`~mmrecprune.methods.IterativeMagnitudePruner`: ``prune_ratio`` of the surviving
+    weights by global magnitude, survivors rewound), the
     optimizer state is reset (and the LR schedule if asked), and
     ``work_dir/tickets/round_{r}.pth`` plus a per-layer sparsity PNG are written. The optimizer
     wrapper must be a ``PruningOptimWrapper`` (``MaskedOptimWrapper`` is the same class).

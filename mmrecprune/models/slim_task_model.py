@@ -2,7 +2,9 @@
 written so that its config alone builds it.
 
 After an in-task run (a pruning hook in an mmdet / mmseg training config) the hook calls
-:func:`write_task_model`, which writes next to the ticket:
+:func:`write_task_model`, which slims the model with the pruner's result and, like
+:func:`save_task_model` for any slim model (e.g. one pruned without training), writes next to
+the ticket:
 
 * ``<stem>_model.pth``: the whole model's weights, backbone slimmed (structured) or masked
   (unstructured), neck / head input convs slimmed where residual channels were pruned, plus
@@ -31,7 +33,8 @@ from torch import nn
 
 from mmrecprune.models.pruned_backbone import (BEHAVIOUR_KEYS, build_backbone_from_ticket,
                                                stage_widths)
-from mmrecprune.tickets import plain_values, ticket_bytes, write_atomically
+from mmrecprune.tickets import (TicketError, load_ticket, plain_values, ticket_bytes,
+                                write_atomically)
 
 #: hooks that prune; the written config trains / tests the slim model without them
 PRUNING_HOOKS = ('LotteryTicketHook', 'StructuredPruningHook', 'OnTheFlyPruningHook')
@@ -100,8 +103,9 @@ def is_task_model(model):
 
 def slim_whole_model(model, pruner):
     """A copy of ``model`` (unwrapped) with the pruner's result in it: for a channel pruner, the
-    slim copy of what it traced (the model or its backbone and neck) takes the place of those
-    modules; for a weight-mask pruner, the masked weights as they are. ``model`` is unchanged."""
+    slim copy of what it traced (the model, or the modules of :func:`pruned_view`) takes the
+    place of those modules; for a weight-mask pruner, the masked weights as they are. ``model``
+    is unchanged."""
     if pruner.kind != 'structured':
         return copy.deepcopy(model)
     slim, _ = pruner.slim_copy()
@@ -119,45 +123,23 @@ def backbone_behaviour(backbone_cfg):
     return {k: copy.deepcopy(cfg[k]) for k in BEHAVIOUR_KEYS if k in cfg}
 
 
-def _consumers(model):
-    """What takes the backbone's outputs in ``model`` (a config dict or a module): the neck, or
-    without one the decode / auxiliary heads; ``(consumer, get, set)`` triples."""
-    def get(obj, key):
-        return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
-
-    def set_(obj, key, value):
-        if isinstance(obj, dict):
-            obj[key] = value
-        else:
-            setattr(obj, key, value)
-
-    neck = get(model, 'neck')
+def set_consumer_in_channels(model_cfg, widths):
+    """Set, in a model config, ``in_channels`` of what takes the backbone's outputs to their
+    slim ``widths`` (``out_indices`` order): the neck's list, or without a neck each decode /
+    auxiliary head's by its ``in_index`` (mmseg's default: -1)."""
+    neck = model_cfg.get('neck')
     if neck is not None:
-        return [neck], get, set_
-    heads = []
+        channels = neck.get('in_channels')
+        if isinstance(channels, (list, tuple)) and len(channels) == len(widths):
+            neck['in_channels'] = list(widths)
+        return
     for key in ('decode_head', 'auxiliary_head'):
-        head = get(model, key)
-        heads += list(head) if isinstance(head, (list, tuple, nn.ModuleList)) else [head]
-    return [h for h in heads if h is not None], get, set_
-
-
-def set_consumer_in_channels(model, widths):
-    """Set ``in_channels`` of what takes the backbone's outputs (the neck's list, or each
-    head's by its ``in_index``) to the backbone's output ``widths`` (``out_indices`` order), in
-    a model config dict or in a built model (a slimmed neck keeps its old attribute)."""
-    consumers, get, set_ = _consumers(model)
-    for consumer in consumers:
-        channels = get(consumer, 'in_channels')
-        if channels is None:
-            continue
-        index = get(consumer, 'in_index')
-        if index is None:  # a neck: every output, in order
-            if isinstance(channels, (list, tuple)) and len(channels) == len(widths):
-                set_(consumer, 'in_channels', list(widths))
-        elif isinstance(index, (list, tuple)):
-            set_(consumer, 'in_channels', [widths[i] for i in index])
-        else:
-            set_(consumer, 'in_channels', widths[index])
+        heads = model_cfg.get(key)
+        for head in heads if isinstance(heads, (list, tuple)) else [heads]:
+            if isinstance(head, dict) and 'in_channels' in head:
+                index = head.get('in_index', -1)
+                head['in_channels'] = ([widths[i] for i in index]
+                                       if isinstance(index, (list, tuple)) else widths[index])
 
 
 def task_config(cfg, ticket_path, widths=None):
@@ -196,7 +178,8 @@ def _outputs_close(a, b, atol=1e-4):
 
 def write_task_model(model, pruner, ticket_path, cfg, dataset_meta=None, input_shape=None,
                      meta=None):
-    """Write the slim task model next to ``ticket_path``; returns ``(config, checkpoint)``.
+    """Slim the run's model with the pruner's result and write it next to ``ticket_path``
+    (:func:`save_task_model`); returns ``(config, checkpoint)``.
 
     Args:
         model (nn.Module): The run's model (unwrapped), pruning finished (masks hard-applied).
@@ -212,8 +195,24 @@ def write_task_model(model, pruner, ticket_path, cfg, dataset_meta=None, input_s
     Raises:
         RuntimeError: the written config and weights do not build the pruned model.
     """
-    slim = slim_whole_model(model, pruner)
+    return save_task_model(slim_whole_model(model, pruner), ticket_path, cfg, dataset_meta,
+                           meta, reference=model, input_shape=input_shape)
+
+
+def save_task_model(slim, ticket_path, cfg, dataset_meta=None, meta=None, reference=None,
+                    input_shape=None):
+    """Write a slim task model (its backbone the one ``ticket_path`` holds) as
+    ``<ticket>_model.pth`` and the config that builds it as ``<ticket>_model.py``; returns
+    ``(config, checkpoint)``. ``slim`` is changed: its backbone becomes the ticket's
+    ``PrunedBackbone``. With ``reference`` (the pruned model, dense shapes allowed) and
+    ``input_shape``, the written files are checked against it (:func:`check_written_model`).
+
+    Raises:
+        RuntimeError: the ticket does not hold ``slim``'s backbone, or the written files do not
+            build ``reference``.
+    """
     behaviour = backbone_behaviour(cfg.model.backbone)
+    dense_widths = stage_widths(reference.backbone if reference is not None else slim.backbone)
     # the backbone the written config builds: the ticket's, with its header in the state dict
     slim_backbone = slim.backbone
     slim.backbone = build_backbone_from_ticket(ticket_path, **behaviour)
@@ -224,25 +223,32 @@ def write_task_model(model, pruner, ticket_path, cfg, dataset_meta=None, input_s
                                f'{name}')
     slim.backbone.to(next(slim_backbone.parameters()).device)
     widths = stage_widths(slim.backbone)
-    dense_widths = stage_widths(model.backbone)
-    if widths != dense_widths:  # residual channels pruned: the consumers' convs were slimmed
-        set_consumer_in_channels(slim, widths)
     stem = osp.splitext(ticket_path)[0]
     config_path, checkpoint_path = f'{stem}_model.py', f'{stem}_model.pth'
     new_cfg = task_config(cfg, ticket_path, widths if widths != dense_widths else None)
     state = {k: v.detach().cpu().clone() for k, v in slim.state_dict().items()}
-    from mmrecprune.tickets import load_ticket
-    ticket_meta = load_ticket(ticket_path).meta
     payload = dict(
-        meta=plain_values(dict(meta or {}, dataset_meta=plain_values(dict(dataset_meta or {})),
-                         ticket=ticket_meta, config=osp.basename(config_path),
-                         backbone_out_channels=widths, dense_out_channels=dense_widths)),
+        meta=plain_values(dict(meta or {}, dataset_meta=_plain_entries(dataset_meta or {}),
+                               ticket=load_ticket(ticket_path).meta,
+                               config=osp.basename(config_path),
+                               backbone_out_channels=widths, dense_out_channels=dense_widths)),
         state_dict=state)
     write_atomically(checkpoint_path, ticket_bytes(payload))
     new_cfg.dump(config_path)
-    if input_shape is not None:
-        check_written_model(config_path, state, model, input_shape)
+    if reference is not None and input_shape is not None:
+        check_written_model(config_path, state, reference, input_shape)
     return config_path, checkpoint_path
+
+
+def _plain_entries(mapping):
+    """The entries of ``mapping`` that are plain data (a data set's metainfo may hold others)."""
+    out = {}
+    for key, value in dict(mapping).items():
+        try:
+            out[str(key)] = plain_values(value)
+        except TicketError:
+            continue
+    return out
 
 
 def build_written_model(config_path, state_dict):
