@@ -229,20 +229,25 @@ def test_psap_mask_rcnn_prunes_its_backbone_and_loads_from_its_config(coco, tmp_
     assert 'masks' in result.pred_instances
 
 
-# -- unstructured: iterative magnitude with the detection loss, then fine-tuning --------------
-def test_iterative_magnitude_retinanet_writes_a_masked_detector(coco, tmp_path):
-    """2 rounds of 20 % (no rewinding), 1 fine-tuning epoch with the mask fixed: the final ticket
-    holds the fine-tuned weights, zero where pruned, and the detector loads with them."""
+# -- unstructured: iterative / one-shot magnitude with the detection loss, then fine-tuning --
+@pytest.mark.parametrize('config,rounds,sparsity', [
+    ('imp_retinanet_r50_fpn_1x_coco.py', 2, 1 - 0.8 ** 2),
+    ('oneshot_retinanet_r50_fpn_1x_coco.py', 1, 0.5)], ids=['iterative', 'one-shot'])
+def test_magnitude_pruning_retinanet_writes_a_masked_detector(coco, tmp_path, config, rounds,
+                                                              sparsity):
+    """Iterative (2 rounds of 20 %, no rewinding) or one-shot (50 %) magnitude pruning, then 1
+    fine-tuning epoch with the mask fixed: the final ticket holds the fine-tuned weights, zero
+    where pruned, and the detector loads with them."""
     from mmdet.apis import init_detector
-    cfg = tiny_intask_cfg('imp_retinanet_r50_fpn_1x_coco.py', coco, tmp_path, epochs=3)
-    cfg.custom_hooks[0].update(rounds=2, finetune_epochs=1)
+    cfg = tiny_intask_cfg(config, coco, tmp_path, epochs=rounds + 1)
+    cfg.custom_hooks[0].update(rounds=rounds, finetune_epochs=1)
     runner = train(cfg)
     ticket, config, checkpoint = check_written_model(tmp_path, 'final')
-    assert ticket.kind == 'unstructured' and ticket.meta['round'] == 2
-    assert abs(ticket.meta['sparsity'] - (1 - 0.8 ** 2)) < 0.01
-    round_2 = load_ticket(str(tmp_path / 'tickets' / 'round_2.pth'))
+    assert ticket.kind == 'unstructured' and ticket.meta['round'] == rounds
+    assert abs(ticket.meta['sparsity'] - sparsity) < 0.01
+    last_round = load_ticket(str(tmp_path / 'tickets' / f'round_{rounds}.pth'))
     changed = [n for n in ticket.masks if not torch.equal(ticket.state_dict[n],
-                                                          round_2.state_dict[n])]
+                                                          last_round.state_dict[n])]
     assert changed, 'the fine-tuning epoch did not train the kept weights'
     model = init_detector(config, checkpoint, device='cpu')
     own = model.backbone.state_dict()
