@@ -136,8 +136,10 @@ def main(argv=None):
 
     from mmrecprune.analysis import interleaved_latency, load_exact_weights, offline_runner
     from mmrecprune.analysis.post_training import (CalibrationProgress, calibration_batches,
-                                                   slim_downstream_model, test_scorer)
+                                                   test_scorer)
+    from mmrecprune.fileio import load_mmengine_checkpoint
     from mmrecprune.methods import PostTrainingPruner
+    from mmrecprune.models.slim_task_model import build_written_model, write_task_model
     from mmrecprune.sparsity import count_flops_params, strip_conv_cfg
     from mmrecprune.tickets import export_ticket, load_ticket
     try:
@@ -174,15 +176,14 @@ def main(argv=None):
     meta = export_ticket(out, pruner, strip_conv_cfg(cfg.model.backbone), shape,
                          source=args.checkpoint)
     load_ticket(out)  # what we wrote loads through the schema
-    slim, model_cfg = slim_downstream_model(cfg, out, model)
+    # the slim model and its config, checked against the pruned model; scored as a user
+    # builds it from the two files (backbone: mmrecprune.PrunedBackbone on the ticket)
+    config_out, model_out = write_task_model(
+        model, pruner, out, cfg, score.dataset_meta,
+        input_shape=shape, meta=dict(source=args.checkpoint, method=pruner.method))
+    slim = build_written_model(config_out, load_mmengine_checkpoint(model_out)['state_dict'])
     slim.eval()
     after = score(slim)
-    torch.save(dict(meta=dict(ticket=out, config=config_out, source=args.checkpoint),
-                    state_dict=slim.state_dict()), model_out)
-    slim_cfg = cfg.copy()
-    slim_cfg.model = model_cfg
-    slim_cfg.load_from = model_out
-    slim_cfg.dump(config_out)
 
     dense_flops = count_flops_params(pruner.dense, shape)[0]
     slim_flops = count_flops_params(slim, shape)[0]

@@ -1,6 +1,7 @@
 """What ``tools/prune_post_training.py`` and its benchmark share: calibration images drawn
-from the train split, scoring on the test split, progress bars over the calibration passes,
-and the slim model as a downstream user gets it (``PrunedBackbone`` built from the ticket)."""
+from the train split, scoring on the test split, progress bars over the calibration passes.
+(The slim model and its config are written by
+:func:`mmrecprune.models.slim_task_model.write_task_model`, as in-task pruning writes them.)"""
 import copy
 
 import torch
@@ -38,14 +39,20 @@ def calibration_batches(runner, cfg, images, seed=0, batch_size=None):
 
 def test_scorer(runner, cfg, max_images=None):
     """``score(model) -> metrics`` on ``cfg.test_dataloader`` (its first ``max_images``
-    images if given), loader and evaluator built once."""
+    images if given), loader and evaluator built once; ``score.dataset_meta`` is the test
+    set's metainfo (class names)."""
     loader_cfg = copy.deepcopy(cfg.test_dataloader)
     if max_images:
         loader_cfg.dataset['indices'] = int(max_images)
     loader = runner.build_dataloader(loader_cfg)
     evaluator = runner.build_evaluator(cfg.test_evaluator)
     evaluator.dataset_meta = getattr(loader.dataset, 'metainfo', None)
-    return lambda model: evaluate(model, loader, evaluator)
+
+    def score(model):
+        return evaluate(model, loader, evaluator)
+
+    score.dataset_meta = evaluator.dataset_meta
+    return score
 
 
 class CalibrationProgress:
@@ -62,29 +69,3 @@ class CalibrationProgress:
         self.done += images
         self.bar.update(images)
 
-
-def slim_downstream_model(cfg, ticket_path, pruned_model):
-    """The model of ``cfg`` with its backbone replaced by ``mmrecprune.PrunedBackbone`` on
-    ``ticket_path`` (behaviour keys kept from the config), carrying ``pruned_model``'s
-    non-backbone weights: the slim model as a downstream config builds it (the behaviour
-    keys but ``norm_cfg``, which the ticket holds). Returns the model
-    and its model config."""
-    from mmengine.registry import DefaultScope
-
-    from mmrecprune.models.pruned_backbone import BEHAVIOUR_KEYS
-    from mmrecprune.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.model)
-    backbone = model_cfg.backbone
-    # norm_cfg is in the ticket already (and a config's dict reaches the backbone as a
-    # ConfigDict, which the ticket schema's check refuses)
-    model_cfg.backbone = dict(type='mmrecprune.PrunedBackbone', ticket=ticket_path,
-                              **{k: backbone[k] for k in BEHAVIOUR_KEYS
-                                 if k in backbone and k != 'norm_cfg'})
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmrecprune')):
-        model = MODELS.build(model_cfg)
-    rest = {k: v for k, v in pruned_model.state_dict().items() if not k.startswith('backbone.')}
-    missing, unexpected = model.load_state_dict(rest, strict=False)
-    if unexpected or any(not k.startswith('backbone.') for k in missing):
-        raise RuntimeError(f'the slim model does not take the pruned weights: missing '
-                           f'{missing[:4]}, unexpected {unexpected[:4]}')
-    return model.to(next(pruned_model.parameters()).device), model_cfg
