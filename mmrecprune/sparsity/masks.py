@@ -250,8 +250,9 @@ class WeightMasks:
 
     The parameters are kept by reference and the masks are cached on their devices once (as
     :func:`keep_bits`), so a step costs one bitwise AND (zeros, :func:`zero_pruned_bits_`) or
-    ``masked_scatter_`` (fill values) per masked tensor: :meth:`zero_gradients` before the optimizer (momentum, Adam moments and
-    gradient clipping ignore pruned entries) and :meth:`apply` after it. With a zero weight and a
+    ``masked_scatter_`` (fill values) per masked tensor: :meth:`zero_gradients` before the
+    optimizer (momentum, Adam moments and gradient clipping ignore pruned entries) and
+    :meth:`apply` after it. With a zero weight and a
     zero gradient SGD, Adam and AdamW leave a pruned entry at 0, but not a fill value: weight
     decay adds ``weight_decay * fill`` to its gradient (and momentum / Adam's normalisation carry
     it on), AdamW shrinks it by ``lr * weight_decay``, so :meth:`apply` right after each step is

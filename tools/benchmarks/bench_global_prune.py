@@ -11,8 +11,9 @@ Each side runs ``--repeats`` times on the same weights (restored between runs, u
 median is reported, next to the floor measured in the same run: the time to read every prunable
 weight once (one ``sum`` per weight, nothing written), which no prune can beat since it must
 read every magnitude at least once. Printed with the load average (``os.getloadavg``): on a
-shared machine the ratios, measured side by side, say more than the times. The two masks must agree except at entries whose magnitude equals the
-threshold (ties, which either side may break differently). No config is read (the backbone is
+shared machine the ratios, measured side by side, say more than the times. The two masks must
+agree except at entries whose magnitude equals the threshold (ties, which either side may break
+differently). No config is read (the backbone is
 built here from ``--depth``), so there is no ``--cfg-options``.
 
 Example::

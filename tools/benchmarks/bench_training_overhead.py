@@ -14,8 +14,9 @@ The variants are timed in interleaved blocks so machine noise hits them alike; t
 median step times and the ratios masked / plain, recprune / masked, sphere / plain and
 onthefly / plain against the issue-22 targets, with the load average before and after
 (``os.getloadavg``): on a machine shared with other jobs, 2 threads each wait at every kernel's
-barrier for a core, so ``--threads 1`` measures the ratios more faithfully there. ``--cfg-options`` apply to each of the five configs before its model is built
-(e.g. ``model.backbone.base_channels=64``); the pruners and hooks are the script's own.
+barrier for a core, so ``--threads 1`` measures the ratios more faithfully there.
+``--cfg-options`` apply to each of the five configs before its model is built (e.g.
+``model.backbone.base_channels=64``); the pruners and hooks are the script's own.
 """
 import argparse
 import os
@@ -155,7 +156,8 @@ def main():
             times[name] += [step_time(v, batch, runner) for _ in range(args.steps_per_block)]
     load_after = os.getloadavg()
     med = {k: statistics.median(t) for k, t in times.items()}
-    print(f'threads={torch.get_num_threads()} batch={args.batch_size} input={args.size}x{args.size}')
+    print(f'threads={torch.get_num_threads()} batch={args.batch_size} '
+          f'input={args.size}x{args.size}')
     print(f'load average (1, 5, 15 min): before {", ".join(f"{x:.2f}" for x in load_before)}; '
           f'after {", ".join(f"{x:.2f}" for x in load_after)}')
     for k, t in med.items():
