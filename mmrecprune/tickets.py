@@ -156,13 +156,17 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
 
 def write_atomically(path, data):
     """Write ``data`` (bytes) to ``path`` through a temporary file in the same folder, so a
-    failed write never leaves a half-written ``path``."""
+    failed write never leaves a half-written ``path``. The file gets the permissions of any
+    new file (``0o666`` less the umask), not the temporary file's owner-only ones."""
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if osp.exists(tmp):

@@ -184,3 +184,17 @@ def test_identical_tickets_are_identical_files(tmp_path):
                                    'rb').read()).hexdigest()
                for name in ('a.pth', 'round_7.pth')}
     assert len(digests) == 1
+
+
+def test_written_files_get_the_permissions_of_a_new_file(tmp_path):
+    """Tickets and slim models are written through a temporary file (owner-only), but end with
+    a new file's permissions (0o666 less the umask), so a team can read them."""
+    import os
+
+    from mmrecprune.tickets import write_atomically
+    path = tmp_path / 'ticket.pth'
+    write_atomically(str(path), b'data')
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert path.read_bytes() == b'data'
