@@ -62,3 +62,10 @@ def synchronized_step(pruner, logger, owner):
     changed = pruner.commit(plan)
     check_step(pruner, logger, owner)
     return plan, changed
+
+
+def check_slim(pruner, logger, owner):
+    """After a structured pruner slimmed its model during training (or a resume slimmed it):
+    every rank holds the same channels and the same weights."""
+    check_ranks_agree(logger, owner, pruner.slimmed_channels(), pruner.synced_tensors(),
+                      what='slim channels')

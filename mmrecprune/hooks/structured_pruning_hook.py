@@ -9,7 +9,7 @@ from mmengine.runner import IterBasedTrainLoop
 from torch.nn.parallel import DistributedDataParallel
 
 from mmrecprune.hooks.pruning_hook import PruningHook
-from mmrecprune.hooks.rank_sync import check_ranks_agree, synchronized_step
+from mmrecprune.hooks.rank_sync import check_slim, synchronized_step
 from mmrecprune.methods.base import ChannelPruner
 from mmrecprune.models.slim_task_model import write_runner_task_model
 from mmrecprune.registry import HOOKS
@@ -139,7 +139,7 @@ class StructuredPruningHook(PruningHook):
         self.begin = begin
         self.by_epoch = by_epoch
         self.num_steps = self.pruner.num_steps
-        if getattr(self.pruner, 'slim_during_training', False):
+        if self.pruner.slim_during_training:
             self.priority = 'ABOVE_NORMAL'  # slim the model before EMAHook loads a checkpoint
 
     def before_train(self, runner):
@@ -159,7 +159,7 @@ class StructuredPruningHook(PruningHook):
                              'to fine-tune after it)')
         self.attach_pruner(runner)
         p = self.pruner
-        if getattr(p, 'slim_during_training', False) and p.slimmed:
+        if p.slim_during_training and p.slimmed:
             self._check_slim_ranks(runner)
         runner.logger.info(
             f'StructuredPruningHook[{p.method}]: {len(p.groups)} channel groups '
@@ -186,7 +186,7 @@ class StructuredPruningHook(PruningHook):
         p = self.pruner
         plan, changed = synchronized_step(p, runner.logger, 'StructuredPruningHook')
         runner.optim_wrapper.reset_state(p.optimizer_slices(changed))
-        if getattr(p, 'can_slim', False):
+        if p.can_slim:
             self._slim(runner)
         kept = sum(w for w, _ in p.kept_widths().values())
         total = sum(n for _, n in p.kept_widths().values())
@@ -230,9 +230,7 @@ class StructuredPruningHook(PruningHook):
         self._check_slim_ranks(runner)
 
     def _check_slim_ranks(self, runner):
-        p = self.pruner
-        check_ranks_agree(runner.logger, 'StructuredPruningHook', dict(p.soft.present),
-                          p.synced_tensors(), what='slim channels')
+        check_slim(self.pruner, runner.logger, 'StructuredPruningHook')
 
     def after_load_checkpoint(self, runner, checkpoint):
         super().after_load_checkpoint(runner, checkpoint)

@@ -267,6 +267,31 @@ class ChannelPruner(BasePruner):
         """Hard-apply the final masks (after the last step, on every rank)."""
         raise NotImplementedError
 
+    # -- slimming during training (``slim_during_training=True``) ---------------------------
+    slim_during_training: bool = False
+
+    @property
+    def can_slim(self) -> bool:
+        """Whether no pruned channel can come back now, so :meth:`slim` may remove them."""
+        return False
+
+    @property
+    def slimmed(self) -> bool:
+        """Whether the model lost channels during training (no longer dense-shaped)."""
+        return False
+
+    def slim(self, optimizers=(), copies=()) -> dict:
+        """Remove the pruned channels from the model in place if :attr:`can_slim`, slicing
+        ``optimizers``' state and the models in ``copies`` along; ``{group: removed}``."""
+        return {}
+
+    def slim_like(self, model) -> None:
+        """Give a dense copy of the model (same module names) the slimmed model's channels."""
+
+    def slimmed_channels(self) -> dict:
+        """``{group name: dense channel indices the model holds}`` of the slimmed groups."""
+        return {}
+
 
 FAMILIES = (IterativePruner, RetrainingFreePruner, ChannelPruner)
 

@@ -313,6 +313,10 @@ class StructuredPruner(ChannelPruner):
         resume) the channels the pruner's slimmed model holds."""
         self.soft.slim_like(model)
 
+    def slimmed_channels(self) -> dict:
+        """``{group name: dense channel indices the model holds}`` of the slimmed groups."""
+        return dict(self.soft.present) if self.soft is not None else {}
+
     def synced_tensors(self):
         prefix = f'{self.scope}.' if self.scope else ''
         return {n: p for n, p in self.model.named_parameters() if n.startswith(prefix)}
