@@ -3,7 +3,9 @@ from the train split, scoring on the test split, progress bars over the calibrat
 (The slim model and its config are written by
 :func:`mmrecprune.models.slim_task_model.write_task_model`, as in-task pruning writes them.)"""
 import copy
+import random
 
+import numpy as np
 import torch
 
 from .pruned_evaluation import evaluate
@@ -11,7 +13,8 @@ from .pruned_evaluation import evaluate
 
 def calibration_batches(runner, cfg, images, seed=0, batch_size=None):
     """``images`` preprocessed inputs of the train split (a seeded random sample, the train
-    pipeline, the model's data preprocessor in test mode), as a list of input tensors.
+    pipeline with its random transforms seeded too, the model's data preprocessor in test
+    mode), as a list of input tensors.
 
     Raises:
         ValueError: If ``images`` < 1 or the train split has fewer images.
@@ -31,9 +34,18 @@ def calibration_batches(runner, cfg, images, seed=0, batch_size=None):
                         num_workers=0, collate_fn=loader.collate_fn)
     model = runner.model
     batches = []
-    with torch.no_grad():
-        for batch in subset:
-            batches.append(model.data_preprocessor(batch, training=False)['inputs'])
+    # the train pipeline's random transforms (flips) draw from Python's and NumPy's global
+    # generators: seeded here (and put back after) so that a seed is one calibration set
+    states = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        with torch.no_grad():
+            for batch in subset:
+                batches.append(model.data_preprocessor(batch, training=False)['inputs'])
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
     return batches
 
 

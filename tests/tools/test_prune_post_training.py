@@ -114,3 +114,26 @@ def test_detector_and_segmentor(tmp_path, scenes, config):
     assert result['model_flops_ratio'] < 1.0
     key = 'coco/bbox_mAP' if cfg.default_scope == 'mmdet' else 'mIoU'
     assert key in result['before'] and key in result['after']
+
+
+def test_a_seed_is_one_calibration_set(tmp_path, classifier):
+    """The train pipeline's random flip is seeded with the sample: same seed, same batches,
+    whatever the global generators did in between (and they are put back)."""
+    import random
+
+    import numpy as np
+
+    from mmrecprune.analysis import offline_runner
+    from mmrecprune.analysis.post_training import calibration_batches
+    cfg = Config.fromfile(classifier[0])
+    cfg.work_dir = str(tmp_path / 'wd')
+    runner = offline_runner(cfg)
+    first = calibration_batches(runner, cfg, 24, seed=3, batch_size=8)
+    np.random.rand(7)
+    random.random()
+    state = np.random.get_state()[1].copy()
+    again = calibration_batches(runner, cfg, 24, seed=3, batch_size=8)
+    assert (np.random.get_state()[1] == state).all()
+    assert all(torch.equal(a, b) for a, b in zip(first, again)) and len(first) == 3
+    other = calibration_batches(runner, cfg, 24, seed=4, batch_size=8)
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
