@@ -97,6 +97,7 @@ def test_expand_channels_is_the_inverse_of_slimming():
 @pytest.mark.parametrize('method, kwargs', [
     ('l1_uniform', {}), ('l1_global', {}),
     ('l1_uniform', dict(importance=dict(type='Random', seed=3))),
+    ('l1_global', dict(importance=dict(type='Taylor'))),
     ('psap', dict(protective=False))])
 def test_slim_run_keeps_the_channels_of_the_soft_mask_run(method, kwargs):
     """Same data, same seeds: the slim run chooses the soft run's channels at every step. (The
