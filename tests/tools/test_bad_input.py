@@ -155,6 +155,9 @@ CASES = {
     'tools/benchmarks/bench_slim_speed.py': [
         ('file_as_work_dir', ['--work-dir', '{out}', *TINY_TIMING], 'out'),
     ],
+    'tools/benchmarks/bench_slim_training.py': [  # its models are built from shipped configs
+        ('existing_out', ['--models', 'r18', '--methods', 'l1', '--out', '{out}'], 'out'),
+    ],
     'tools/benchmarks/bench_mask_divergence.py': [
         ('text_as_pretrained', ['--pretrained', '{text_pth}', '--work-dir', '{wd}'], 'text_pth'),
         ('corrupt_results', ['--pretrained', '{ckpt}', '--work-dir', '{bad_wd}'], 'bad_wd'),

@@ -34,6 +34,7 @@ OUT_MEANS = {
     'tools/analysis_tools/compare_tickets.py': 'the overlap numbers (.json)',
     'tools/analysis_tools/recalibrate_bn.py': 'the recalibrated checkpoint (.pth)',
     'tools/deployment/pytorch2onnx.py': 'the ONNX model (.onnx)',
+    'tools/benchmarks/bench_slim_training.py': 'the plot (.png)',
 }
 #: tools that keep a deprecated ``--out`` for a folder (the new name in brackets)
 DEPRECATED_OUT = {'tools/dataset_converters/make_fashion_scenes.py': '--out-dir'}

@@ -34,12 +34,12 @@ import statistics
 import time
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import DefaultScope
 from mmengine.structures import BaseDataElement
 
 import mmrecprune  # noqa: F401
-from mmrecprune.cli import run_tool
+from mmrecprune.cli import check_output_path, merge_cfg_options, run_tool
 from mmrecprune.optim import PruningOptimWrapper
 from mmrecprune.registry import MODELS, PRUNERS
 from mmrecprune.sparsity import example_input
@@ -65,9 +65,9 @@ def make_batch(batch_size, size, num_classes, seed):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def build_pair(config, size, steps, channels_last=False):
+def build_pair(config, size, steps, channels_last=False, cfg_options=None):
     """Two identical (model, wrapper, pruner) triples: soft and slim."""
-    cfg = Config.fromfile(config)
+    cfg = merge_cfg_options(Config.fromfile(config), cfg_options, config)
     pruner_cfg = copy.deepcopy(cfg.custom_hooks[0]['pruner'])
     if steps:
         pruner_cfg['num_steps'] = steps
@@ -101,7 +101,8 @@ def run_pair(key, args):
     size = args.size if model_name == 'r18' else args.r50_size
     batch_size = args.batch_size if model_name == 'r18' else args.r50_batch
     iters = args.iters if model_name == 'r18' else args.r50_iters
-    pair, num_classes = build_pair(CONFIGS[key], size, args.steps, args.channels_last)
+    pair, num_classes = build_pair(CONFIGS[key], size, args.steps, args.channels_last,
+                                   args.cfg_options)
     steps = pair['soft'][2].num_steps
     batches = [make_batch(batch_size, size, num_classes, seed) for seed in range(4)]
     print(f'\n== {model_name} / {method} ({CONFIGS[key]}): {steps} cuts, {iters} iterations '
@@ -194,8 +195,13 @@ def main():
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--channels-last', action='store_true',
                         help='train both copies with channels-last weights (oneDNN\'s layout)')
-    parser.add_argument('--out', default='bench_slim_training.png')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of every config before its model and pruner '
+                        'are built (xxx=yyy, as tools/train.py)')
+    parser.add_argument('--out', default='bench_slim_training.png', help='the plot (.png)')
+    parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
     args = parser.parse_args()
+    check_output_path(args.out, args.force, '--out')
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {}
