@@ -24,22 +24,11 @@ import time
 from mmengine.config import DictAction
 
 import mmrecprune  # noqa: F401  registries, safe checkpoint loading
+from mmrecprune.analysis.post_training import ridge_arg
 from mmrecprune.cli import (CLIError, check_output_path, check_torch_archive, check_work_dir,
                             load_config, run_tool)
 
 RECONSTRUCTIONS = ('none', 'mean', 'least_squares', 'least_squares+mean')
-
-
-def ridge_arg(value):
-    if value == 'auto':
-        return value
-    try:
-        ridge = float(value)
-    except ValueError:
-        ridge = -1.0
-    if not ridge >= 0:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a number >= 0, got {value!r}")
-    return ridge
 
 
 def parse_args(argv=None):

@@ -2,6 +2,7 @@
 from the train split, scoring on the test split, progress bars over the calibration passes.
 (The slim model and its config are written by
 :func:`mmrecprune.models.slim_task_model.write_task_model`, as in-task pruning writes them.)"""
+import argparse
 import copy
 import random
 
@@ -81,3 +82,15 @@ class CalibrationProgress:
         self.done += images
         self.bar.update(images)
 
+
+def ridge_arg(value):
+    """argparse type of the tools' ``--ridge``: ``'auto'`` or a number >= 0."""
+    if value == 'auto':
+        return value
+    try:
+        ridge = float(value)
+    except ValueError:
+        ridge = -1.0
+    if not ridge >= 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number >= 0, got {value!r}")
+    return ridge

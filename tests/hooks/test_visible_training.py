@@ -33,6 +33,10 @@ def test_pruning_scalars_reach_the_visualizer(tmp_path, config, hook_update, exp
     cfg.load_from = None
     cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
     cfg.custom_hooks[0].update(hook_update)
+    # MMEngine keeps one Visualizer per experiment name (config name + start second): a runner
+    # of the same config started in the same second of this process would write to the
+    # earlier run's folder
+    cfg.experiment_name = tmp_path.name
     Runner.from_cfg(cfg).train()
     records = _scalars(tmp_path)
     keys = _keys(records)

@@ -31,10 +31,9 @@ import time
 from mmengine.config import DictAction
 
 import mmrecprune  # noqa: F401  registries, safe checkpoint loading
+from mmrecprune.analysis.post_training import ridge_arg
 from mmrecprune.cli import CLIError, check_torch_archive, check_work_dir, load_config, run_tool
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from prune_post_training import ridge_arg  # noqa: E402
 
 CONFIG = 'configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py'
 CHECKPOINT = 'work_dirs/resnet18-w16_1xb128-6e_fashionmnist/epoch_6.pth'
