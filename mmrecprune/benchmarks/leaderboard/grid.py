@@ -12,6 +12,8 @@ DESCRIPTION = ('One leaderboard of every pruning method in the repo, at matched 
 ONTHEFLY_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
 NM_CFG = 'configs/nm/nm-2to4_r18-w16_fashionmnist.py'
 NM_LEVEL = 50.0  # 2:4 tickets are 50 % sparse: compared with magnitude pruning at 50 %
+# the IMP loop ranking weights by first-order Taylor saliency: IMP's rounds, images and lr
+IMP_TAYLOR_CFG = 'configs/imp/imp-taylor_r18-w16_7r-1e_fashionmnist.py'
 STRUCTURED_CFGS = dict(psap='configs/psap/psap_r18-w16_fashionmnist.py',
                        l1_uniform='configs/l1/l1-uniform_r18-w16_fashionmnist.py',
                        l1_global='configs/l1/l1-global_r18-w16_fashionmnist.py',
@@ -32,15 +34,15 @@ SCENES = dict(  # size -> task -> (ticket config, dense config, last checkpoint,
 SCENES_DATA = dict(probe64=(SCENES64_ROOT, SCENES64_ARGS),
                    full=('data/fashion_scenes', ['--out-dir', 'data/fashion_scenes']))
 
-UNSTRUCTURED = ('recprune', 'imp', 'random', 'magnitude', 'nm', 'onthefly', 'magnitude_scratch',
-                'rotnet', 'supervised_scratch')
+UNSTRUCTURED = ('recprune', 'imp', 'imp_taylor', 'random', 'magnitude', 'nm', 'onthefly',
+                'magnitude_scratch', 'rotnet', 'supervised_scratch')
 STRUCTURED = ('psap', 'l1_uniform', 'l1_global', 'random_uniform')
 # each method's paired comparison: what it must beat
 # (on-the-fly and the self-supervised tickets train their own network from scratch on fewer
 # images, so their baselines are pruned from networks trained the same way, not from the dense
 # checkpoint the other rows start from)
-BASELINES = dict(recprune='imp', imp='random', magnitude='random', nm='magnitude',
-                 onthefly='magnitude_scratch',
+BASELINES = dict(recprune='imp', imp='random', imp_taylor='imp', magnitude='random',
+                 nm='magnitude', onthefly='magnitude_scratch',
                  rotnet='supervised_scratch', psap='l1_uniform', l1_uniform='random_uniform',
                  l1_global='l1_uniform', random='dense', random_uniform='dense')
 

@@ -7,7 +7,7 @@ import sys
 
 from mmrecprune.benchmarks.probe import DECODER_CFG, LOTTERY_CFGS, PRETRAIN_CFG
 
-from .grid import (NM_CFG, NM_LEVEL, ONTHEFLY_CFG, STRUCTURED, STRUCTURED_CFGS, data_options,
+from .grid import (IMP_TAYLOR_CFG, NM_CFG, NM_LEVEL, ONTHEFLY_CFG, STRUCTURED, STRUCTURED_CFGS, data_options,
                    fraction_of, level_key, onthefly_ticket, seed_dir)
 from .scores import probe_schedule
 
@@ -146,16 +146,23 @@ def ticket_tasks(pipe, args, seed):
             decoder = decoder_run(pipe, args, seed)
             lottery_run(pipe, args, 'recprune', seed, last, decoder, 'recprune')
         tasks.append(recprune)
-    if methods & {'imp', 'random'}:
+    if methods & {'imp', 'random', 'imp_taylor'}:
         tasks.append(lambda: lottery_run(pipe, args, 'imp', seed, last, args.pretrained, 'imp'))
+    if 'imp_taylor' in methods:  # IMP's loop, weights ranked by |w * dL/dw|
+        tasks.append(lambda: lottery_run(pipe, args, 'imp', seed, last, args.pretrained,
+                                         'imp_taylor', config=IMP_TAYLOR_CFG))
     for r in rounds:
         def ticket(name, r=r):
             return osp.join(root, name, 'tickets', f'round_{r}.pth')
         key = ('unstructured', level_key('unstructured', r), seed)
         if 'recprune' in methods:
             entries[('recprune', *key)] = (ticket('recprune'), [])
-        if 'imp' in methods:
+        # IMP's tickets are scored with Taylor IMP's: `--methods imp_taylor` alone gives the
+        # paired comparison
+        if methods & {'imp', 'imp_taylor'}:
             entries[('imp', *key)] = (ticket('imp'), [])
+        if 'imp_taylor' in methods:
+            entries[('imp_taylor', *key)] = (ticket('imp_taylor'), [])
         if 'random' in methods:
             entries[('random', *key)] = (ticket('imp'), ['model.backbone.masks=random',
                                                          f'model.backbone.seed={seed}'])

@@ -99,7 +99,7 @@ def dense_tasks(pipe, args, seed):
 
 
 
-SAME_START = ('recprune', 'random', 'magnitude')  # pruned from the dense checkpoint IMP prunes
+SAME_START = ('recprune', 'imp_taylor', 'random', 'magnitude')  # pruned from the dense checkpoint IMP prunes
 
 
 def mask_jaccards(entries):
