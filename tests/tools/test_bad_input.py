@@ -9,17 +9,18 @@ byte for byte as it was, and an output that did not exist is not created.
 
 The tools are found by globbing ``tools/**/*.py``: a new tool fails
 ``test_every_tool_has_bad_input_cases`` until it gets cases in ``CASES`` (or, if it takes no
-file at all, an entry in ``NO_FILES``). The subprocesses run two at a time; each tool that
-imports mmrecprune takes ~4 s to start, the whole module ~1.5-2 min on 2 cores.
+file at all, an entry in ``NO_FILES``). The processes run two at a time, forked from one that
+has imported mmrecprune (:mod:`mmrecprune.testing.tool_server`): a fresh interpreter spends
+~3.5 s on imports before a tool reads its first argument.
 """
 import glob
+import json
 import os
 import os.path as osp
 import re
 import signal
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -272,18 +273,30 @@ def _prepare(case_id, args, shared, folder):
     return filled, paths, keep
 
 
-def _run(tool, args):
+def _run_all(jobs, folder):
+    """Each job ``{case id: (tool, argv)}`` run as ``python TOOL ARGV`` in a process of its own,
+    two at a time, forked from one that has imported mmrecprune (``tool_server``; the fresh
+    interpreter's imports are checked by every tool's ``--help`` run in test_docs). Returns
+    ``{case id: (returncode, stdout, stderr)}``."""
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-    proc = subprocess.Popen([sys.executable, tool, *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the tool's own process group: it and its stages
-        out, err = proc.communicate()
-        err += f'\n[test] killed after {TIMEOUT} s: the tool did not refuse the input'
-    return proc.returncode, out, err
+    lines, files = [], {}
+    for index, (case_id, (tool, argv)) in enumerate(jobs.items()):
+        files[case_id] = (osp.join(folder, f'{index}.out'), osp.join(folder, f'{index}.err'))
+        lines.append(json.dumps(dict(id=case_id, tool=tool, argv=argv, stdout=files[case_id][0],
+                                     stderr=files[case_id][1])))
+    server = subprocess.run(
+        [sys.executable, '-m', 'mmrecprune.testing.tool_server', '--jobs', '2', '--timeout',
+         str(TIMEOUT)], input='\n'.join(lines) + '\n', cwd=REPO, env=env, text=True,
+        capture_output=True, timeout=TIMEOUT * len(jobs))
+    assert server.returncode == 0, server.stderr[-3000:]
+    codes = {r['id']: r['returncode'] for r in map(json.loads, server.stdout.splitlines())}
+    results = {}
+    for case_id, (out_file, err_file) in files.items():
+        out, err = (open(f).read() for f in (out_file, err_file))
+        if codes[case_id] == -signal.SIGKILL:
+            err += f'\n[test] killed after {TIMEOUT} s: the tool did not refuse the input'
+        results[case_id] = (codes[case_id], out, err)
+    return results
 
 
 @pytest.fixture(scope='module')
@@ -324,10 +337,9 @@ def runs(shared_inputs):
                 folder = str(root / re.sub(r'\W', '_', case_id))
                 os.makedirs(folder)
                 jobs[case_id] = _prepare(case_id, args, paths, folder)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {cid: pool.submit(_run, cid.split('::')[0], argv)
-                   for cid, (argv, _, _) in jobs.items()}
-        results = {cid: (*jobs[cid], f.result()) for cid, f in futures.items()}
+    outputs = _run_all({cid: (cid.split('::')[0], argv) for cid, (argv, _, _) in jobs.items()},
+                       str(root))
+    results = {cid: (*jobs[cid], outputs[cid]) for cid in jobs}
     for path, data in shared_before.items():  # no case touched the shared inputs either
         assert open(path, 'rb').read() == data, f'{path} was changed'
     return results
