@@ -22,7 +22,8 @@ else:
 #: the slowest modules (minutes each, most of it subprocesses), started first so that the two
 #: workers of `make test` (--dist loadfile --no-loadscope-reorder) end together
 SLOWEST_FIRST = ('tests/e2e/test_full_size_configs.py', 'tests/e2e/test_readme_quickstart.py',
-                 'tests/e2e/test_check_model_zoo.py', 'tests/analysis/test_gpu_check.py', 'tests/e2e/test_intask_pruning.py')
+                 'tests/e2e/test_check_model_zoo.py', 'tests/analysis/test_gpu_check.py',
+                 'tests/e2e/test_intask_pruning.py')
 
 
 def pytest_collection_modifyitems(config, items):
