@@ -1,4 +1,4 @@
-"""The GPU check's CPU side (mmrecprune/analysis/gpu_check.py, run on a GPU by
+"""The GPU check's CPU side (mmrecprune/analysis/gpu_check/, run on a GPU by
 tools/benchmarks/gpu_check.sh): its arguments, the JSON it writes, the latency code path at tiny
 sizes on the CPU, the 2:4 per-layer path with a stand-in for the sparse kernel, and the focal
 loss it swaps in when mmcv has no ops."""
@@ -182,7 +182,7 @@ def test_amp_and_ddp_runs_and_checks_on_the_cpu(tmp_path, monkeypatch):
         cmd = [c for c in cmd if c != '--amp' and not c.startswith('optim_wrapper.dtype')]
         return real(cmd[:-1] if cmd[-1] == '--cfg-options' else cmd, env, log)
 
-    monkeypatch.setattr(gpu_check, 'run_repo_tool', without_amp)
+    monkeypatch.setattr(gpu_check.training_sections, 'run_repo_tool', without_amp)
     args = gpu_check.parse_args(['--out-dir', str(tmp_path), '--device', 'cpu',
                                  '--amp-dtypes', 'float16'])
     env = gpu_check.tool_env(str(tmp_path))
@@ -210,7 +210,7 @@ def test_retinanet_steps_and_checks_on_the_cpu(tmp_path, monkeypatch):
             super().__init__(optimizer)
 
     monkeypatch.setattr(optim, 'AmpOptimWrapper', CPUStandIn)
-    monkeypatch.setattr(gpu_check, 'RETINANET_STEPS', 1)
+    monkeypatch.setattr(gpu_check.training_sections, 'RETINANET_STEPS', 1)
     args = gpu_check.parse_args(['--out-dir', str(tmp_path), '--device', 'cpu',
                                  '--amp-dtypes', 'bfloat16'])
     entry = dict(checks={}, figures={}, notes=[])

@@ -1,5 +1,5 @@
 """The GPU check (issue 24): AMP and DDP on a GPU, slim and 2:4 tickets' latency, one JSON and
-one PNG. What it runs: ``mmrecprune/analysis/gpu_check.py``. On a bare GPU machine run
+one PNG. What it runs: ``mmrecprune/analysis/gpu_check/``. On a bare GPU machine run
 ``tools/benchmarks/gpu_check.sh``, which installs the packages first.
 
 Example::
