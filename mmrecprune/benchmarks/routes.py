@@ -104,6 +104,9 @@ def parse_args(argv=None):
     parser.add_argument('--routes', nargs='+', default=list(ROUTES), choices=ROUTES)
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
     parser.add_argument('--latency-repeats', type=int, default=30)
+    parser.add_argument('--measure-speed', action='store_true',
+                        help='with --report-only: time the slim models that exist now (a full '
+                             'run times them at its end)')
     parser.add_argument('--jobs', type=int, default=1, help='runs at once, one thread each')
     add_cfg_options(parser)
     parser.add_argument('--dry-run', action='store_true',
@@ -236,7 +239,8 @@ class Routes:
               '--ranking', 'uniform', '--reconstruction', 'least_squares+mean',
               '--calibration-images', str(CALIBRATION_IMAGES), '--seed', str(seed), '--out',
               osp.join(work, 'ticket.pth'), '--out-json', result, '--force', '--work-dir',
-              work]],
+              work, *(['--cfg-options', *self.pipe.cfg_options] if self.pipe.cfg_options
+                      else [])]],
             [osp.join(work, 'ticket_model.pth'), result], lambda: read_json(result))
 
     def run_posttrain(self, task, seed, f):
@@ -303,7 +307,7 @@ def main(argv=None):
         print(f'[bench_routes] {len(keyed)} cells planned')
         return
     speed_path = osp.join(args.work_dir, 'speed.json')
-    if not args.report_only:  # timed last, this benchmark's workers done
+    if not args.report_only or args.measure_speed:  # timed last, the workers done
         routes_report.measure_speedups(routes, speed_path, args.latency_repeats)
     speed = read_json(speed_path) if osp.isfile(speed_path) else {}
     routes_report.write_report(args, cells, speed, time.time() - start)
