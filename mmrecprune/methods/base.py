@@ -32,7 +32,8 @@ class PruningPlan:
     """What one pruning step will do.
 
     Attributes:
-        step (int): The step (round) this plan completes, 1-based.
+        step (int): The step this plan completes, 1-based: the pruner's
+            :attr:`~BasePruner.step_count` once committed.
         masks (dict[str, BoolTensor]): The keep-masks after the step (per parameter name for
             unstructured pruners, per channel group for structured ones).
         restored (dict[str, BoolTensor]): Pruned channels this step brings back (structured).
@@ -65,7 +66,9 @@ class BasePruner:
             pruner of no family, which no hook drives.
         method (str): Name written into tickets and logs.
         model (nn.Module | None): The attached model (None before :meth:`attach`).
-        step_count (int): Steps (rounds) committed so far.
+        step_count (int): Pruning steps committed so far, the one counter of every pruner
+            (an iterative pruner's rounds; :attr:`PruningPlan.step` is the step a plan
+            completes). Pruner states store it as ``'step'``.
     """
     kind: ClassVar[str] = 'unstructured'
     family: ClassVar[str] = ''
@@ -172,7 +175,7 @@ class IterativePruner(UnstructuredPruner):
 
     @property
     def round(self) -> int:
-        """Rounds ended so far (:attr:`step_count`)."""
+        """:attr:`step_count` under the name of earlier releases (a round ends with a step)."""
         return self.step_count
 
     @property

@@ -161,10 +161,6 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
         return self.enforced.masks
 
     @property
-    def round(self):
-        return self.step_count
-
-    @property
     def sparsity(self):
         return sparsity_report(self.masks)['sparsity']
 
@@ -238,7 +234,7 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
 
     def state_dict(self):
         """Plain, weights-only-loadable state (packed masks) for checkpoints."""
-        state = dict(round=self.step_count,
+        state = dict(step=self.step_count,
                      masks={n: pack_mask(m.cpu()) for n, m in self.masks.items()},
                      rewind_state=self.rewind_state)
         if self.needs_gradients:  # the round's sums so far
@@ -249,7 +245,8 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
         masks = {n: unpack_mask(bits, self.params[n].shape).to(self.params[n].device)
                  for n, bits in state['masks'].items() if n in self.params}
         self.enforced = WeightMasks(self.params, masks)
-        self.step_count = int(state['round'])
+        # 'round': the key of checkpoints written before the counter had one name
+        self.step_count = int(state['step'] if 'step' in state else state['round'])
         self.rewind_state = state.get('rewind_state')
         device = next(iter(self.params.values())).device
         self.gradient_scores.load_state_dict(state.get('gradient_scores'), device)

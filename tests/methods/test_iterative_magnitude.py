@@ -156,7 +156,7 @@ def test_rounds_reach_the_schedule_and_rewind_the_survivors():
     for r in range(1, 4):
         drift(model, r)
         changed = pruner.step()
-        assert pruner.round == r
+        assert pruner.step_count == r
         assert pruner.sparsity == pytest.approx(1 - 0.8 ** r, abs=1e-3)
         for n, m in pruner.masks.items():
             assert not (m & ~previous[n]).any()  # pruned weights stay pruned
