@@ -72,9 +72,10 @@ class LotteryTicketHook(PruningHook):
         self.epochs_per_round = epochs_per_round
         self.reset_lr = reset_lr
         self.finetune_epochs = finetune_epochs
+        self._initial_schedulers, self._initial_lrs = [], []
 
     # -- set-up ---------------------------------------------------------------------------
-    def before_train(self, runner):
+    def check_schedule(self, runner):
         expected = self.rounds * self.epochs_per_round + self.finetune_epochs
         if runner.max_epochs != expected:
             raise ValueError(f'train_cfg.max_epochs is {runner.max_epochs}, but rounds x '
@@ -89,21 +90,27 @@ class LotteryTicketHook(PruningHook):
                              f'({self.epochs_per_round} epoch(s) x {len(runner.train_dataloader)}'
                              f' iterations = {round_iters}); late resetting rewinds to a point '
                              f'inside the first round: set rewind_iter <= {round_iters}')
-        if p.seed is None:
-            p.seed = runner.seed  # 'reinit' draws from the run's seed
-        # what reset_lr restores; a resumed run takes it from the checkpoint, not from the
-        # schedulers' mid-run state
-        self._initial_schedulers = [s.state_dict() for s in self._schedulers(runner)]
-        self._initial_lrs = [g['lr'] for g in runner.optim_wrapper.param_groups]
-        resumed = self.attach_pruner(runner)
-        if not resumed and self.pruner.wants_snapshot_at_start:
-            self.pruner.snapshot()
-        runner.logger.info(
-            f'LotteryTicketHook: {len(self.pruner.params)} prunable tensors, '
-            f'{sum(w.numel() for w in self.pruner.params.values())} weights, round '
-            f'{self.pruner.round}/{self.rounds}, sparsity {self.pruner.sparsity:.4f}')
 
-    def load_resumed_state(self, state):
+    def before_run(self, runner):
+        if self.is_training(runner) and self.pruner.model is None:
+            # what reset_lr restores: the schedulers and learning rates as built, before a
+            # resumed run loads their mid-run state (its checkpoint carries these instead)
+            self._initial_schedulers = [s.state_dict() for s in self._schedulers(runner)]
+            self._initial_lrs = [g['lr'] for g in runner.optim_wrapper.param_groups]
+        super().before_run(runner)
+
+    def before_train(self, runner):
+        p = self.pruner
+        if p.seed is None:
+            p.seed = runner.seed  # 'reinit' draws from the run's seed (a resumed run's too)
+        if not self.resumed and p.wants_snapshot_at_start:
+            p.snapshot()  # the starting weights (load_from or init) are loaded by now
+        runner.logger.info(
+            f'LotteryTicketHook: {len(p.params)} prunable tensors, '
+            f'{sum(w.numel() for w in p.params.values())} weights, round '
+            f'{p.step_count}/{self.rounds}, sparsity {p.sparsity:.4f}')
+
+    def load_resumed_state(self, runner, state):
         self.pruner.load_state_dict(state)
         self._initial_schedulers = state.get('initial_schedulers', self._initial_schedulers)
         self._initial_lrs = state.get('initial_lrs', self._initial_lrs)
@@ -138,13 +145,13 @@ class LotteryTicketHook(PruningHook):
                 group['lr'] = lr
         report = sparsity_report(self.pruner.masks)
         sparsity = report['sparsity']
-        runner.logger.info(f'LotteryTicketHook: round {self.pruner.round}/{self.rounds} '
+        runner.logger.info(f'LotteryTicketHook: round {self.pruner.step_count}/{self.rounds} '
                            f'sparsity {sparsity:.4f}')
         self.publish(runner, dict(sparsity=sparsity),
                      {f'layer_sparsity/{name}': layer['sparsity']
                       for name, layer in report['layers'].items()})
         if is_main_process():
-            path = osp.join(runner.work_dir, 'tickets', f'round_{self.pruner.round}.pth')
+            path = osp.join(runner.work_dir, 'tickets', f'round_{self.pruner.step_count}.pth')
             export_ticket(path, self.pruner, runner.cfg.model.backbone,
                           self.example_input_shape, source=runner.cfg.get('load_from'))
             runner.logger.info(f'LotteryTicketHook: ticket saved to {path}')
@@ -157,6 +164,6 @@ class LotteryTicketHook(PruningHook):
         path = osp.join(runner.work_dir, 'tickets', 'final.pth')
         export_ticket(path, self.pruner, runner.cfg.model.backbone, self.example_input_shape,
                       source=runner.cfg.get('load_from'))
-        runner.logger.info(f'LotteryTicketHook: final ticket (round {self.pruner.round}, '
+        runner.logger.info(f'LotteryTicketHook: final ticket (round {self.pruner.step_count}, '
                            f'as trained) saved to {path}')
         write_runner_task_model(runner, self.pruner, path, self.example_input_shape)

@@ -4,7 +4,7 @@ import os.path as osp
 from mmengine.dist import is_main_process
 
 from mmrecprune.hooks.pruning_hook import PruningHook
-from mmrecprune.hooks.rank_sync import check_step, synchronized_plan
+from mmrecprune.hooks.rank_sync import synchronized_step
 from mmrecprune.methods.base import RetrainingFreePruner
 from mmrecprune.registry import HOOKS
 from mmrecprune.sparsity import strip_conv_cfg
@@ -55,7 +55,6 @@ class OnTheFlyPruningHook(PruningHook):
         self.scores = {}  # metrics by row (dense, folded, zero, <recovery>, ...) after the cut
 
     def before_train(self, runner):
-        self.attach_pruner(runner)
         p = self.pruner
         runner.logger.info(
             f'OnTheFlyPruningHook: {type(p).__name__}, {len(p.params)} prunable tensors, '
@@ -70,40 +69,40 @@ class OnTheFlyPruningHook(PruningHook):
                                       penalty_coefficient=p.coefficient()), {})
 
     def after_train(self, runner):
-        if self.pruner.pruned:  # resumed after the step
+        if self.pruner.pruned:  # resumed after the cut
             return
         model, p = self._model(runner), self.pruner
-        gap = {}
         val_loop = runner.val_loop if runner._val_loop is not None else None
         if self.evaluate and val_loop is None:
             runner.logger.info('OnTheFlyPruningHook: no val_dataloader, pruning unscored')
-
+        scored = self.evaluate and val_loop is not None
         recalibrate = None
         if self.bn_recalibration_images:
             from mmrecprune.analysis import recalibrate_bn
             recalibrate = lambda: recalibrate_bn(  # noqa: E731
                 model, runner.train_dataloader, self.bn_recalibration_images)
-        modes = ['zero', p.recovery] if p.recovery != 'zero' else ['zero']
+        gap = {}
 
-        def plan():  # rank_sync's first half: averaged statistics, rank 0's plan
-            decided = synchronized_plan(p)
-            gap.update(p.statistics_of_gap(decided.masks))  # before the cut, its own masks
-            return decided
-
-        if self.evaluate and val_loop is not None:
+        def cut(plan):
+            """Carry out rank 0's plan: once per recovery scored (the model ends in the last,
+            p.recovery), or once."""
+            gap.update(p.statistics_of_gap(plan.masks))  # before the cut, its own masks
+            if not scored:
+                changed = p.commit(plan)
+                if recalibrate is not None:
+                    recalibrate()
+                return changed
             from mmrecprune.analysis import evaluate, score_pruning
-            rows = score_pruning(p, lambda: evaluate(model, val_loop.dataloader,
-                                                     val_loop.evaluator),
-                                 modes, recalibrate, plan)  # one plan, a commit per mode
-            self.scores = rows
-            for row, metrics in rows.items():
+            modes = ['zero', p.recovery] if p.recovery != 'zero' else ['zero']
+            self.scores = score_pruning(
+                p, lambda: evaluate(model, val_loop.dataloader, val_loop.evaluator), modes,
+                recalibrate, plan=lambda: plan)
+            for row, metrics in self.scores.items():
                 runner.logger.info(f'OnTheFlyPruningHook: {row:>24}: ' + ', '.join(
                     f'{k} {v:.4f}' for k, v in metrics.items()))
-        else:
-            p.commit(plan())
-            if recalibrate is not None:
-                recalibrate()
-        check_step(p, runner.logger, 'OnTheFlyPruningHook')  # after the last commit
+            return None  # every weight may have changed
+
+        synchronized_step(p, runner.logger, 'OnTheFlyPruningHook', commit=cut)
         runner.logger.info(
             f'OnTheFlyPruningHook: pruned {p.sparsity:.0%} of every prunable layer, recovery '
             f'{p.recovery}; before the cut the pruned entries averaged '

@@ -3,6 +3,7 @@ drives), attaching it to the model and the optimizer wrapper, and carrying its s
 checkpoints."""
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.runner import BaseLoop
 
 from mmrecprune.models.slim_task_model import pruned_view
 from mmrecprune.models.starting_weights import adapt_starting_weights
@@ -55,11 +56,24 @@ def family_mismatch(hook_cls, pruner_cls):
 class PruningHook(Hook):
     """Base of the pruning hooks: they decide *when*; the pruner decides *what*.
 
+    The pruner lives through a run as MMEngine's ``EMAHook`` keeps its EMA model:
+
+    * ``__init__`` builds it from its config (arguments checked before a runner exists);
+    * ``before_run`` of a training run attaches it to the runner's model (tracing and selecting
+      what can be pruned reads the model's structure, not its weights, which load later) and
+      serves it from the optimizer wrapper;
+    * ``after_load_checkpoint`` of a resumed run loads the checkpoint's pruner state into it
+      right away (before the runner loads the weights and the optimizer state); ``load_from``
+      alone starts a new run, whose starting weights are checked
+      (:func:`~mmrecprune.models.starting_weights.adapt_starting_weights`);
+    * ``before_train`` takes what depends on the loaded weights and is not in a checkpoint (e.g.
+      the rewind target of a run that did not resume; :attr:`resumed` tells);
+    * ``before_save_checkpoint`` writes the pruner state under :attr:`state_key`.
+
     Subclasses set ``pruner_protocol`` (the family of pruners they drive, a protocol class of
-    :mod:`mmrecprune.methods.base` that declares every attribute the hook reads),
-    ``state_key`` (where the pruner's state goes in a checkpoint) and call
-    :meth:`attach_pruner` in ``before_train``. A pruner config of another family is refused
-    when the hook is built, with a one-line ValueError naming both.
+    :mod:`mmrecprune.methods.base` that declares every attribute the hook reads) and
+    ``state_key``. A pruner config of another family is refused when the hook is built, with a
+    one-line ValueError naming both.
     """
     priority = 'LOW'  # after the param scheduler, before the checkpoint hook (VERY_LOW)
     state_key = 'pruning'
@@ -76,7 +90,8 @@ class PruningHook(Hook):
         self._check_family(self.pruner_cfg.get('type'))
         self.pruner = build_pruner(self.pruner_cfg, type(self).__name__)
         self._check_family(type(self.pruner))
-        self._resumed_state = None
+        #: whether the pruner state came from the checkpoint of a resumed run
+        self.resumed = False
 
     def _check_family(self, pruner_type):
         cls = PRUNERS.get(pruner_type) if isinstance(pruner_type, str) else pruner_type
@@ -89,12 +104,25 @@ class PruningHook(Hook):
     def _model(runner):
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
+    @staticmethod
+    def is_training(runner):
+        """Whether ``runner`` is starting ``train()`` (which builds its train loop before
+        ``before_run``); ``val()`` and ``test()`` call ``before_run`` too, and prune nothing."""
+        return isinstance(runner._train_loop, BaseLoop)
+
     def _example_input(self, model):
         return example_input(self.example_input_shape, next(model.parameters()).device)
 
+    def before_run(self, runner):
+        if self.is_training(runner) and self.pruner.model is None:
+            self.check_schedule(runner)
+            self.attach_pruner(runner)
+
+    def check_schedule(self, runner):
+        """Refuse, before anything loads, a schedule that does not fit the run (subclasses)."""
+
     def attach_pruner(self, runner):
-        """Attach the pruner to the model, restore a resumed state, serve it from the
-        optimizer wrapper. Returns whether a state was resumed."""
+        """Attach the pruner to the model and serve it from the optimizer wrapper."""
         wrapper = runner.optim_wrapper
         if not isinstance(wrapper, PruningUpdateMixin):
             raise TypeError(f'{type(self).__name__} needs optim_wrapper=dict(type='
@@ -109,12 +137,8 @@ class PruningHook(Hook):
         # traces the backbone and neck it prunes (same modules, same names)
         traced = pruned_view(model) if isinstance(self.pruner, ChannelPruner) else model
         self.pruner.attach(traced, self._example_input(model))
-        resumed = self._resumed_state is not None
-        if resumed:
-            self.load_resumed_state(self._resumed_state)
-            self._resumed_state = None
+        self.resumed = False
         wrapper.attach(self.pruner)
-        return resumed
 
     @staticmethod
     def publish(runner, logged, plotted):
@@ -126,7 +150,9 @@ class PruningHook(Hook):
         scalars = {f'pruning/{k}': float(v) for k, v in {**logged, **plotted}.items()}
         runner.visualizer.add_scalars(scalars, step=runner.iter)
 
-    def load_resumed_state(self, state):
+    def load_resumed_state(self, runner, state):
+        """Load a resumed checkpoint's ``state`` into the attached pruner (the model's weights
+        and the optimizer state load right after)."""
         self.pruner.load_state_dict(state)
 
     def saved_state(self):
@@ -139,8 +165,11 @@ class PruningHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint):
         # Only a resumed run continues the pruning state; `load_from` alone starts a new run
         # from the checkpoint's weights.
-        if getattr(runner, '_resume', False):
-            self._resumed_state = checkpoint.get(self.state_key)
-        else:
+        if not getattr(runner, '_resume', False):
             adapt_starting_weights(self._model(runner), checkpoint,
                                    f'load_from={runner._load_from}')
+            return
+        state = checkpoint.get(self.state_key)
+        if state is not None and self.pruner.model is not None:
+            self.load_resumed_state(runner, state)
+            self.resumed = True

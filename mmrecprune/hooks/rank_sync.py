@@ -36,7 +36,7 @@ def check_ranks_agree(logger, owner, masks, weights, what='masks'):
     logger.info(f'{owner}: {what} identical on {world} ranks (weights too)')
 
 
-def synchronized_plan(pruner):
+def _synchronized_plan(pruner):
     """The first half of a step on every rank: average the pruner's statistics, plan, and
     take rank 0's plan (broadcast). Nothing is changed yet."""
     if get_world_size() > 1:
@@ -48,19 +48,34 @@ def synchronized_plan(pruner):
     return plan
 
 
-def check_step(pruner, logger, owner):
+def _check_step(pruner, logger, owner):
     """The last half: every rank holds the same masks and weights after the step."""
     check_ranks_agree(logger, owner, pruner.masks, pruner.synced_tensors(),
                       what='masks' if pruner.kind == 'unstructured' else 'channel masks')
 
 
-def synchronized_step(pruner, logger, owner):
-    """One pruning step on every rank: :func:`synchronized_plan`, commit, :func:`check_step`.
-    Returns ``(plan, changed)``. A hook that commits one plan several times (one per recovery
-    it scores) calls the two halves itself, around its commits."""
-    plan = synchronized_plan(pruner)
-    changed = pruner.commit(plan)
-    check_step(pruner, logger, owner)
+def synchronized_step(pruner, logger, owner, commit=None):
+    """One pruning step on every rank: the pruner's statistics are averaged, rank 0's plan is
+    broadcast, every rank carries it out, then every rank proves it holds the same masks and
+    weights.
+
+    Args:
+        pruner (BasePruner): The attached pruner.
+        logger: Where the check reports (``runner.logger``).
+        owner (str): The hook's name in messages.
+        commit (callable, optional): ``commit(plan)`` carries rank 0's plan out and returns
+            what changed (for ``optimizer_slices``). Defaults to ``pruner.commit``. A
+            retraining-free cut scored in several recoveries passes one that commits the same
+            plan once per recovery, the model put back between them
+            (:func:`~mmrecprune.analysis.score_pruning`); the ranks are checked once, after
+            the last commit, whose state the model keeps.
+
+    Returns:
+        tuple: ``(plan, changed)``: rank 0's plan and what ``commit`` returned.
+    """
+    plan = _synchronized_plan(pruner)
+    changed = (pruner.commit if commit is None else commit)(plan)
+    _check_step(pruner, logger, owner)
     return plan, changed
 
 

@@ -142,7 +142,7 @@ class StructuredPruningHook(PruningHook):
         if self.pruner.slim_during_training:
             self.priority = 'ABOVE_NORMAL'  # slim the model before EMAHook loads a checkpoint
 
-    def before_train(self, runner):
+    def check_schedule(self, runner):
         last = self.begin + (self.num_steps - 1) * self.interval
         if self.by_epoch:
             if isinstance(runner.train_loop, IterBasedTrainLoop):
@@ -157,9 +157,10 @@ class StructuredPruningHook(PruningHook):
                              f'{self.num_steps - 1} x {self.interval} = {last}, but training '
                              f'stops at {unit}={length}; set {unit} > {last} (and leave time '
                              'to fine-tune after it)')
-        self.attach_pruner(runner)
+
+    def before_train(self, runner):
         p = self.pruner
-        if p.slim_during_training and p.slimmed:
+        if p.slimmed:  # resumed slim: the weights loaded since, so the ranks can compare them
             self._check_slim_ranks(runner)
         runner.logger.info(
             f'StructuredPruningHook[{p.method}]: {len(p.groups)} channel groups '
@@ -209,12 +210,6 @@ class StructuredPruningHook(PruningHook):
         return [h.ema_model.module for h in runner.hooks
                 if getattr(getattr(h, 'ema_model', None), 'module', None) is not None]
 
-    def attach_pruner(self, runner):
-        if self.pruner.model is not None and self.pruner.model is self._model(runner):
-            runner.optim_wrapper.attach(self.pruner)  # attached (and slimmed) at the resume
-            return True
-        return super().attach_pruner(runner)
-
     def _slim(self, runner):
         p = self.pruner
         before = sum(t.numel() for t in p.model.parameters())
@@ -232,21 +227,19 @@ class StructuredPruningHook(PruningHook):
     def _check_slim_ranks(self, runner):
         check_slim(self.pruner, runner.logger, 'StructuredPruningHook')
 
-    def after_load_checkpoint(self, runner, checkpoint):
-        super().after_load_checkpoint(runner, checkpoint)
-        state = self._resumed_state
-        if not (state and state.get('present')):
-            return
-        # the checkpoint holds a model slimmed during training: attach now (the traced groups
-        # and costs are the dense model's) and slim this model, its EMA copies and its DDP
-        # wrapper to the saved channels, before the runner loads the slim weights into it
+    def load_resumed_state(self, runner, state):
+        if not state.get('present'):
+            return super().load_resumed_state(runner, state)
+        # the checkpoint holds a model slimmed during training: loading the state slims this
+        # (dense, freshly built) model to the saved channels, before the runner loads the slim
+        # weights into it; its EMA copies and its DDP wrapper follow
 
-        def attach_and_slim():
-            super(StructuredPruningHook, self).attach_pruner(runner)
+        def load_and_slim():
+            self.pruner.load_state_dict(state)
             for model in self._model_copies(runner):
                 self.pruner.slim_like(model)
 
-        reshape_under_ddp(runner, attach_and_slim)
+        reshape_under_ddp(runner, load_and_slim)
         runner.logger.info(f'StructuredPruningHook: resumed a model slimmed during training '
                            f'({len(state["present"])} groups slimmed)')
 

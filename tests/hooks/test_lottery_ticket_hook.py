@@ -1,6 +1,7 @@
 """The lottery-ticket hook in real MMEngine runs: rounds, rewinding, tickets, resume."""
 import pytest
 import torch
+from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 
@@ -66,11 +67,68 @@ def test_resume_mid_round_matches_uninterrupted_run(tmp_path, pretrained):
     resumed.train()
     full_hook, resumed_hook = (next(h for h in r.hooks if isinstance(h, LotteryTicketHook))
                                for r in (full, resumed))
-    assert resumed_hook.pruner.round == 2
+    assert resumed_hook.pruner.step_count == 2
     for n, m in full_hook.pruner.masks.items():
         assert torch.equal(m, resumed_hook.pruner.masks[n]), n
     for (n, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
+
+
+class PrunerProbe(Hook):
+    """Records the lottery hook's pruner at ``after_load_checkpoint`` (run after the lottery
+    hook's, priority LOWEST) and at ``before_train``."""
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.seen = {}
+
+    def _record(self, runner, event):
+        hook = next(h for h in runner.hooks if isinstance(h, LotteryTicketHook))
+        p = hook.pruner
+        self.seen[event] = dict(step_count=p.step_count, resumed=hook.resumed,
+                                masks={n: m.clone() for n, m in p.masks.items()},
+                                rewind_state=p.rewind_state)
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        self._record(runner, 'after_load_checkpoint')
+
+    def before_train(self, runner):
+        self._record(runner, 'before_train')
+
+
+@pytest.mark.parametrize('counter_key', ['step', 'round'])  # 'round': checkpoints of old code
+def test_the_checkpoints_pruner_state_is_loaded_with_the_checkpoint(tmp_path, pretrained,
+                                                                      counter_key):
+    """As EMAHook does: the pruner is attached in before_run, and a resumed checkpoint's state
+    is in it as soon as the checkpoint is loaded, before before_train (which then takes no new
+    rewind target from the resumed weights)."""
+    trained = Runner.from_cfg(lottery_cfg(tmp_path / 'trained', pretrained, rounds=1))
+    trained.train()
+    ckpt_path = tmp_path / 'trained' / 'epoch_1.pth'
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    assert ckpt['lottery_ticket']['step'] == 1
+    ckpt['lottery_ticket'][counter_key] = ckpt['lottery_ticket'].pop('step')
+    torch.save(ckpt, ckpt_path)
+
+    cfg = lottery_cfg(tmp_path / 'resumed', pretrained, rounds=1)
+    cfg.resume, cfg.load_from = True, str(ckpt_path)
+    resumed = Runner.from_cfg(cfg)
+    probe = PrunerProbe()
+    resumed.register_hook(probe)
+    resumed.train()  # ends at once: the checkpoint is of the last epoch
+    trained_pruner = next(h for h in trained.hooks if isinstance(h, LotteryTicketHook)).pruner
+    loaded = probe.seen['after_load_checkpoint']
+    assert loaded['step_count'] == 1 and loaded['resumed']
+    assert trained_pruner.sparsity == pytest.approx(0.2, abs=1e-3)
+    for name, mask in trained_pruner.masks.items():
+        assert torch.equal(loaded['masks'][name].cpu(), mask.cpu()), name
+    # before_train kept the checkpoint's rewind target (the pretrained weights)
+    started = probe.seen['before_train']
+    pre = _load_checkpoint(pretrained)['state_dict']
+    assert started['rewind_state'] is loaded['rewind_state']
+    for name in trained_pruner.params:
+        torch.testing.assert_close(started['rewind_state'][name].cpu(), pre[name],
+                                   rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.parametrize('kwargs, match', [
