@@ -35,8 +35,9 @@ def _commands(path):
 
 def test_docs_exist():
     names = {osp.relpath(p, osp.join(REPO, 'docs', 'en')) for p in DOCS}
-    assert {'index.md', 'get_started.md', 'add_a_method.md', 'main_job.md', 'leaderboard.md',
-            'layout.md', 'user_guides/safe_loading.md', 'user_guides/deploy.md',
+    assert {'index.md', 'get_started.md', 'main_job.md', 'leaderboard.md', 'layout.md',
+            'advanced_guides/add_a_method.md', 'advanced_guides/add_a_criterion.md',
+            'user_guides/safe_loading.md', 'user_guides/deploy.md',
             'user_guides/use_a_ticket.md', 'user_guides/prune_your_backbone.md',
             'user_guides/resume_and_ddp.md', 'user_guides/analysis_plots.md',
             'user_guides/model_zoo.md', 'user_guides/benchmarks.md', 'methods/recprune.md',
