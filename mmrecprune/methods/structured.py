@@ -19,25 +19,25 @@ the moment it is pruned (every step); with it, a pruned channel can be restored 
 step, so nothing leaves before the last step, after which nothing is restored
 (:attr:`StructuredPruner.can_slim`). The hook calls :meth:`StructuredPruner.slim` with the
 optimizers and model copies to slice along. Masks, scores and gradient statistics stay indexed
-by the dense channels, so the choices equal a soft-mask run's.
+by the dense channels, so the choices equal a soft-mask run's. Slimming and the slim / dense
+copies a ticket is exported from live in :mod:`.structured_slimming`.
 """
 from __future__ import annotations
 
-import copy
 from typing import Mapping
 
 import torch
 
 from mmrecprune.methods.base import ChannelPruner, PruningPlan
+from mmrecprune.methods.structured_slimming import SlimmingMixin
 from mmrecprune.registry import CRITERIA
 from mmrecprune.sparsity import (CHANNEL_PARAMS, ChannelCostModel, ChannelGradientMonitor,
                                  CostSchedule, GradientScores, SoftChannelMasks, ZEROED_KINDS,
-                                 apply_channel_masks, check_criterion, check_schedule_args,
-                                 find_channel_groups, group_importances, slim_model,
-                                 unscaled_gradients)
+                                 check_criterion, check_schedule_args, find_channel_groups,
+                                 group_importances, unscaled_gradients)
 
 
-class StructuredPruner(ChannelPruner):
+class StructuredPruner(SlimmingMixin, ChannelPruner):
     """Soft channel pruning on a cost schedule; subclasses decide which channels go.
 
     Args:
@@ -278,45 +278,7 @@ class StructuredPruner(ChannelPruner):
         """Hard-apply the final masks (end of training)."""
         self.soft.apply()
 
-    # ---- slimming during training -------------------------------------------------------------
-    @property
-    def can_slim(self) -> bool:
-        """Whether :meth:`slim` may remove the pruned channels now: slimming during training is
-        on and no pruned channel can come back (no protective restoration, or the last step is
-        done)."""
-        return (self.slim_during_training and self.soft is not None
-                and (not self.protective or self.step_count >= self.num_steps))
-
-    @property
-    def slimmed(self) -> bool:
-        """Whether the model lost channels during training (it is no longer dense-shaped)."""
-        return bool(self.soft is not None and self.soft.present)
-
-    def slim(self, optimizers=(), copies=()) -> dict:
-        """Remove the pruned channels from the model, in place, if :attr:`can_slim` (else
-        nothing): call it right after a step was committed. ``optimizers``' per-parameter state
-        and the models in ``copies`` (e.g. an EMA copy) are sliced along (see
-        :meth:`~mmrecprune.sparsity.SoftChannelMasks.slim`). Returns ``{group: channels
-        removed}``."""
-        if not self.can_slim:
-            return {}
-        if self.monitor is not None and self.monitor.active:
-            raise RuntimeError('slim() while the gradient monitor is active: pruned channels '
-                               'could still be restored')
-        if self.gradient_scores.sums is not None:
-            raise RuntimeError('slim() with gradient scores accumulated since the last step; '
-                               'slim right after commit()')
-        return self.soft.slim(optimizers, copies)
-
-    def slim_like(self, model) -> None:
-        """Give a dense ``model`` with the same module names (e.g. an EMA copy built before a
-        resume) the channels the pruner's slimmed model holds."""
-        self.soft.slim_like(model)
-
-    def slimmed_channels(self) -> dict:
-        """``{group name: dense channel indices the model holds}`` of the slimmed groups."""
-        return dict(self.soft.present) if self.soft is not None else {}
-
+    # ---- what ranks and optimizers share ------------------------------------------------------
     def synced_tensors(self):
         prefix = f'{self.scope}.' if self.scope else ''
         return {n: p for n, p in self.model.named_parameters() if n.startswith(prefix)}
@@ -348,44 +310,6 @@ class StructuredPruner(ChannelPruner):
     def kept_widths(self) -> dict:
         """``{group name: (kept, dense)}``."""
         return {g.name: (int(self.masks[g.name].sum()), g.num_channels) for g in self.groups}
-
-    def slim_copy(self):
-        """A physically slimmed deep copy of the model and its channel structure.
-
-        The pruner's model is left as it is (dense shapes, soft masks), so an optimizer built on
-        it stays valid; the copy is for export and measurement.
-        """
-        hooks_on = self.monitor is not None and self.monitor.active
-        if hooks_on:
-            self.monitor.set_active(False)  # do not deep-copy the gradient hooks
-        try:
-            slim = copy.deepcopy(self.model)
-        finally:
-            if hooks_on:
-                self.monitor.set_active(True)
-        for p in slim.parameters():
-            p.grad = None
-        groups, masks = self.soft.physical_groups(), self.soft.physical_masks()
-        apply_channel_masks(slim, groups, masks)
-        slim_model(slim, groups, masks)
-        return slim, self.soft.structure(slim)
-
-    def dense_copy(self):
-        """The pruner's model at dense shapes: itself, or for a model slimmed during training a
-        deep copy given its dense widths back (zeros in the removed channels, so it computes
-        what the slim model computes)."""
-        if not self.slimmed:
-            return self.model
-        hooks_on = self.monitor is not None and self.monitor.active
-        if hooks_on:
-            self.monitor.set_active(False)
-        try:
-            dense = copy.deepcopy(self.model)
-        finally:
-            if hooks_on:
-                self.monitor.set_active(True)
-        self.soft.expand_like(dense)
-        return dense
 
     def ticket_content(self, prefix='backbone'):
         slim, structure = self.slim_copy()
