@@ -4,7 +4,9 @@
 * what matters: :mod:`.importance` (criteria scoring weights or channels, in a table that
   ``mmrecprune.registry.CRITERIA`` extends), :mod:`.thresholds` (ranking the scores: global,
   per layer, within N:M groups);
-* how to cut: :mod:`.masks` (weight masks) with :mod:`.nm_layout` (the N:M rule),
+* how to cut: :mod:`.masks` (weight masks: :mod:`.mask_enforcement` applies them,
+  :mod:`.weight_masks` holds them around optimizer steps, :mod:`.mask_packing` stores them
+  as bits) with :mod:`.nm_layout` (the N:M rule),
   :mod:`.channel_masks` and :mod:`.soft_channel_masks` (channel masks), :mod:`.slimming`
   (removing channels), :mod:`.frozen_masks` (downstream),
   :mod:`.recovery` (mean values in place of pruned entries), :mod:`.semi_structured` (2:4
