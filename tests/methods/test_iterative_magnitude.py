@@ -181,6 +181,23 @@ def test_rewind_none_keeps_the_trained_values():
         assert torch.equal(p.detach(), trained[n] * pruner.masks[n])
 
 
+def test_state_resumes_with_the_counter_under_its_old_key():
+    model = classifier()
+    pruner = build(model)
+    for r in (1, 2):
+        drift(model, r)
+        pruner.step()
+    state = pruner.state_dict()
+    assert state['step'] == 2 and 'round' not in state
+    for key in ('step', 'round'):  # 'round': the key of checkpoints written by earlier code
+        saved = dict(state)
+        saved[key] = saved.pop('step')
+        resumed = build(classifier(), snapshot=False)
+        resumed.load_state_dict(saved)
+        assert resumed.step_count == 2 and resumed.round == 2
+        assert same_masks(resumed.masks, pruner.masks)
+
+
 def test_no_rewind_target_is_an_error():
     pruner = build(snapshot=False)
     with pytest.raises(RuntimeError, match='no rewind target'):
