@@ -4,7 +4,6 @@ import inspect
 import os.path as osp
 
 from mmengine.dist import is_main_process
-from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop
 from torch.nn.parallel import DistributedDataParallel
 
