@@ -24,7 +24,7 @@ MODELS = _child(root.MODELS, 'mmrecprune.models')
 HOOKS = _child(root.HOOKS, 'mmrecprune.hooks')
 OPTIM_WRAPPERS = _child(root.OPTIM_WRAPPERS, 'mmrecprune.optim')
 DATASETS = _child(root.DATASETS, 'mmrecprune.datasets')
-TRANSFORMS = _child(root.TRANSFORMS, 'mmrecprune.datasets')
+TRANSFORMS = _child(root.TRANSFORMS, 'mmrecprune.datasets.transforms')
 METRICS = _child(root.METRICS, 'mmrecprune.evaluation')
 WEIGHT_INITIALIZERS = _child(root.WEIGHT_INITIALIZERS, 'mmrecprune.models')
 

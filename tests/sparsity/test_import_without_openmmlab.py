@@ -1,10 +1,13 @@
-"""The engine, the ticket format and the CLI helpers import with MMCV / MMDetection /
-MMSegmentation hidden, and whatever needs them names the missing library when it is used."""
+"""The engine, the ticket format, the CLI helpers and the scenes data set's generator import
+with MMCV / MMDetection / MMSegmentation hidden, and whatever needs them names the missing
+library when it is used."""
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from tests.conftest import REPO
 
 #: a meta-path finder, first in line, that refuses the OpenMMLab model libraries
 HIDE = textwrap.dedent('''
@@ -24,7 +27,7 @@ HIDE = textwrap.dedent('''
 
 def _run(code):
     proc = subprocess.run([sys.executable, '-c', HIDE + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -55,6 +58,55 @@ def test_ticket_format_and_cli_import_without_mmcv_mmdet():
         import mmrecprune.tickets  # noqa: F401
         assert not [m for m in sys.modules if m.split('.')[0] in HIDDEN]
     ''')
+
+
+def _write_fashion_mnist(folder, num_items=20):
+    """The four Fashion-MNIST IDX files, random images and labels (the tool's input)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for prefix in ('train', 't10k'):
+        for name, array in ((f'{prefix}-images-idx3-ubyte',
+                             rng.integers(0, 256, (num_items, 28, 28), dtype=np.uint8)),
+                            (f'{prefix}-labels-idx1-ubyte',
+                             rng.integers(0, 10, num_items, dtype=np.uint8))):
+            header = bytes([0, 0, 8, array.ndim]) + b''.join(
+                int(d).to_bytes(4, 'big') for d in array.shape)
+            (folder / name).write_bytes(header + array.tobytes())
+    return folder
+
+
+def test_scenes_converter_runs_without_mmcv_mmdet(tmp_path):
+    """tools/dataset_converters/make_fashion_scenes.py prepares data before MMCV is installed:
+    it imports mmrecprune.datasets.scenes, which loads no OpenMMLab model library, and runs;
+    the datasets package then names MMCV where a registered transform is used."""
+    fashion = _write_fashion_mnist(tmp_path / 'fashion')
+    out = _run(f'''
+        import importlib.util
+        import os
+
+        spec = importlib.util.spec_from_file_location(
+            'make_fashion_scenes', 'tools/dataset_converters/make_fashion_scenes.py')
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+        assert tool.scenes.__name__ == 'mmrecprune.datasets.scenes', tool.scenes.__name__
+        tool.main(['--out-dir', {str(tmp_path / 'scenes')!r}, '--fashion-root', {str(fashion)!r},
+                   '--num-train', '2', '--num-test', '1', '--canvas-size', '48'])
+        assert len(os.listdir({str(tmp_path / 'scenes' / 'train' / 'images')!r})) == 2
+        print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in HIDDEN))
+        import mmrecprune.datasets
+        import mmrecprune.registry
+        for use in ('mmrecprune.datasets.PackClsInputs',
+                    "mmrecprune.registry.TRANSFORMS.get('mmrecprune.PackClsInputs')"):
+            try:
+                eval(use)
+            except ModuleNotFoundError as err:
+                print(use, '->', err.name)
+            else:
+                raise AssertionError(f'{{use}} worked with mmcv hidden')
+    ''')
+    assert 'LOADED []' in out, out
+    assert out.count('-> mmcv') == 2, out
 
 
 def test_what_needs_mmdet_says_so():

@@ -12,38 +12,14 @@ holds something else, is not written over without ``--force``. (``--out`` is the
 ``--out-dir``, still accepted: ``--out`` names an output file in the other tools.)
 """
 import argparse
-import importlib.util
 import json
 import os
 import os.path as osp
-import sys
 import time
-import types
 from collections import Counter
 
 from mmrecprune import cli
-
-
-def _import_scenes():
-    """``mmrecprune.datasets.scenes``; falls back to loading the two plain-numpy files directly, so
-    the data can be prepared before (or without) MMCV, which the package ``__init__`` imports."""
-    try:
-        from mmrecprune.datasets import scenes
-        return scenes
-    except ImportError:
-        pass
-    folder = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'mmrecprune', 'datasets')
-    pkg = types.ModuleType('_mmrecprune_scenes_pkg')
-    pkg.__path__ = [folder]
-    sys.modules[pkg.__name__] = pkg
-    module = None
-    for name in ('fashion_mnist_io', 'scenes'):
-        spec = importlib.util.spec_from_file_location(f'{pkg.__name__}.{name}',
-                                                      osp.join(folder, f'{name}.py'))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
+from mmrecprune.datasets import scenes  # plain numpy: no MMCV needed to prepare the data
 
 
 def parse_args(argv=None):
@@ -70,7 +46,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build_meta(args, scenes):
+def build_meta(args):
     dmin, dmax = scenes.default_scales(args.canvas_size)
     fashion_root = scenes.fashion_mnist_root(args.fashion_root)
     scene_cfg = dict(scenes.DEFAULT_SCENE_CFG)
@@ -157,10 +133,9 @@ def summarize(out, splits, classes):
 def main(argv=None):
     args = parse_args(argv)
     cli.check_work_dir(args.out, '--out-dir')
-    scenes = _import_scenes()
     cli.check_input_dir(scenes.fashion_mnist_root(args.fashion_root),
                         'Fashion-MNIST folder (--fashion-root or $FASHION_MNIST_ROOT)')
-    meta = build_meta(args, scenes)
+    meta = build_meta(args)
     check_out(args.out, meta, args.force)
     splits = [s for s in ('train', 'test') if meta['num_scenes'][s] > 0]
     if not args.force and is_up_to_date(args.out, meta):
