@@ -33,11 +33,14 @@ from mmrecprune.benchmarks.stage_runner import (Pipeline, add_cfg_options, check
 DESCRIPTION = ('Universal tickets against task-specific pruning: the seeds\' route, in-task '
                'pruning and post-training pruning of a trained RetinaNet / Semantic FPN on '
                'the 64x64 scenes, at equal backbone FLOPs, over seeds.')
-ROUTES = ('a_l1', 'b_l1', 'c', 'c_ft', 'a_psap')  # the order they run in, per seed
+ROUTES = ('a_l1', 'b_l1', 'c', 'c_ft', 'dense_long', 'a_psap')  # the order they run in
 ROUTE_TITLES = dict(
     a_l1='(a) L1-uniform ticket + fine-tune', a_psap='(a) PSAP ticket + fine-tune',
     b_l1='(b) in-task L1-uniform', c='(c) post-training L1-uniform, no training',
-    c_ft='(c) + 1/4 fine-tune')
+    c_ft='(c) + 1/4 fine-tune',
+    dense_long='dense + as many iterations again, no pruning (control for (b))')
+# levelless rows: the dense model, and the control of how much (b) gains from training longer
+DENSE_ROWS = ('dense', 'dense_long')
 REFERENCE = 'a_l1'  # the same criterion and widths as (b) and (c): only the route differs
 TICKET_METHODS = dict(a_l1='l1_uniform', a_psap='psap')
 INTASK_CFGS = dict(det='configs/intask/l1-uniform_retinanet_r18-w16_fpn_probe_fashionscenes64.py',
@@ -164,6 +167,19 @@ class Routes:
                    f'randomness.seed={seed}'])
         return record, osp.join(work, spec['last'])
 
+    def run_dense_long(self, task, seed):
+        """The control of (b): the dense model trained again with the probe recipe from its
+        own weights, no pruning (what (b)'s extra training alone gives)."""
+        record, dense_ckpt = self.dense(task, seed)
+        spec = TASKS[task]
+        longer = train_and_test(
+            self.pipe, f'dense_long/{task}/seed{seed}', spec['dense_cfg'],
+            osp.join(self.args.work_dir, 'dense_long', f'seed{seed}', task), spec['last'],
+            extra=['--cfg-options', f'load_from={dense_ckpt}', 'model.backbone.init_cfg=None',
+                   f'randomness.seed={seed}'])
+        return None if longer is None or record is None else (
+            self.value(task, longer['metrics']), record['wall_s'] + longer['wall_s'])
+
     def run_dense(self, task, seed):
         record, _ = self.dense(task, seed)
         return None if record is None else (self.value(task, record['metrics']),
@@ -265,6 +281,8 @@ class Routes:
         """``(value, wall_s)`` of ``route`` on ``task`` at ``f`` FLOPs removed, ``seed``."""
         if route in TICKET_METHODS:
             return self.run_ticket(route, task, seed, f)
+        if route == 'dense_long':
+            return self.run_dense_long(task, seed)
         run = dict(b_l1=self.run_intask, c=self.run_posttrain,
                    c_ft=self.run_posttrain_finetune)[route]
         return run(task, seed, f)
@@ -281,7 +299,7 @@ class Routes:
                         if route in ('b_l1', 'c', 'c_ft'):  # their dense model, reported too
                             out.append((('dense', task, 0.0, seed),
                                         functools.partial(self.run_dense, task, seed)))
-                        out.append(((route, task, level, seed),
+                        out.append(((route, task, 0.0 if route in DENSE_ROWS else level, seed),
                                     functools.partial(self.cell, route, task, seed, f)))
         return out
 

@@ -12,7 +12,7 @@ from mmrecprune.benchmarks.probe import DET, SEG
 from mmrecprune.benchmarks.stage_runner import write_summary
 from mmrecprune.benchmarks.stats import fmt, fmt_paired, mean_std, paired
 
-from .routes import REFERENCE, ROUTE_TITLES, ROUTES, TASKS, TICKET_METHODS
+from .routes import DENSE_ROWS, REFERENCE, ROUTE_TITLES, ROUTES, TASKS, TICKET_METHODS
 
 TICKET_CFGS = dict(det=DET[1], seg=SEG[1])
 SPEED_BATCH = 8
@@ -153,12 +153,15 @@ def markdown(rows, cells):
             '(min) | cost / (a) | + dense / (a) | seg wall (min) | cost / (a) | + dense / (a) '
             '| det CPU speed-up | seg CPU speed-up |')
     lines = [head, '|' + '---|' * head.count(' | ') + '---|']
-    dense = {t: mean_std(by_seed(cells, 'dense', t, 0.0, 0).values()) for t in TASKS}
-    dense_wall = {t: mean_std(w / 60 for w in by_seed(cells, 'dense', t, 0.0, 1).values())
-                  for t in TASKS}
-    lines.append(f'| dense (the starting model) | - | {fmt(dense["det"])} | - | '
-                 f'{fmt(dense["seg"])} | - | {fmt(dense_wall["det"], 1)} | - | - | '
-                 f'{fmt(dense_wall["seg"], 1)} | - | - | 1.00x | 1.00x |')
+    for route, title in zip(DENSE_ROWS, ('dense (the starting model of (b), (c))',
+                                         ROUTE_TITLES['dense_long'])):
+        value = {t: mean_std(by_seed(cells, route, t, 0.0, 0).values()) for t in TASKS}
+        wall = {t: mean_std(w / 60 for w in by_seed(cells, route, t, 0.0, 1).values())
+                for t in TASKS}
+        if route == 'dense' or any(value.values()):
+            lines.append(f'| {title} | - | {fmt(value["det"])} | - | {fmt(value["seg"])} | - '
+                         f'| {fmt(wall["det"], 1)} | - | - | {fmt(wall["seg"], 1)} | - | - '
+                         '| 1.00x | 1.00x |')
     for r in rows:
         cols = [ROUTE_TITLES[r['route']], f'-{r["level"]:g} %']
         for task in TASKS:
@@ -180,9 +183,11 @@ def plot(rows, cells, path):
             points = [(r['level'], r[task]) for r in rows if r['route'] == route and r[task]]
             if points:
                 plots.errorbars(ax, points, label=ROUTE_TITLES[route])
-        dense = mean_std(by_seed(cells, 'dense', task, 0.0, 0).values())
-        if dense:
-            ax.axhline(dense[0], color='grey', linestyle='--', label='dense')
+        for route, style in zip(DENSE_ROWS, ('--', ':')):
+            dense = mean_std(by_seed(cells, route, task, 0.0, 0).values())
+            if dense:
+                ax.axhline(dense[0], color='grey', linestyle=style,
+                           label='dense' if route == 'dense' else 'dense, trained twice as long')
         ax.set_xlabel('backbone FLOPs removed (%)')
         ax.set_ylabel('det mAP (%)' if task == 'det' else 'seg mIoU (%)')
         ax.set_title(f'{"RetinaNet" if task == "det" else "Semantic FPN"}, 64x64 scenes')
