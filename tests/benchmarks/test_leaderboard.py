@@ -51,10 +51,12 @@ def test_mask_jaccard_against_imp(r18_w16_tickets):
     ticket = r18_w16_tickets['unstructured']
     key = ('unstructured', 20.0, 0)
     entries = {('imp', *key): (ticket, []), ('recprune', *key): (ticket, []),
+               ('imp_taylor', *key): (ticket, []),  # pruned from IMP's dense network too
                ('random', *key): (ticket, ['model.backbone.masks=random']),
                ('onthefly', *key): (ticket, []),  # another network: no Jaccard with IMP's
                ('psap', 'structured', 50.0, 0): (r18_w16_tickets['structured'], [])}
     jaccards = leaderboard.mask_jaccards(entries)
     assert jaccards[('recprune', 'unstructured', 20.0)] == [1.0]
     assert jaccards[('random', 'unstructured', 20.0)][0] < 0.9
-    assert set(jaccards) == {('recprune', 'unstructured', 20.0), ('random', 'unstructured', 20.0)}
+    assert set(jaccards) == {('recprune', 'unstructured', 20.0), ('random', 'unstructured', 20.0),
+                             ('imp_taylor', 'unstructured', 20.0)}

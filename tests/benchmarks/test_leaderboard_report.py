@@ -60,3 +60,15 @@ def test_report_only_from_the_command_line(finished_run):
         if 'x |' in want or 'Wall time' in want:  # the timed CPU speed-up; the wall time
             continue
         assert line == want
+
+
+def test_report_only_leaves_out_methods_that_never_ran(finished_run, monkeypatch):
+    """Every method (the default ``--methods``, e.g. ``imp_taylor``, which this run never ran)
+    over the same run: the same tables, no empty rows for the others."""
+    monkeypatch.setattr(analysis, 'latency_ratio', lambda ticket, repeats, batch=8: 1.25)
+    monkeypatch.setattr(leaderboard, 'time', types.SimpleNamespace(time=lambda: 0.0))
+    start, end = finished_run.index('--methods'), finished_run.index('--scenes-levels')
+    leaderboard.main(finished_run[:start] + finished_run[end:])
+    work = finished_run[finished_run.index('--work-dir') + 1]
+    assert _read(osp.join(work, 'leaderboard.md'), 'rb') == _read(
+        osp.join(FIXTURES, 'leaderboard_report_expected.md'), 'rb')

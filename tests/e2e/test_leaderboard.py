@@ -101,6 +101,41 @@ def test_nm_rows_against_magnitude_at_half(tmp_path, capsys):
     assert '| nm (magnitude) | 91.00 (+0.00 +- 1.00 (1/3)) |' in leaderboard.pivot(rows, 'top1')
 
 
+def test_imp_taylor_rows_against_imp(tmp_path, capsys):
+    """The Taylor-IMP rows: per seed, IMP's loop (its rounds, images and lr) with the Taylor
+    config, and IMP's own loop with it (``--methods imp_taylor`` alone gives the paired
+    comparison), both tickets scored at every level; the paired difference is against IMP."""
+    pretrained = tmp_path / 'dense.pth'
+    torch.save({'state_dict': {}}, pretrained)
+    leaderboard.main(['--scale', 'smoke', '--methods', 'imp_taylor', '--work-dir',
+                      str(tmp_path / 'lb'), '--pretrained', str(pretrained), '--dry-run'])
+    lines = [line.split('would run: ', 1)[1] for line in capsys.readouterr().out.splitlines()
+             if 'would run: ' in line]
+    for seed in (0, 1, 2):
+        loops = {}
+        for run in ('imp', 'imp_taylor'):
+            loops[run], = [c for c in lines if f'seed{seed}/{run} ' in c + ' ']
+            assert 'custom_hooks.0.rounds=2' in loops[run]  # the smoke scale's last level
+        assert leaderboard.IMP_TAYLOR_CFG in loops['imp_taylor']
+        # the same options: only the config (its importance) differs
+        assert (loops['imp'].split('--work-dir')[1].replace('/imp ', '/imp_taylor ') ==
+                loops['imp_taylor'].split('--work-dir')[1])
+        for method in ('imp', 'imp_taylor'):
+            for level in ('20', '36'):
+                for score in ('retrain', 'probe'):
+                    assert any(f'seed{seed}/scores/{method}_{level}/{score}' in c
+                               for c in lines), (method, level, score, seed)
+    assert Config.fromfile(osp.join(REPO, leaderboard.IMP_TAYLOR_CFG)).custom_hooks[0][
+        'pruner']['importance'] == dict(type='mmrecprune.Taylor')
+    assert leaderboard.BASELINES['imp_taylor'] == 'imp'
+    cells = {('imp_taylor', 'unstructured', 79.0): {'top1': {0: 90.0, 1: 91.0, 2: 92.0}},
+             ('imp', 'unstructured', 79.0): {'top1': {0: 91.0, 1: 90.0, 2: 91.0}}}
+    rows = leaderboard.build_rows(cells, {}, {})
+    assert [r['method'] for r in rows] == ['imp', 'imp_taylor']
+    assert '| imp_taylor (imp) | 91.00 (+0.33 +- 1.15 (2/3)) |' in leaderboard.pivot(rows,
+                                                                                     'top1')
+
+
 @pytest.mark.parametrize('bench', ['bench_recprune_vs_imp', 'bench_psap_quality',
                                    'bench_selfsup', 'bench_onthefly', 'bench_mask_divergence'])
 def test_each_benchmark_has_a_faithful_scale(bench):

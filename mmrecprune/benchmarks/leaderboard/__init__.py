@@ -14,16 +14,17 @@ from mmrecprune.benchmarks.probe import PRETRAIN_CFG
 from mmrecprune.benchmarks.stage_runner import (Pipeline, check_cfg_options, check_pretrained,
                                                 run_parallel, write_summary)
 
-from .grid import (BASELINES, NM_CFG, NM_LEVEL, SCALES, SCENES, SCENES_DATA, STRUCTURED,
-                   UNSTRUCTURED, fraction_of, level_key, parse_args, resolve_scale, sparsity_of)
+from .grid import (BASELINES, IMP_TAYLOR_CFG, NM_CFG, NM_LEVEL, SCALES, SCENES, SCENES_DATA,
+                   STRUCTURED, UNSTRUCTURED, fraction_of, level_key, parse_args, resolve_scale,
+                   sparsity_of)
 from .plots import plot
 from .runs import FAILED, ticket_tasks, tolerant
 from .scores import cell_tasks, dense_tasks, mask_jaccards
 from .tables import COLUMNS, TITLES, build_rows, markdown, paired, pivot, report
 
 __all__ = ['main', 'parse_args', 'resolve_scale', 'SCALES', 'SCENES', 'BASELINES', 'NM_CFG',
-           'NM_LEVEL', 'UNSTRUCTURED', 'STRUCTURED', 'COLUMNS', 'TITLES', 'sparsity_of',
-           'fraction_of', 'level_key', 'ticket_tasks', 'cell_tasks', 'dense_tasks',
+           'NM_LEVEL', 'IMP_TAYLOR_CFG', 'UNSTRUCTURED', 'STRUCTURED', 'COLUMNS', 'TITLES',
+           'sparsity_of', 'fraction_of', 'level_key', 'ticket_tasks', 'cell_tasks', 'dense_tasks',
            'mask_jaccards', 'build_rows', 'markdown', 'pivot', 'paired', 'report', 'plot']
 
 
@@ -78,6 +79,10 @@ def main(argv=None):
     for (key, metric, _), value in zip(keyed, values):
         method, kind, level, seed = key
         cells.setdefault((method, kind, level), {}).setdefault(metric, {})[seed] = value
+    if args.report_only and not args.dry_run:
+        # what has finished: a method never run here (one added since, e.g.) adds no empty rows
+        cells = {key: metrics for key, metrics in cells.items()
+                 if any(v is not None for seeds in metrics.values() for v in seeds.values())}
     costs, latency = ({}, {}) if args.dry_run else measure_costs(entries, args.seeds[0],
                                                                  args.latency_repeats)
     rows = build_rows(cells, costs, latency, {} if args.dry_run else mask_jaccards(entries))

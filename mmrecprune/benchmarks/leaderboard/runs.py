@@ -7,8 +7,8 @@ import sys
 
 from mmrecprune.benchmarks.probe import DECODER_CFG, LOTTERY_CFGS, PRETRAIN_CFG
 
-from .grid import (IMP_TAYLOR_CFG, NM_CFG, NM_LEVEL, ONTHEFLY_CFG, STRUCTURED, STRUCTURED_CFGS, data_options,
-                   fraction_of, level_key, onthefly_ticket, seed_dir)
+from .grid import (IMP_TAYLOR_CFG, NM_CFG, NM_LEVEL, ONTHEFLY_CFG, STRUCTURED, STRUCTURED_CFGS,
+                   data_options, fraction_of, level_key, onthefly_ticket, seed_dir)
 from .scores import probe_schedule
 
 FAILED = []  # (stage, error) of runs that failed; the others go on, the table shows '-'

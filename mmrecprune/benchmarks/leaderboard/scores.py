@@ -99,7 +99,8 @@ def dense_tasks(pipe, args, seed):
 
 
 
-SAME_START = ('recprune', 'imp_taylor', 'random', 'magnitude')  # pruned from the dense checkpoint IMP prunes
+# pruned from the dense checkpoint IMP prunes
+SAME_START = ('recprune', 'imp_taylor', 'random', 'magnitude')
 
 
 def mask_jaccards(entries):
