@@ -215,7 +215,7 @@ def r50_tickets(tmp_path_factory):
     from mmengine.runner import Runner
     tickets = {}
     for kind, config in (('unstructured', 'configs/imp/imp_r18-w16_7r-1e_fashionmnist.py'),
-                         ('structured', 'configs/l1/l1-uniform_r18-w16_fashionmnist.py')):
+                         ('structured', 'configs/l1/l1-uniform_r18-w16_1xb128-4e_fashionmnist.py')):
         work_dir = tmp_path_factory.mktemp(f'r50_{kind}')
         cfg = tiny_cls_cfg(work_dir, config=config, train_size=8, val_size=8, batch_size=4,
                            max_epochs=1, base_channels=64)
@@ -238,10 +238,10 @@ def r50_tickets(tmp_path_factory):
 @pytest.fixture(scope='session')
 def r50_nm_ticket(tmp_path_factory):
     """A standard-width ResNet-50 2:4 ticket made by the hook in a real (tiny) run of
-    configs/nm/nm-2to4_r18-w16_fashionmnist.py (one IMP round with ``pattern='2:4'``)."""
+    configs/nm/nm-2to4_r18-w16_1r-1e_fashionmnist.py (one IMP round with ``pattern='2:4'``)."""
     from mmengine.runner import Runner
     work_dir = tmp_path_factory.mktemp('r50_nm')
-    cfg = tiny_cls_cfg(work_dir, config='configs/nm/nm-2to4_r18-w16_fashionmnist.py',
+    cfg = tiny_cls_cfg(work_dir, config='configs/nm/nm-2to4_r18-w16_1r-1e_fashionmnist.py',
                        train_size=8, val_size=8, batch_size=4, max_epochs=1, base_channels=64)
     cfg.model.backbone.depth = 50
     cfg.model.in_channels = 2048

@@ -211,7 +211,7 @@ def test_wheel_ships_configs_tools_and_model_index(installed_wheel):
     mim = installed_wheel / 'mmrecprune' / '.mim'
     expected = (['model-index.yml'] + _repo_files('configs', ('py', 'yml'))
                 + _repo_files('tools', ('py', 'sh')))
-    assert 'configs/psap/psap_r18-w16_fashionmnist.py' in expected
+    assert 'configs/psap/psap_r18-w16_1xb128-4e_fashionmnist.py' in expected
     for rel in expected:
         path = mim / rel
         assert path.is_file() and not path.is_symlink(), f'{rel} missing from the wheel'

@@ -2,7 +2,7 @@
 # dense pretraining recipe (6 epochs, SGD + cosine) with hyperspherical convs and the gap
 # penalty for p = 50 %, then one cut at the end with no fine-tuning, mean-value recovery, and a
 # ticket in work_dir/tickets/onthefly_p50.pth. Compare with one-shot magnitude pruning of the
-# ordinary dense checkpoint (oneshot_r18-w16_fashionmnist.py) and see README.md.
+# ordinary dense checkpoint (oneshot_r18-w16_1xb128-6e_fashionmnist.py) and see README.md.
 _base_ = ['../pretrain/resnet18-w16_1xb128-6e_fashionmnist.py']
 sparsity = 0.5
 model = dict(backbone=dict(conv_cfg=dict(type='mmrecprune.HypersphericalConv')))

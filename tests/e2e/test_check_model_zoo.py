@@ -11,8 +11,8 @@ import pytest
 from tests.conftest import REPO
 
 TOOL = 'tools/analysis_tools/check_model_zoo.py'
-NAME = 'l1-uniform_r18-w16_fashionmnist'
-CONFIG = 'configs/l1/l1-uniform_r18-w16_fashionmnist.py'
+NAME = 'l1-uniform_r18-w16_1xb128-4e_fashionmnist'
+CONFIG = 'configs/l1/l1-uniform_r18-w16_1xb128-4e_fashionmnist.py'
 SHRINK = ['--cfg-options', 'load_from=None', 'train_dataloader.dataset.indices=64',
           'train_dataloader.batch_size=16', 'val_dataloader.dataset.indices=32',
           'test_dataloader.dataset.indices=32', 'train_cfg.max_epochs=3']

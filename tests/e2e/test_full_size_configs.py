@@ -50,8 +50,9 @@ RUNS = {
                                        ONE_ROUND, []),
     'nm-2to4_imp_r50_4r-10e_8xb32_imagenet': (
         'configs/nm/nm-2to4_imp_r50_4r-10e_8xb32_imagenet.py', ONE_ROUND, []),
-    'l1-uniform_r50_imagenet': ('configs/l1/l1-uniform_r50_imagenet.py', ONE_STEP, []),
-    'psap_r50_imagenet': ('configs/psap/psap_r50_imagenet.py', ONE_STEP, []),
+    'l1-uniform_r50_8xb32-30e_imagenet': (
+        'configs/l1/l1-uniform_r50_8xb32-30e_imagenet.py', ONE_STEP, []),
+    'psap_r50_8xb32-30e_imagenet': ('configs/psap/psap_r50_8xb32-30e_imagenet.py', ONE_STEP, []),
     'recprune_r50_decoder-stage_8xb32_imagenet': (
         'configs/recprune/recprune_r50_decoder-stage_8xb32_imagenet.py', ONE_EPOCH,
         [('work_dirs/recprune_r50_decoder-stage_8xb32_imagenet/epoch_1.pth',
@@ -86,8 +87,8 @@ RUNS = {
 NEEDS = {
     'imp_r50_11r-10e_8xb32_imagenet': ['resnet50_8xb32-90e_imagenet'],
     'nm-2to4_imp_r50_4r-10e_8xb32_imagenet': ['resnet50_8xb32-90e_imagenet'],
-    'l1-uniform_r50_imagenet': ['resnet50_8xb32-90e_imagenet'],
-    'psap_r50_imagenet': ['resnet50_8xb32-90e_imagenet'],
+    'l1-uniform_r50_8xb32-30e_imagenet': ['resnet50_8xb32-90e_imagenet'],
+    'psap_r50_8xb32-30e_imagenet': ['resnet50_8xb32-90e_imagenet'],
     'recprune_r50_decoder-stage_8xb32_imagenet': ['resnet50_8xb32-90e_imagenet'],
     'recprune_r50_11r-10e_8xb32_imagenet': ['recprune_r50_decoder-stage_8xb32_imagenet'],
     'retinanet_r50_fpn_1x_coco': ['resnet50_8xb32-90e_imagenet'],

@@ -17,14 +17,15 @@ echo "PYTHONPATH=$PYTHONPATH"
 
 
 @pytest.mark.parametrize('script, args, expected', [
-    ('tools/slurm_train.sh', ['gpu', 'prune', 'configs/psap/psap_r50_imagenet.py', 'work_dirs/x',
-                              '--amp'],
+    ('tools/slurm_train.sh', ['gpu', 'prune', 'configs/psap/psap_r50_8xb32-30e_imagenet.py',
+                              'work_dirs/x', '--amp'],
      ['-p gpu', '--job-name=prune', '--gres=gpu:4', '--ntasks=8', '--ntasks-per-node=4',
-      'tools/train.py configs/psap/psap_r50_imagenet.py --work-dir=work_dirs/x '
+      'tools/train.py configs/psap/psap_r50_8xb32-30e_imagenet.py --work-dir=work_dirs/x '
       '--launcher=slurm --amp']),
-    ('tools/slurm_test.sh', ['gpu', 'eval', 'configs/psap/psap_r50_imagenet.py', 'ckpt.pth'],
-     ['-p gpu', '--job-name=eval', 'tools/test.py configs/psap/psap_r50_imagenet.py ckpt.pth '
-      '--launcher=slurm']),
+    ('tools/slurm_test.sh', ['gpu', 'eval', 'configs/psap/psap_r50_8xb32-30e_imagenet.py',
+                             'ckpt.pth'],
+     ['-p gpu', '--job-name=eval',
+      'tools/test.py configs/psap/psap_r50_8xb32-30e_imagenet.py ckpt.pth --launcher=slurm']),
 ])
 def test_slurm_scripts_call_srun_with_mmdets_arguments(tmp_path, script, args, expected):
     fake = tmp_path / 'srun'

@@ -40,6 +40,6 @@ def test_quickstart_runs_verbatim(tmp_path):
                             capture_output=True, text=True, timeout=1200)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
-    assert (tmp_path / 'work_dirs/psap_r18-w16_fashionmnist/tickets/slim.pth').is_file()
+    assert (tmp_path / 'work_dirs/psap_r18-w16_1xb128-4e_fashionmnist/tickets/slim.pth').is_file()
     assert (tmp_path / 'retinanet.onnx').is_file()
     assert 'max |onnxruntime - PyTorch| =' in out

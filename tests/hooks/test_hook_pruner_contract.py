@@ -21,10 +21,10 @@ from tests.conftest import repo_path, tiny_cls_cfg
 # one shipped config per pruner, and the hook it ships with
 CONFIGS = dict(
     imp='configs/imp/imp_r18-w16_7r-1e_fashionmnist.py',
-    psap='configs/psap/psap_r18-w16_fashionmnist.py',
-    l1_uniform='configs/l1/l1-uniform_r18-w16_fashionmnist.py',
-    l1_global='configs/l1/l1-global_r18-w16_fashionmnist.py',
-    oneshot='configs/onthefly/oneshot_r18-w16_fashionmnist.py',
+    psap='configs/psap/psap_r18-w16_1xb128-4e_fashionmnist.py',
+    l1_uniform='configs/l1/l1-uniform_r18-w16_1xb128-4e_fashionmnist.py',
+    l1_global='configs/l1/l1-global_r18-w16_1xb128-4e_fashionmnist.py',
+    oneshot='configs/onthefly/oneshot_r18-w16_1xb128-6e_fashionmnist.py',
     onthefly='configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py',
 )
 HOOK_OF = dict(imp='LotteryTicketHook', psap='StructuredPruningHook',

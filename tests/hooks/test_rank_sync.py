@@ -40,7 +40,7 @@ custom_hooks = [dict(type='LotteryTicketHook', rounds=1, epochs_per_round=1, met
 
 def test_dist_train_channel_masks_identical_on_every_rank(tmp_path):
     config = tiny_dist_config(
-        tmp_path / 'psap_tiny.py', 'configs/psap/psap_r18-w16_fashionmnist.py', """
+        tmp_path / 'psap_tiny.py', 'configs/psap/psap_r18-w16_1xb128-4e_fashionmnist.py', """
 custom_hooks = [dict(type='StructuredPruningHook', interval=1, example_input_shape=(1, 3, 32, 32),
                      pruner=dict(type='PSAPPruner', target=dict(flops=0.5), num_steps=2,
                                  protect_factor=1.0))]

@@ -93,7 +93,7 @@ def test_resume_after_a_cut_is_bit_identical(tmp_path):
 
 def test_dist_train_keeps_identical_slim_models_on_every_rank(tmp_path):
     config = tiny_dist_config(
-        tmp_path / 'l1_slim_tiny.py', 'configs/l1/l1-uniform_r18-w16_fashionmnist.py', """
+        tmp_path / 'l1_slim_tiny.py', 'configs/l1/l1-uniform_r18-w16_1xb128-4e_fashionmnist.py', """
 custom_imports = dict(imports=['mmrecprune', 'tests.hooks.slim_probe'],
                       allow_failed_imports=False)
 custom_hooks = [dict(type='StructuredPruningHook', interval=1, example_input_shape=(1, 3, 32, 32),

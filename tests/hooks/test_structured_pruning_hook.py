@@ -9,7 +9,7 @@ from mmrecprune.sparsity import count_flops_params, inference_forward
 from mmrecprune.tickets import TicketError, load_ticket, save_ticket
 from tests.conftest import STRUCTURED_50, export_test_ticket, tiny_cls_cfg
 
-PSAP = 'configs/psap/psap_r18-w16_fashionmnist.py'
+PSAP = 'configs/psap/psap_r18-w16_1xb128-4e_fashionmnist.py'
 SHAPE = (1, 3, 32, 32)
 
 

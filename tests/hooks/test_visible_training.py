@@ -23,7 +23,7 @@ def _keys(records):
 @pytest.mark.parametrize('config, hook_update, expected', [
     ('configs/imp/imp_r18-w16_7r-1e_fashionmnist.py', dict(rounds=2, epochs_per_round=1),
      ['pruning/sparsity', 'pruning/layer_sparsity/backbone.layer1.0.conv1.weight', 'sparsity']),
-    ('configs/psap/psap_r18-w16_fashionmnist.py',
+    ('configs/psap/psap_r18-w16_1xb128-4e_fashionmnist.py',
      dict(example_input_shape=(1, 3, 32, 32), pruner=dict(type='PSAPPruner', num_steps=2)),
      ['pruning/flops_kept', 'pruning/params_kept', 'pruning/channels_kept', 'pruning/restored',
       'pruning/group_kept/backbone.layer1.0.conv1', 'flops_kept']),

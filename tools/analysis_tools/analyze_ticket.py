@@ -21,7 +21,7 @@ config to override.
 Example::
 
     python tools/analysis_tools/analyze_ticket.py \\
-        work_dirs/psap_r18-w16_fashionmnist/tickets/slim.pth --input-size 56
+        work_dirs/psap_r18-w16_1xb128-4e_fashionmnist/tickets/slim.pth --input-size 56
 """
 import argparse
 import itertools

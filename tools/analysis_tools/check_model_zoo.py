@@ -1,7 +1,8 @@
 """Rebuild the embedded-default model-zoo entries and check them against their metafiles.
 
     python tools/analysis_tools/check_model_zoo.py [--models NAME ...] [--metafiles M ...]
-    python tools/analysis_tools/check_model_zoo.py --models psap_r18-w16_fashionmnist --sha256
+    python tools/analysis_tools/check_model_zoo.py --sha256 \
+        --models psap_r18-w16_1xb128-4e_fashionmnist
     python tools/analysis_tools/check_model_zoo.py --verify-file slim.pth --model NAME
 
 **Check** (the default): every ``configs/*/metafile.yml`` entry trained on the embedded default

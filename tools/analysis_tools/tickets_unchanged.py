@@ -25,7 +25,8 @@ from mmrecprune import cli
 RUNS = {
     'recprune': ('configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py', 'decoder',
                  'tickets/round_7.pth'),
-    'psap': ('configs/psap/psap_r18-w16_fashionmnist.py', 'pretrained', 'tickets/slim.pth'),
+    'psap': ('configs/psap/psap_r18-w16_1xb128-4e_fashionmnist.py', 'pretrained',
+             'tickets/slim.pth'),
 }
 
 

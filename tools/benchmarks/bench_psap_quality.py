@@ -33,10 +33,10 @@ from mmrecprune.benchmarks.stage_runner import (Pipeline, add_cfg_options, check
 from mmrecprune.benchmarks.stats import mean_std, summarise
 
 PRUNE_CFGS = dict(  # from the dense checkpoint; the scratch runs use SCRATCH_CFG + method
-    psap='configs/psap/psap_r18-w16_fashionmnist.py',
-    l1_uniform='configs/l1/l1-uniform_r18-w16_fashionmnist.py',
-    l1_global='configs/l1/l1-global_r18-w16_fashionmnist.py')
-SCRATCH_CFG = 'configs/psap/psap_r18-w16_scratch_fashionmnist.py'
+    psap='configs/psap/psap_r18-w16_1xb128-4e_fashionmnist.py',
+    l1_uniform='configs/l1/l1-uniform_r18-w16_1xb128-4e_fashionmnist.py',
+    l1_global='configs/l1/l1-global_r18-w16_1xb128-4e_fashionmnist.py')
+SCRATCH_CFG = 'configs/psap/psap-scratch_r18-w16_1xb128-6e_fashionmnist.py'
 ABLATIONS = dict(psap_no_adaptive='custom_hooks.0.pruner.adaptive=False',
                  psap_no_protective='custom_hooks.0.pruner.protective=False')
 PRUNER_TYPES = dict(psap='PSAPPruner', l1_uniform='L1UniformPruner', l1_global='L1GlobalPruner')

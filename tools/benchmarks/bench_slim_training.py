@@ -19,8 +19,9 @@ each copy. A PNG plots, for every pair, the slim step over the interleaved soft 
 the kept FLOPs.
 
 Pairs: ``r18`` = the embedded default's ResNet-18-w16 classifier (configs/psap and configs/l1,
-56x56, batch 64); ``r50`` = the ImageNet ResNet-50 classifier of configs/psap/psap_r50_imagenet.py
-at a small batch and input (``--r50-batch``, ``--r50-size``) so a CPU finishes in minutes.
+56x56, batch 64); ``r50`` = the ImageNet ResNet-50 classifier of
+configs/psap/psap_r50_8xb32-30e_imagenet.py at a small batch and input (``--r50-batch``,
+``--r50-size``) so a CPU finishes in minutes.
 
 Example::
 
@@ -45,10 +46,10 @@ from mmrecprune.registry import MODELS, PRUNERS
 from mmrecprune.sparsity import example_input
 
 CONFIGS = {
-    ('r18', 'l1'): 'configs/l1/l1-uniform_r18-w16_fashionmnist.py',
-    ('r18', 'psap'): 'configs/psap/psap_r18-w16_fashionmnist.py',
-    ('r50', 'l1'): 'configs/l1/l1-uniform_r50_imagenet.py',
-    ('r50', 'psap'): 'configs/psap/psap_r50_imagenet.py',
+    ('r18', 'l1'): 'configs/l1/l1-uniform_r18-w16_1xb128-4e_fashionmnist.py',
+    ('r18', 'psap'): 'configs/psap/psap_r18-w16_1xb128-4e_fashionmnist.py',
+    ('r50', 'l1'): 'configs/l1/l1-uniform_r50_8xb32-30e_imagenet.py',
+    ('r50', 'psap'): 'configs/psap/psap_r50_8xb32-30e_imagenet.py',
 }
 
 

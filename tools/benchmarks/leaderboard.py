@@ -18,7 +18,7 @@ the residual blocks can remove), all on the embedded default (ResNet-18-w16, Fas
   (one-shot magnitude pruning of a dense network trained as ``onthefly`` trains) and
   ``supervised_scratch`` (``bench_selfsup.py``'s supervised tickets of the same loop);
   ``nm`` (2:4 tickets: one round of the IMP loop under the 2:4 constraint,
-  ``configs/nm/nm-2to4_r18-w16_fashionmnist.py``) at 50 %, against ``magnitude`` at 50 % (the
+  ``configs/nm/nm-2to4_r18-w16_1r-1e_fashionmnist.py``) at 50 %, against ``magnitude`` at 50 % (the
   same round pruning 50 % by global magnitude, unstructured);
 * structured: ``psap``, ``l1_uniform``, ``l1_global`` and ``random_uniform`` (L1-uniform's
   widths, random channels: the control).

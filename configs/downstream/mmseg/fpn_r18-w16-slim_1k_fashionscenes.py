@@ -1,4 +1,4 @@
 # Semantic FPN on the scenes with the slim (structured) PSAP ticket.
 #   --cfg-options model.backbone.ticket=work_dirs/.../tickets/slim.pth
 _base_ = './fpn_r18-w16-ticket_1k_fashionscenes.py'
-model = dict(backbone=dict(ticket='work_dirs/psap_r18-w16_fashionmnist/tickets/slim.pth'))
+model = dict(backbone=dict(ticket='work_dirs/psap_r18-w16_1xb128-4e_fashionmnist/tickets/slim.pth'))

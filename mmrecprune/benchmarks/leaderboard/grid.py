@@ -10,14 +10,14 @@ from mmrecprune.benchmarks.stage_runner import add_cfg_options
 DESCRIPTION = ('One leaderboard of every pruning method in the repo, at matched sparsity / '
                'FLOPs, over seeds.')
 ONTHEFLY_CFG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
-NM_CFG = 'configs/nm/nm-2to4_r18-w16_fashionmnist.py'
+NM_CFG = 'configs/nm/nm-2to4_r18-w16_1r-1e_fashionmnist.py'
 NM_LEVEL = 50.0  # 2:4 tickets are 50 % sparse: compared with magnitude pruning at 50 %
 # the IMP loop ranking weights by first-order Taylor saliency: IMP's rounds, images and lr
 IMP_TAYLOR_CFG = 'configs/imp/imp-taylor_r18-w16_7r-1e_fashionmnist.py'
-STRUCTURED_CFGS = dict(psap='configs/psap/psap_r18-w16_fashionmnist.py',
-                       l1_uniform='configs/l1/l1-uniform_r18-w16_fashionmnist.py',
-                       l1_global='configs/l1/l1-global_r18-w16_fashionmnist.py',
-                       random_uniform='configs/l1/random-uniform_r18-w16_fashionmnist.py')
+STRUCTURED_CFGS = dict(psap='configs/psap/psap_r18-w16_1xb128-4e_fashionmnist.py',
+                       l1_uniform='configs/l1/l1-uniform_r18-w16_1xb128-4e_fashionmnist.py',
+                       l1_global='configs/l1/l1-global_r18-w16_1xb128-4e_fashionmnist.py',
+                       random_uniform='configs/l1/random-uniform_r18-w16_1xb128-4e_fashionmnist.py')
 RETRAIN_CFG = 'configs/selfsup/label-retrain_r18-w16-ticket_fashionmnist.py'
 PROBE_CFG = 'configs/selfsup/linear-probe_r18-w16-ticket_fashionmnist.py'
 DENSE_PROBE_CFG = 'configs/selfsup/linear-probe_r18-w16_fashionmnist.py'
