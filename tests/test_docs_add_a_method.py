@@ -8,9 +8,6 @@ by a real runner, shrunk to a few iterations on tiny Fashion-MNIST data, into th
 ``tools/train.py`` would give it.
 """
 import os.path as osp
-import re
-import shutil
-import sys
 
 import pytest
 from mmengine.config import Config
@@ -19,33 +16,15 @@ from mmengine.runner import Runner
 from mmrecprune.hooks import LotteryTicketHook
 from mmrecprune.registry import PRUNERS
 from mmrecprune.testing.sources import shrink_classifier_cfg
-from tests.conftest import REPO
+from tests.guide_project import guide_blocks, guide_path, reader_project
 
-GUIDE = osp.join(REPO, 'docs', 'en', 'advanced_guides', 'add_a_method.md')
-FILE_HEADER = re.compile(r'#\s*([\w./-]+\.py)\s*\n')
-
-
-def guide_blocks():
-    """``[(path or None, code)]`` of the guide's Python blocks, in order."""
-    blocks = re.findall(r'```python\n(.*?)```', open(GUIDE).read(), re.S)
-    out = []
-    for code in blocks:
-        header = FILE_HEADER.match(code)
-        out.append((header[1] if header else None, code))
-    return out
+GUIDE = guide_path('add_a_method.md')
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    shutil.copytree(osp.join(REPO, 'configs'), tmp_path / 'configs')
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    before = set(PRUNERS.module_dict)
-    yield tmp_path
-    for name in set(PRUNERS.module_dict) - before:  # the guide's pruner
-        PRUNERS.module_dict.pop(name)
-    for module in [m for m in sys.modules if m == 'my_project' or m.startswith('my_project.')]:
-        del sys.modules[module]
+    with reader_project(tmp_path, monkeypatch, PRUNERS) as folder:
+        yield folder
 
 
 def train_the_guides_config(project, config):
@@ -60,7 +39,7 @@ def train_the_guides_config(project, config):
 
 
 def test_the_guide_has_a_pruner_a_config_and_scripts():
-    blocks = guide_blocks()
+    blocks = guide_blocks(GUIDE)
     paths = [p for p, _ in blocks if p]
     assert 'my_project/pruners.py' in paths
     assert any(p.startswith('configs/') for p in paths)
@@ -71,7 +50,7 @@ def test_the_guide_has_a_pruner_a_config_and_scripts():
 def test_the_guide_runs(project, capsys):
     namespace = {'__name__': 'add_a_method_guide'}
     config, runner = None, None
-    for path, code in guide_blocks():
+    for path, code in guide_blocks(GUIDE):
         if path is not None:
             target = project / path
             target.parent.mkdir(parents=True, exist_ok=True)
