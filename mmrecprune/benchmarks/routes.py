@@ -26,7 +26,7 @@ from mmrecprune.benchmarks.leaderboard.grid import parse_args as leaderboard_arg
 from mmrecprune.benchmarks.leaderboard.runs import FAILED, structured_run, tolerant
 from mmrecprune.benchmarks.leaderboard.scores import scenes_tasks
 from mmrecprune.benchmarks.probe import DET, SEG, prepare_inputs
-from mmrecprune.benchmarks.stage_runner import (Pipeline, add_cfg_options, check_cfg_options,
+from mmrecprune.benchmarks.stage_runner import (Pipeline, add_run_options, check_cfg_options,
                                                 check_pretrained, read_json, read_results,
                                                 run_parallel, train_and_test)
 
@@ -110,12 +110,7 @@ def parse_args(argv=None):
     parser.add_argument('--measure-speed', action='store_true',
                         help='with --report-only: time the slim models that exist now (a full '
                              'run times them at its end)')
-    parser.add_argument('--jobs', type=int, default=1, help='runs at once, one thread each')
-    add_cfg_options(parser)
-    parser.add_argument('--dry-run', action='store_true',
-                        help='print the commands of every stage still to run; run nothing')
-    parser.add_argument('--report-only', action='store_true',
-                        help='run nothing; tabulate what has finished')
+    add_run_options(parser, jobs=1)
     args = parser.parse_args(argv)
     for f in args.flops:
         if not 0 < f < 1:

@@ -109,6 +109,17 @@ def add_cfg_options(parser):
                         'is, so give a fresh --work-dir when you change them')
 
 
+def add_run_options(parser, jobs=2):
+    """What every stage-runner benchmark takes after its own options: ``--jobs``,
+    ``--cfg-options``, ``--dry-run`` and ``--report-only``."""
+    parser.add_argument('--jobs', type=int, default=jobs, help='runs at once, one thread each')
+    add_cfg_options(parser)
+    parser.add_argument('--dry-run', action='store_true',
+                        help='print the commands of every stage still to run; run nothing')
+    parser.add_argument('--report-only', action='store_true',
+                        help='run nothing; tabulate what has finished')
+
+
 def check_cfg_options(options):
     """``options`` if every one is ``KEY=VALUE``, else :class:`CLIError` naming it."""
     for option in options:

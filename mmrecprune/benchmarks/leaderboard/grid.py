@@ -5,7 +5,7 @@ import os.path as osp
 
 from mmrecprune import cli
 from mmrecprune.benchmarks.probe import DET, SCENES64_ARGS, SCENES64_ROOT, SEG
-from mmrecprune.benchmarks.stage_runner import add_cfg_options
+from mmrecprune.benchmarks.stage_runner import add_run_options
 
 DESCRIPTION = ('One leaderboard of every pruning method in the repo, at matched sparsity / '
                'FLOPs, over seeds.')
@@ -101,12 +101,7 @@ def parse_args(argv=None):
     parser.add_argument('--scenes-modes', nargs='+', default=['finetuned', 'frozen'],
                         choices=['finetuned', 'frozen'])
     parser.add_argument('--latency-repeats', type=int, default=30)
-    parser.add_argument('--jobs', type=int, default=2, help='runs at once, one thread each')
-    add_cfg_options(parser)
-    parser.add_argument('--dry-run', action='store_true',
-                        help='print the commands of every stage still to run; run nothing')
-    parser.add_argument('--report-only', action='store_true',
-                        help='run nothing; tabulate what has finished')
+    add_run_options(parser)
     args = parser.parse_args(argv)
     args.size = resolve_scale(args.scale, args.set)
     if args.scenes_seeds is None:
