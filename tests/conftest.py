@@ -42,6 +42,18 @@ def tiny_cls_cfg(work_dir, config='configs/pretrain/resnet18-w16_1xb128-6e_fashi
     return shrink_classifier_cfg(Config.fromfile(repo_path(config)), work_dir, **sizes)
 
 
+@pytest.fixture(autouse=True)
+def no_default_scope_left_behind():
+    """Drop the MMEngine default scopes a test created (``init_default_scope`` keeps the newest
+    one current for the rest of the process): a scope left by one test changed how a later
+    test's registry lookups resolve (mmdet's CocoDataset pipeline after tests/test_registry)."""
+    from mmengine.registry import DefaultScope
+    before = set(DefaultScope._instance_dict)
+    yield
+    for name in set(DefaultScope._instance_dict) - before:
+        DefaultScope._instance_dict.pop(name)
+
+
 @pytest.fixture
 def work_dir(tmp_path):
     return tmp_path

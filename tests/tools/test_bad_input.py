@@ -194,6 +194,11 @@ CASES = {
                                  '--work-dir', '{wd}'], 'out'),
         ('corrupt_results', ['--pretrained', '{ckpt}', '--work-dir', '{bad_wd}'], 'bad_wd'),
     ],
+    'tools/benchmarks/bench_routes.py': [
+        ('text_as_pretrained', ['--pretrained', '{text_pth}', '--work-dir', '{wd}'], 'text_pth'),
+        ('file_as_work_dir', ['--pretrained', '{ckpt}', '--work-dir', '{out}'], 'out'),
+        ('corrupt_results', ['--pretrained', '{ckpt}', '--work-dir', '{bad_wd}'], 'bad_wd'),
+    ],
 }
 #: the output paths that must not appear, by placeholder
 NEW_OUTPUTS = (('new', 'pth'), ('new_pkl', 'pkl'), ('new_json', 'json'))
