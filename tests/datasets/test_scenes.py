@@ -224,14 +224,18 @@ def test_png_roundtrip_and_third_party_readers(tmp_path):
 def test_mmdet_coco_dataset_loads(scenes_dir):
     pytest.importorskip('mmdet')
     from mmdet.datasets import CocoDataset
+    from mmengine.registry import DefaultScope
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     coco = _load_coco(scenes_dir, 'train')
-    pipeline = [dict(type='mmdet.LoadImageFromFile'),
-                dict(type='mmdet.LoadAnnotations', with_bbox=True, with_mask=True)]
-    ds = CocoDataset(data_root=scenes_dir, ann_file='annotations/instances_train.json',
-                     data_prefix=dict(img='train/images/'),
-                     metainfo=dict(classes=FASHION_MNIST_CLASSES), pipeline=pipeline)
+    pipeline = [dict(type='LoadImageFromFile'),
+                dict(type='LoadAnnotations', with_bbox=True, with_mask=True)]
+    # the scope mmdet's own configs set (default_scope='mmdet'), whatever scope an earlier test
+    # in this process left current
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        ds = CocoDataset(data_root=scenes_dir, ann_file='annotations/instances_train.json',
+                         data_prefix=dict(img='train/images/'),
+                         metainfo=dict(classes=FASHION_MNIST_CLASSES), pipeline=pipeline)
     assert len(ds) == NUM_TRAIN
     assert ds.metainfo['classes'] == FASHION_MNIST_CLASSES
     total = 0

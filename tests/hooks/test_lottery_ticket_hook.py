@@ -156,6 +156,9 @@ def test_reset_lr_restarts_the_schedule_every_round(tmp_path, pretrained):
     cfg.custom_hooks[0].reset_lr = True
     cfg.param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
                                 end=100)]
+    # a message hub of its own: MMEngine names it by the start second, which an earlier runner
+    # of this process may share (its lr history would join this one)
+    cfg.experiment_name = tmp_path.name
     runner = Runner.from_cfg(cfg)
     runner.train()
     # the lr logged at each of the 2 x 4 iterations: round 2 starts the warm-up again
