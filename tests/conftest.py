@@ -31,6 +31,22 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.nodeid.split('::')[0], len(rank)))  # stable
 
 
+def config_has_key(cfg, dotted):
+    """Whether ``--cfg-options`` key ``dotted`` (``a.b.0.c``: list items by index) exists in
+    ``cfg``."""
+    node = cfg
+    for part in dotted.split('.'):
+        if isinstance(node, (list, tuple)):
+            if not part.isdigit() or int(part) >= len(node):
+                return False
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    return True
+
+
 def repo_path(*parts):
     return osp.join(REPO, *parts)
 

@@ -9,6 +9,7 @@ import torch
 from mmengine.config import Config
 
 from mmrecprune.benchmarks import routes, routes_report
+from tests.conftest import config_has_key
 
 # the stages of this benchmark's own routes (the leaderboard's stages are its tests' concern)
 OWN_STAGES = ('dense/', 'intask/', 'posttrain/', 'posttrain_ft/')
@@ -24,18 +25,6 @@ def planned_commands(tmp_path, capsys):
         if sep:
             plan.append((stage.lstrip('['), shlex.split(cmd)))
     return plan
-
-
-def has_key(cfg, dotted):
-    node = cfg
-    for part in dotted.split('.'):
-        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return False
-    return True
 
 
 def test_plan_names_configs_and_options_that_exist(tmp_path, capsys):
@@ -59,7 +48,7 @@ def test_plan_names_configs_and_options_that_exist(tmp_path, capsys):
         cfg = Config.fromfile(config).to_dict()
         for option in cmd[cmd.index('--cfg-options') + 1:]:
             key = option.partition('=')[0]
-            assert has_key(cfg, key), f'{stage}: {key} is not a key of {config}'
+            assert config_has_key(cfg, key), f'{stage}: {key} is not a key of {config}'
             checked += 1
     assert checked > 10
 

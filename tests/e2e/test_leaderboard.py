@@ -12,21 +12,7 @@ import torch
 from mmengine.config import Config
 
 from mmrecprune.benchmarks import leaderboard
-from tests.conftest import REPO
-
-
-def _has_path(cfg, key):
-    node = cfg
-    for part in key.split('.'):
-        if isinstance(node, (list, tuple)):
-            if not part.isdigit() or int(part) >= len(node):
-                return False
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return False
-    return True
+from tests.conftest import REPO, config_has_key
 
 
 # options that add a key the configs leave to a default (the dataset's, the runner's,
@@ -64,7 +50,7 @@ def test_dry_run_plans_existing_configs_and_options(scale, tmp_path, capsys):
             key = option.split('=', 1)[0]
             if key in NEW_KEYS or key == 'load_from':
                 continue
-            assert _has_path(cfg, key), f'{config}: --cfg-options {key} is not a key of it'
+            assert config_has_key(cfg, key), f'{config}: --cfg-options {key} is not a key of it'
             checked += 1
     assert checked > 100
     # the scenes probes ran for the ticket levels asked for, fine-tuned and frozen
