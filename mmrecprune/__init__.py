@@ -31,6 +31,16 @@ REGISTERING_PACKAGES = ('datasets', 'evaluation', 'hooks', 'methods', 'models', 
                         'distributed')
 
 
+def register_if_installed(register):
+    """Run ``register()``, skipped when an OpenMMLab library it imports is not installed at all
+    (an installed but broken one, and every other import error, still raises)."""
+    try:
+        register()
+    except ModuleNotFoundError as err:
+        if err.name not in OPENMMLAB_PACKAGES:
+            raise
+
+
 def _register_all():
     from .fileio import route_mmengine_loading
     route_mmengine_loading()
@@ -38,11 +48,7 @@ def _register_all():
         importlib.import_module(f'{__name__}.{name}')
 
 
-try:
-    _register_all()
-except ModuleNotFoundError as err:
-    if err.name not in OPENMMLAB_PACKAGES:  # not installed at all; anything else is a bug
-        raise
+register_if_installed(_register_all)
 
 
 def __getattr__(name):

@@ -12,6 +12,8 @@ from a config, whose registry imports its module) raises that library's
 """
 import importlib
 
+from mmrecprune import register_if_installed
+
 from .fashion_mnist_io import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .scenes import generate_scenes
 
@@ -29,12 +31,7 @@ def _register_all():
         globals()[name] = _registered(name)
 
 
-try:
-    _register_all()
-except ModuleNotFoundError as err:
-    from mmrecprune import OPENMMLAB_PACKAGES
-    if err.name not in OPENMMLAB_PACKAGES:  # not installed at all; anything else is a bug
-        raise
+register_if_installed(_register_all)
 
 
 def __getattr__(name):
