@@ -28,8 +28,13 @@ class Pipeline:
     """Runs stages as subprocesses, records wall times, and skips finished stages."""
 
     def __init__(self, work_dir, force=False, threads_per_stage=None, report_only=False,
-                 dry_run=False, cfg_options=()):
+                 dry_run=False, cfg_options=(), label_output=False):
         self.work_dir = work_dir
+        # label_output: prefix each line a stage prints with '[stage] ' (two stages running
+        # side by side would otherwise interleave unmarked MMEngine logs)
+        self.label_output = label_output
+        # stages that failed: a task waiting for one stops at once instead of running it again
+        self._failed = {}
         self.force = force
         # the user's --cfg-options: appended to every stage that runs a config (CONFIG_TOOLS)
         self.cfg_options = list(cfg_options or ())
@@ -56,12 +61,19 @@ class Pipeline:
         with self._lock:
             stage_lock = self._stage_locks[name]
         with stage_lock:
-            return self._run(name, cmds, outputs, read_metrics)
+            if name in self._failed:
+                raise RuntimeError(f'stage {name!r} failed in another task: {self._failed[name]}')
+            try:
+                return self._run(name, cmds, outputs, read_metrics)
+            except (subprocess.CalledProcessError, OSError) as err:
+                self._failed[name] = cli.one_line(err)
+                raise
 
     def _run(self, name, cmds, outputs, read_metrics):
         cmds = [with_cfg_options(cmd, self.cfg_options) for cmd in cmds]
         done = self.results.get(name)
-        if done and all(osp.exists(p) for p in outputs) and not self.force:
+        # with force, ``results`` starts empty: only stages of this invocation are reused
+        if done and all(osp.exists(p) for p in outputs):
             print(f'[{name}] reusing the finished stage ({done["wall_s"]:.0f} s)', flush=True)
             return done
         if self.report_only:
@@ -73,7 +85,10 @@ class Pipeline:
         start = time.time()
         for cmd in cmds:
             print(f'[{name}] $ {" ".join(shlex.quote(c) for c in cmd)}', flush=True)
-            subprocess.run(cmd, cwd=ROOT, check=True, env=self.env)
+            if self.label_output:
+                _run_labelled(cmd, name, self.env)
+            else:
+                subprocess.run(cmd, cwd=ROOT, check=True, env=self.env)
         record = dict(wall_s=time.time() - start, cmds=[' '.join(c) for c in cmds])
         if read_metrics is not None:
             record['metrics'] = read_metrics()
@@ -82,6 +97,18 @@ class Pipeline:
             with open(self.results_path, 'w') as f:
                 json.dump(self.results, f, indent=2)
         return record
+
+
+def _run_labelled(cmd, name, env):
+    """``subprocess.run(cmd, check=True)`` with every line of its output (stdout and stderr
+    together) printed as ``[name] line``."""
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors='replace',
+                          bufsize=1) as proc:
+        for line in proc.stdout:
+            print(f'[{name}] {line}', end='', flush=True)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
 #: the tools a stage runs that read a config and take ``--cfg-options`` (MMEngine's DictAction)

@@ -1,6 +1,7 @@
 """The stage runner of the benchmarks and the main job: ``--scale`` presets, and a stage
 several workers need runs once."""
 import argparse
+import subprocess
 import sys
 
 import pytest
@@ -40,3 +41,46 @@ def test_a_stage_several_tasks_need_runs_once(tmp_path):
     assert all(r['wall_s'] == records[0]['wall_s'] for r in records)
     assert Pipeline(str(tmp_path / 'work')).run('dense', [cmd], [str(out)]) == records[0]
     assert marker.read_text() == 'x'
+
+
+def test_labelled_output_prefixes_every_line_with_the_stage(tmp_path, capfd):
+    """Two stages side by side (the main job's lanes) print their logs with the stage's name,
+    stdout and stderr alike; a failing stage still raises with its exit status."""
+    pipe = Pipeline(str(tmp_path / 'work'), label_output=True)
+    out = tmp_path / 'out.txt'
+    cmd = [sys.executable, '-c', 'import sys; print("one"); print("two", file=sys.stderr); '
+           f'open({str(out)!r}, "w").write("x")']
+    pipe.run('det_dense', [cmd], [str(out)])
+    lines = capfd.readouterr().out.splitlines()
+    assert '[det_dense] one' in lines and '[det_dense] two' in lines
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        pipe.run('broken', [[sys.executable, '-c', 'raise SystemExit(3)']], [])
+    assert err.value.returncode == 3
+
+
+def test_a_failed_stage_is_not_run_again_by_the_task_waiting_for_it(tmp_path):
+    """A task that needs a stage another task is running waits for it; when that stage
+    fails, the waiting task stops with a message naming it instead of running it again."""
+    marker = tmp_path / 'runs.txt'
+    cmd = [sys.executable, '-c', 'import time; time.sleep(1); '
+           f'open({str(marker)!r}, "a").write("x"); raise SystemExit(1)']
+    pipe = Pipeline(str(tmp_path / 'work'))
+    with pytest.raises((subprocess.CalledProcessError, RuntimeError)):
+        run_parallel([lambda: pipe.run('pretrain', [cmd], [])] * 2, 2)
+    assert marker.read_text() == 'x'
+    with pytest.raises(RuntimeError, match="stage 'pretrain' failed"):
+        pipe.run('pretrain', [cmd], [])
+
+
+def test_force_reruns_a_finished_stage_once_per_invocation(tmp_path):
+    """``--force`` ignores what earlier invocations finished, but a stage that this one ran
+    is reused by the next task that needs it (the main job's lanes share pretraining)."""
+    marker = tmp_path / 'runs.txt'
+    out = tmp_path / 'out.txt'
+    cmd = [sys.executable, '-c', f'open({str(marker)!r}, "a").write("x"); '
+           f'open({str(out)!r}, "w").write("done")']
+    Pipeline(str(tmp_path / 'work')).run('pretrain', [cmd], [str(out)])
+    forced = Pipeline(str(tmp_path / 'work'), force=True)
+    forced.run('pretrain', [cmd], [str(out)])
+    forced.run('pretrain', [cmd], [str(out)])
+    assert marker.read_text() == 'xx'
