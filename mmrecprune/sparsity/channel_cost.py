@@ -15,14 +15,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from .channel_groups import ChannelGroup
-from .flops import NORM_TYPES, inference_forward
+from .flops import NORM_TYPES, shape_forward
 
 
 class ChannelCostModel:
     """FLOPs, parameters and channel count of a model as an exact function of kept widths.
 
-    One traced forward pass records, for every conv / linear / norm layer in ``scope``, how many
-    output positions it computes; every FLOPs or parameter term is then ``coef * k_a * k_b`` where
+    One shape-only forward pass (:func:`~mmrecprune.sparsity.flops.shape_forward`) records, for
+    every conv / linear / norm layer in ``scope``, how many output positions it computes; every
+    FLOPs or parameter term is then ``coef * k_a * k_b`` where
     ``k_a``, ``k_b`` are the kept widths of the groups on the layer's output and input axes (or 1).
     Evaluating a candidate set of widths is one vectorised product, which lets the schedule bisect
     for a ratio in microseconds instead of slimming a copy per candidate. The convention is
@@ -84,7 +85,7 @@ class ChannelCostModel:
         handles = [m.register_forward_hook(hook) for m in root.modules()
                    if isinstance(m, (_ConvNd, nn.Linear) + NORM_TYPES)]
         try:
-            inference_forward(model, example_input)
+            shape_forward(model, example_input)
         finally:
             for h in handles:
                 h.remove()

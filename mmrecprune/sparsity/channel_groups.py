@@ -1,6 +1,6 @@
 """Channel dependency groups: which layers share one channel axis and must be pruned together.
 
-The groups are found by tracing one real forward pass, not by module names, so any backbone
+The groups are found by tracing one forward pass, not by module names, so any backbone
 built from ``Conv*d`` / ``*BatchNorm*`` / ``Linear`` layers works (MMDetection / MMSegmentation
 ResNets with or without ``deep_stem`` / ``avg_down``, MobileNetV2, plain ``nn.Sequential``):
 
@@ -40,7 +40,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .flops import inference_forward
+from .flops import shape_forward
 
 # Which (parameter or buffer, dim) of a member module lies on the group's channel axis. The single
 # table that importance, masking and slimming all read.
@@ -325,8 +325,9 @@ def find_channel_groups(model: nn.Module,
                         prune_residual: bool = False) -> list[ChannelGroup]:
     """Find the prunable channel groups of ``model`` by tracing ``model(example_input)``.
 
-    The model runs once in eval mode under ``no_grad`` (training flags and BN statistics are left
-    untouched). Only code paths taken in that pass are seen. Modules other than conv / BN / linear
+    The model runs once by :func:`~mmrecprune.sparsity.flops.shape_forward` (eval mode, no_grad,
+    conv / BN / linear layers return zeros of their output shape: only shapes matter here). Only
+    code paths taken in that pass are seen. Modules other than conv / BN / linear
     that own parameters directly (PReLU, GroupNorm, deformable convs, a block holding a
     layer-scale parameter) are treated as opaque: nothing they read or write is pruned.
 
@@ -379,7 +380,7 @@ def find_channel_groups(model: nn.Module,
         handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
     try:
         with tracer:
-            output = inference_forward(model, example_input)
+            output = shape_forward(model, example_input)
     finally:
         for h in handles:
             h.remove()

@@ -54,6 +54,58 @@ def inference_forward(model: nn.Module, inputs: Any) -> Any:
             m.training = flag
 
 
+def _shape_only_output(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Zeros of the output shape of a plain conv / linear / BN layer, or ``None`` where the
+    input does not fit it (the real forward then raises the real error)."""
+    if isinstance(module, _BatchNorm):
+        return torch.zeros_like(x) if x.ndim >= 2 and x.shape[1] == module.num_features else None
+    if isinstance(module, nn.Linear):
+        fits = x.ndim >= 1 and x.shape[-1] == module.in_features
+        return x.new_zeros(*x.shape[:-1], module.out_features) if fits else None
+    dims = len(module.kernel_size)
+    if x.ndim not in (dims + 1, dims + 2) or x.shape[-dims - 1] != module.in_channels:
+        return None
+    if module.padding == 'same':
+        spatial = list(x.shape[-dims:])
+    else:
+        pad = (0, ) * dims if module.padding == 'valid' else module.padding
+        spatial = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, p, d, k, s in zip(
+            x.shape[-dims:], pad, module.dilation, module.kernel_size, module.stride)]
+    if min(spatial) < 1:
+        return None
+    return x.new_zeros(*x.shape[:-dims - 1], module.out_channels, *spatial)
+
+
+# layers whose output shape is computed here instead of their arithmetic (only PyTorch's own
+# forwards: a subclass with its own forward may do anything, so it runs for real)
+_SHAPE_ONLY_FORWARDS = (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward,
+                        nn.Linear.forward, _BatchNorm.forward)
+
+
+def shape_forward(model: nn.Module, inputs: Any) -> Any:
+    """:func:`inference_forward` for passes that only read shapes (channel-group tracing, cost
+    models): PyTorch's own conv, linear and BN layers return zeros of their output shape
+    instead of computing it, which is most of a CNN's forward time; every other operation runs
+    as usual (on those zeros). Forward hooks of these layers still see their inputs and
+    outputs. Not for models whose control flow depends on activation values."""
+    stubbed = [m for m in model.modules() if type(m).forward in _SHAPE_ONLY_FORWARDS
+               and 'forward' not in m.__dict__]
+
+    def stub(module):
+        def forward(x, *args, **kwargs):
+            y = _shape_only_output(module, x) if not args and not kwargs else None
+            return type(module).forward(module, x, *args, **kwargs) if y is None else y
+        return forward
+
+    for m in stubbed:
+        m.forward = stub(m)
+    try:
+        return inference_forward(model, inputs)
+    finally:
+        for m in stubbed:
+            del m.forward
+
+
 def _weight_count(weight: torch.Tensor, nonzero_only: bool) -> int:
     return int(torch.count_nonzero(weight)) if nonzero_only else weight.numel()
 

@@ -34,6 +34,7 @@ No config is read (the backbone is built here from ``--depth``), so there is no
 Example::
 
     python tools/benchmarks/bench_slim_speed.py --threads 1 --repeats 10
+    python tools/benchmarks/bench_slim_speed.py --threads 1 --prune-only  # prune times only
 """
 import argparse
 import copy
@@ -72,6 +73,8 @@ def parse_args():
                         help='where summary.json and speedup.png go')
     parser.add_argument('--no-torch-pruning', action='store_true',
                         help='skip the Torch-Pruning comparison')
+    parser.add_argument('--prune-only', action='store_true',
+                        help='stop after the prune times and FLOPs (no latency rounds, no plot)')
     return parser.parse_args()
 
 
@@ -112,7 +115,7 @@ def main():
         print(f'Torch-Pruning {version("torch-pruning")}: pruning_ratio {best[0]:.4f} comes '
               f'closest to our FLOPs (ratio search {found["search_seconds"]:.1f} s, not '
               'counted below)')
-        if abs(best[1] - goal) > 0.005 * dense_flops:
+        if abs(best[1] - goal) > 0.005 * dense_flops and not args.prune_only:
             # its uniform widths jump a whole round_to at once and it has no slack to give back,
             # so compare latency at equal FLOPs too: ours pruned to the FLOPs it reached
             matched = copy.deepcopy(dense)
@@ -129,6 +132,11 @@ def main():
         prune = f', pruned in {times[name]:.2f} s' if name in times else ''
         print(f'  {name:<14} {flops / 1e9:.3f} GFLOPs ({flops / dense_flops:.1%}), '
               f'{params / 1e6:.2f} M params{prune}')
+    if 'torch_pruning' in times:
+        print(f'  prune time mmrecprune / Torch-Pruning: '
+              f'{times["mmrecprune"] / times["torch_pruning"]:.2f}')
+    if args.prune_only:
+        return
     rows = []
     modes = list(args.modes)
     if 'onnxruntime' in modes:
