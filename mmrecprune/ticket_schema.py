@@ -218,7 +218,9 @@ META_FIELDS = dict(
     format=Choice(TICKET_FORMAT), version=Int(1, TICKET_VERSION), kind=Choice(*TICKET_KINDS),
     backbone=check_backbone_cfg,
     # provenance (export_ticket)
-    method=Str(64), round=_SMALL_INT, steps=_SMALL_INT, iterations=_SMALL_INT,
+    # step: pruning steps done; round / steps: its names in tickets written before it had
+    # one (still read, never written: mmrecprune.tickets.ticket_step)
+    method=Str(64), step=_SMALL_INT, round=_SMALL_INT, steps=_SMALL_INT, iterations=_SMALL_INT,
     warmup_iters=_SMALL_INT, source=NoneOr(Str(4096)), input_shape=Seq(Int(1, 65536), 4, 4),
     flops=_COUNT, params=_COUNT, flops_dense=_COUNT, params_dense=_COUNT,
     prunable_params=_COUNT, pruned_params=_COUNT, nonzero_params=_COUNT,

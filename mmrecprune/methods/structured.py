@@ -319,7 +319,7 @@ class StructuredPruner(SlimmingMixin, ChannelPruner):
             channel_structure={k[len(start):]: v for k, v in structure.items()
                                if k.startswith(start)},
             kept_widths=self.kept_widths(),
-            meta=dict(method=self.method, round=self.step_count, steps=self.step_count,
+            meta=dict(method=self.method, step=self.step_count,
                       target=self.target, prune_residual=self.prune_residual,
                       round_to=self.round_to, min_keep=self.min_keep,
                       importance=self.importance_cfg, protective=self.protective,
