@@ -30,6 +30,7 @@ produces it and nothing unprunable touches it. Its ``kind`` says where it sits:
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,7 +172,9 @@ class _ChannelTracer(TorchFunctionMode):
         self.parent: list[int] = []
         self.spaces: list[_Space] = []
         self.space_of_tensor: dict[int, int] = {}
-        self.alive: list[torch.Tensor] = []  # keep traced tensors alive so their ids stay unique
+        # a traced tensor's entry goes when it dies (its id may be reused); not kept alive, so
+        # the trace holds no more activation memory than the forward itself
+        self.refs: dict[int, weakref.ref] = {}
         self.leaf_depth = 0
         self.merges = 0
         self.module_spaces: dict[tuple[str, str], int] = {}
@@ -204,8 +207,9 @@ class _ChannelTracer(TorchFunctionMode):
         return self.assign(t, self.new_space(t.shape[1]))
 
     def assign(self, t: torch.Tensor, s: int) -> int:
-        self.space_of_tensor[id(t)] = s
-        self.alive.append(t)
+        key = id(t)
+        self.space_of_tensor[key] = s
+        self.refs[key] = weakref.ref(t, lambda _: self.space_of_tensor.pop(key, None))
         return s
 
     def info(self, s: int) -> _Space:
