@@ -6,7 +6,7 @@ Layout (only dicts, lists, str, int, float, bool, None and tensors, so it also l
 
     {'meta': {'format': 'mmrecprune-ticket', 'version': 2,
               'kind': 'unstructured' | 'structured' | 'dense' | 'nm',
-              'backbone': <backbone config dict>, 'method': str, 'round': int, ...},
+              'backbone': <backbone config dict>, 'method': str, 'step': int, ...},
                                                   # every key in ticket_schema.META_FIELDS
      'state_dict': {name: tensor},                # backbone weights (slim if structured)
      'masks': {name: {'bits': uint8, 'shape': [...],    # unstructured: packed masks,
@@ -28,13 +28,25 @@ Meta keys written by :func:`export_ticket` mean the same for every kind:
 * ``prunable_params``: weights the method could prune (unstructured: the masked tensors;
   structured: the backbone's conv and linear weights); ``pruned_params``: those it removed;
   ``sparsity`` = pruned / prunable.
-* ``method``, ``round`` (steps or rounds done), ``source`` (the starting weights), ``input_shape``
-  and the method's own arguments.
+* ``method``, ``step`` (pruning steps done: an iterative pruner's rounds, a structured
+  pruner's scheduled steps), ``source`` (the starting weights), ``input_shape`` and the
+  method's own arguments.
 * ``pattern`` (kind ``'nm'`` only): the N:M pattern, e.g. ``'2:4'``, that every mask
   satisfies: in each group of M consecutive input channels (of one filter at one kernel tap)
   at most N entries are kept; input channels past the last whole group may be dense. An nm
   ticket is an unstructured ticket in every other respect (zeros in the pruned entries, no
   fill values); loading checks the pattern group by group.
+
+The pruning counter had other names in tickets written before it was ``step``: ``round``
+(IMP, RecPrune, on-the-fly) or ``round`` and ``steps`` together (structured, post-training).
+Those tickets load as before; read the counter with :func:`ticket_step` (or
+:attr:`Ticket.step`), which takes any of the three. This is no format change, so the version
+stays 2: the v2 schema accepts ``step`` beside the old keys (a v2 reader loses nothing it read
+before) and :func:`save_ticket` writes ``step`` only, renaming ``round`` / ``steps`` given by
+a pruner written for earlier releases. An mmrecprune older than ``step`` refuses a new ticket
+(unknown meta key ``step``) instead of misreading it. The files keep their names,
+``tickets/round_<k>.pth``: configs, docs and scripts point at those paths, and the name says
+which round of a run wrote the file, not which key its meta uses.
 """
 import copy
 import io
@@ -56,6 +68,31 @@ from mmrecprune.ticket_schema import (TICKET_FORMAT, TICKET_KINDS, TICKET_VERSIO
 #: ticket header: a uint8 tensor holding :func:`ticket_bytes` of it.
 TICKET_STATE_KEY = 'ticket'
 
+#: Names of the pruning counter (meta ``step``) in tickets written before it had one name.
+LEGACY_STEP_KEYS = ('round', 'steps')
+
+
+def ticket_step(meta):
+    """The pruning steps a ticket's ``meta`` records: ``step``, or in a ticket written before
+    the counter had one name ``round`` / ``steps``; None if it records none (a dense ticket)."""
+    for key in ('step', ) + LEGACY_STEP_KEYS:
+        if meta.get(key) is not None:
+            return meta[key]
+    return None
+
+
+def step_meta(meta):
+    """``meta`` with its pruning counter under ``step`` only, as every new ticket names it
+    (a pruner written for earlier releases passes ``round=`` or ``steps=``)."""
+    named = {k: meta[k] for k in ('step', ) + LEGACY_STEP_KEYS if meta.get(k) is not None}
+    values = list(named.values())
+    if any(type(v) is not type(values[0]) or v != values[0] for v in values):
+        raise TicketError(f'ticket meta gives the pruning step different values: {named}')
+    meta = {k: v for k, v in meta.items() if k not in LEGACY_STEP_KEYS}
+    if values:
+        meta['step'] = values[0]
+    return meta
+
 
 def without_ticket_header(state_dict):
     """The weights of a state_dict: the ticket header entries (``...ticket``) left out."""
@@ -75,6 +112,11 @@ class Ticket:
     @property
     def kind(self):
         return self.meta['kind']
+
+    @property
+    def step(self):
+        """Pruning steps done (None: none recorded); see :func:`ticket_step`."""
+        return ticket_step(self.meta)
 
     @property
     def backbone_cfg(self):
@@ -123,12 +165,14 @@ def save_ticket(path, backbone_cfg, state_dict, masks=None, channel_structure=No
             :func:`mmrecprune.sparsity.slim_model`.
         fill_values (dict, optional): for some masks, the value their pruned entries hold
             (tensor broadcasting to the weight); the default is 0.
-        **meta: provenance (method, round, sparsity, flops, params, source, ...); with masks,
+        **meta: provenance (method, step, sparsity, flops, params, source, ...); with masks,
             ``pattern='N:M'`` makes the ticket of kind ``'nm'`` (its masks must satisfy it).
+            ``round`` / ``steps`` (earlier names of ``step``) are stored as ``step``.
     """
     if masks and channel_structure:
         raise TicketError('a ticket is either unstructured (masks) or structured '
                           '(channel_structure), not both')
+    meta = step_meta(meta)
     kind = content_kind(meta, masks, channel_structure)
     state_dict = {k: v.detach().cpu().clone()
                   for k, v in without_ticket_header(state_dict).items()}
@@ -312,8 +356,8 @@ def export_ticket(path, pruner, backbone_cfg, input_shape=(1, 3, 224, 224), sour
     shape = tuple(int(v) for v in input_shape)
     flops_dense, params_dense = count_flops_params(dense_backbone, shape)
     backbone_cfg = clean_backbone_cfg(backbone_cfg)
-    meta = dict(content.get('meta', {}), input_shape=list(shape), source=str(source),
-                flops_dense=flops_dense, params_dense=params_dense)
+    meta = step_meta(dict(content.get('meta', {}), input_shape=list(shape), source=str(source),
+                          flops_dense=flops_dense, params_dense=params_dense))
     stem = osp.splitext(path)[0]
     if 'masks' in content:
         masks, fills = content['masks'], content.get('fill_values') or {}
@@ -328,7 +372,7 @@ def export_ticket(path, pruner, backbone_cfg, input_shape=(1, 3, 224, 224), sour
                     fill_values=fills, **_ratios(meta))
         if plot:
             plot_layer_sparsity(report, f'{stem}_sparsity.png',
-                                title=f'{meta.get("method")} round {meta.get("round")}: '
+                                title=f'{meta.get("method")} step {meta.get("step")}: '
                                       f'{100 * report["sparsity"]:.1f} % sparse')
         return _ratios(meta)
     slim_model, structure = content['model'], content['channel_structure']

@@ -19,7 +19,7 @@ def _unstructured_ticket(path, sparsity_ratio=0.5):
     with torch.no_grad():
         for n, p in params.items():
             p.mul_(masks[n])
-    save_ticket(str(path), CFG, net.state_dict(), masks=masks, method='test', round=1,
+    save_ticket(str(path), CFG, net.state_dict(), masks=masks, method='test', step=1,
                 sparsity=sparsity_ratio)
     return net, masks
 
@@ -27,7 +27,7 @@ def _unstructured_ticket(path, sparsity_ratio=0.5):
 def test_round_trip_builds_the_same_backbone(tmp_path):
     net, masks = _unstructured_ticket(tmp_path / 't.pth')
     ticket = load_ticket(str(tmp_path / 't.pth'))
-    assert ticket.kind == 'unstructured' and ticket.meta['round'] == 1
+    assert ticket.kind == 'unstructured' and ticket.meta['step'] == 1
     for n, m in masks.items():
         assert torch.equal(ticket.masks[n], m)
     backbone = build_backbone_from_ticket(str(tmp_path / 't.pth'), out_indices=(0, 1, 2, 3))

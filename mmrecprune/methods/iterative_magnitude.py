@@ -253,7 +253,7 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
 
     def ticket_content(self, prefix='backbone'):
         start = prefix + '.' if prefix else ''
-        meta = dict(method=self.method, round=self.step_count, prune_ratio=self.prune_ratio,
+        meta = dict(method=self.method, step=self.step_count, prune_ratio=self.prune_ratio,
                     rewind_to=self.rewind_to, ranking=self.ranking,
                     importance=self.importance_meta())
         if self.pattern_reached:

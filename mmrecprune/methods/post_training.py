@@ -203,7 +203,7 @@ class PostTrainingPruner(BasePruner):
         content = self.selector.ticket_content(prefix)
         meta = content['meta']
         content['meta'] = dict(
-            method=self.method, round=self.step_count, steps=self.step_count,
+            method=self.method, step=self.step_count,
             target=self.target, prune_residual=meta['prune_residual'],
             round_to=meta['round_to'], min_keep=meta['min_keep'],
             importance=meta['importance'], ranking=self.ranking, recovery=self.recovery,

@@ -201,7 +201,7 @@ def test_resume_between_two_pruning_steps_continues_exactly(taylor_run):
     assert runner.epoch == 3
     full = load_ticket(str(taylor_run['work'] / 'full' / 'tickets' / 'slim.pth'))
     resumed, _, _ = check_written_model(taylor_run['work'] / 'resumed', 'slim')
-    assert resumed.meta['round'] == full.meta['round'] == 2
+    assert resumed.meta['step'] == full.meta['step'] == 2
     assert resumed.channel_structure == full.channel_structure
     assert resumed.meta['kept_channels'] == full.meta['kept_channels']
     for name, value in full.state_dict.items():
@@ -219,7 +219,7 @@ def test_psap_mask_rcnn_prunes_its_backbone_and_loads_from_its_config(coco, tmp_
     dense = _kept_widths(Runner.from_cfg(copy.deepcopy(cfg)).model)
     runner = train(cfg)
     ticket, config, checkpoint = check_written_model(tmp_path, 'slim')
-    assert ticket.meta['method'] == 'psap' and ticket.meta['round'] == 2
+    assert ticket.meta['method'] == 'psap' and ticket.meta['step'] == 2
     assert ticket.meta['flops_ratio'] <= 0.5 + 1e-6
     trained = _kept_widths(runner.model)
     assert sum(trained.values()) < sum(dense.values())  # slimmed while it trained
@@ -243,7 +243,7 @@ def test_magnitude_pruning_retinanet_writes_a_masked_detector(coco, tmp_path, co
     cfg.custom_hooks[0].update(rounds=rounds, finetune_epochs=1)
     runner = train(cfg)
     ticket, config, checkpoint = check_written_model(tmp_path, 'final')
-    assert ticket.kind == 'unstructured' and ticket.meta['round'] == rounds
+    assert ticket.kind == 'unstructured' and ticket.meta['step'] == rounds
     assert abs(ticket.meta['sparsity'] - sparsity) < 0.01
     last_round = load_ticket(str(tmp_path / 'tickets' / f'round_{rounds}.pth'))
     changed = [n for n in ticket.masks if not torch.equal(ticket.state_dict[n],

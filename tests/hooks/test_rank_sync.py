@@ -49,7 +49,7 @@ param_scheduler = []
     log = dist_train(config, tmp_path / 'work')
     assert log.count('channel masks identical on 2 ranks') == 2, log[-3000:]
     meta = load_ticket(str(tmp_path / 'work' / 'tickets' / 'slim.pth')).meta
-    assert meta['flops_ratio'] <= 0.5 and meta['steps'] == 2
+    assert meta['flops_ratio'] <= 0.5 and meta['step'] == 2
 
 
 def test_dist_train_on_the_fly_cut_identical_on_every_rank(tmp_path):

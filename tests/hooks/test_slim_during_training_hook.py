@@ -109,4 +109,4 @@ train_cfg = dict(max_epochs=3, val_interval=3)
     # a further epoch trains the slim model through the rebuilt DDP wrapper
     assert 'slim probe: parameters identical' in log, log[-3000:]
     meta = load_ticket(str(tmp_path / 'work' / 'tickets' / 'slim.pth')).meta
-    assert meta['flops_ratio'] <= 0.5 and meta['steps'] == 2
+    assert meta['flops_ratio'] <= 0.5 and meta['step'] == 2

@@ -67,6 +67,7 @@ def test_prune_meets_the_target_and_exports_a_ticket(tmp_path, importance, ranki
     meta = export_ticket(path, pruner, BACKBONE, (1, 3, 32, 32), source='test')
     ticket = load_ticket(path)
     assert ticket.kind == 'structured' and ticket.meta['method'] == 'post_training'
+    assert ticket.meta['step'] == 1 and 'round' not in ticket.meta and 'steps' not in ticket.meta
     assert ticket.meta['recovery'] == 'least_squares+mean+bn'
     assert ticket.meta['importance'] == dict(type=importance)
     assert meta['flops'] < 0.65 * meta['flops_dense']

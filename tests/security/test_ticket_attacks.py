@@ -61,7 +61,7 @@ def _attacks(marker):
         'depth out of range': backbone(type='mmdet.ResNet', depth=10 ** 6),
         'huge width': backbone(type='mmdet.ResNet', depth=18, base_channels=2 ** 30),
         'unknown meta key': lambda p: p['meta'].__setitem__('hook', 'builtins.exec'),
-        'meta value of the wrong type': lambda p: p['meta'].__setitem__('round', 'seven'),
+        'meta value of the wrong type': lambda p: p['meta'].__setitem__('step', 'seven'),
         'unknown top-level key': lambda p: p.__setitem__('optimizer', {}),
         'channel structure that grows a layer (allocation bomb)': lambda p: (
             p['meta'].__setitem__('kind', 'structured'),

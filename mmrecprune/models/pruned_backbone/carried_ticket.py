@@ -8,7 +8,8 @@ from mmengine.logging import print_log
 
 from mmrecprune.sparsity import pack_mask
 from mmrecprune.ticket_schema import check_ticket_header
-from mmrecprune.tickets import TICKET_STATE_KEY, TicketError, read_ticket_bytes, ticket_bytes
+from mmrecprune.tickets import (TICKET_STATE_KEY, TicketError, read_ticket_bytes, ticket_bytes,
+                                ticket_step)
 
 
 def ticket_header(ticket, masks):
@@ -39,9 +40,9 @@ def attach_ticket_state(backbone, header):
         if saved['channel_structure'] != own['channel_structure']:
             raise TicketError(
                 f'the checkpoint\'s backbone was trained on another ticket (method '
-                f'{saved["meta"].get("method")!r}, round {saved["meta"].get("round")!r}) with '
+                f'{saved["meta"].get("method")!r}, step {ticket_step(saved["meta"])!r}) with '
                 f'other channel widths than `ticket` in the config '
-                f'({own["meta"].get("method")!r}, round {own["meta"].get("round")!r}); point '
+                f'({own["meta"].get("method")!r}, step {ticket_step(own["meta"])!r}); point '
                 'model.backbone.ticket at the ticket the model was trained on, or move it away '
                 'so the checkpoint\'s own is used')
         saved_masks, own_masks = saved['masks'], own['masks']

@@ -58,10 +58,10 @@ def assemble_backbone(ticket, keep_masks, behaviour, attach=True, quiet=False,
     if quiet:
         return backbone
     check_consumer_widths_once(backbone)
-    meta = ticket.meta
+    meta, step = ticket.meta, ticket.step
     transfer = meta.get('transfer')
     print_log(f'PrunedBackbone: {meta["kind"]} ticket from {meta.get("method", "?")} '
-              f'(round {meta.get("round", "-")}, sparsity {meta.get("sparsity", 0):.3f}), '
+              f'(step {"-" if step is None else step}, sparsity {meta.get("sparsity", 0):.3f}), '
               f'stage widths {stage_widths(backbone)}'
               + (f', weights {transfer["weights"]!r}, masks {transfer["masks"]!r}, seed '
                  f'{transfer["seed"]}' if transfer else ''), logger='current')
