@@ -3,12 +3,11 @@
 Every function prunes a fraction ``ratio`` of the weights that *currently survive* (iterative
 magnitude pruning: 20 % of the remaining weights per round gives sparsity ``1 - 0.8 ** k`` after
 ``k`` rounds). The number pruned is ``round(ratio * n_surviving)``, as in
-``torch.nn.utils.prune``. Selection is vectorised, a few tensor operations per layer and no
-per-weight loops: the threshold is the exact ``k``-th smallest surviving magnitude, found with
-``torch.kthvalue`` on the narrow value band that a strided sample brackets (on all magnitudes
-concatenated if the band misses). Ties at the threshold are broken deterministically by
-position (the order of ``params``, then row-major order inside a weight: earlier entries are
-pruned first).
+``torch.nn.utils.prune``. The threshold is the exact ``k``-th smallest surviving magnitude,
+selected in about one read of the weights (:class:`~.magnitude_selection.MagnitudeSelection`:
+a strided sample brackets it, one pass writes the masks and collects the narrow band). Ties at
+the threshold are broken deterministically by position (the order of ``params``, then
+row-major order inside a weight: earlier entries are pruned first).
 
 N:M masks (:func:`nm_magnitude_masks`) rank the same magnitudes inside groups of M
 consecutive input channels (see :func:`~mmrecprune.sparsity.nm_layout.nm_groups`).
@@ -20,12 +19,9 @@ from numbers import Real
 
 import torch
 
+from .magnitude_selection import MagnitudeSelection
 from .masks import check_masks
 from .nm_layout import nm_groups, nm_ungroup, parse_nm_pattern
-
-# Below this many entries a plain ``torch.kthvalue`` is as fast as the sampled selection.
-_SAMPLED_SELECTION_MIN_NUMEL = 1 << 20
-_SELECTION_SAMPLE_SIZE = 1 << 16
 
 
 def _check_ratio(ratio, what='ratio'):
@@ -48,157 +44,9 @@ def _num_to_prune(n_surviving, ratio):
     return int(round(ratio * n_surviving))
 
 
-def _magnitudes(weight, keep, dtype, out=None):
-    """``|weight|`` (flat) in ``dtype``, entries not kept set to ``-1`` (into ``out``, a buffer
-    of at least ``weight.numel()`` entries, if given: fresh pages for every layer cost more
-    than the pass itself)."""
-    if out is not None and weight.dtype == dtype:
-        mags = torch.abs(weight, out=out[:weight.numel()])
-    else:
-        mags = weight.abs() if weight.dtype == dtype else weight.to(dtype).abs_()
-    if keep is not None:
-        mags.masked_fill_(~keep, -1.0)
-    return mags
-
-
-class _Layers:
-    """Flat views of the weights and masks of one selection, and their counts.
-
-    Magnitudes are computed layer by layer when needed instead of being concatenated: big
-    temporary buffers cost more (fresh pages) than the second read of the weights. Pruned entries
-    count as magnitude ``-1``, so the ``k``-th smallest surviving magnitude is the
-    ``(n_pruned + k)``-th smallest entry overall.
-    """
-
-    def __init__(self, params, masks):
-        self.dtype = torch.float64 if any(p.dtype == torch.float64 for p in params.values()) \
-            else torch.float32
-        self.device = next(iter(params.values())).device
-        self.items, self.shapes = [], {}
-        self.numel = self.n_pruned = 0
-        for name, p in params.items():
-            weight = p.detach().reshape(-1)
-            keep = masks[name].reshape(-1).to(weight.device)
-            n_kept = int(torch.count_nonzero(keep))
-            self.items.append((name, weight, keep if n_kept < keep.numel() else None))
-            self.shapes[name] = p.shape
-            self.numel += weight.numel()
-            self.n_pruned += weight.numel() - n_kept
-
-    def magnitudes(self, weight, keep):
-        return _magnitudes(weight, keep, self.dtype).to(self.device)
-
-    def all_magnitudes(self):
-        return torch.cat([self.magnitudes(w, keep) for _, w, keep in self.items])
-
-    @torch.no_grad()
-    def kth_smallest(self, k):
-        """The ``k``-th smallest magnitude (1-based, over all entries) and how many are ``<=``.
-
-        Equals ``torch.kthvalue`` over the concatenated magnitudes, but for large selections a
-        sorted strided sample first brackets the answer in a narrow value band, and only the
-        band goes to ``torch.kthvalue``. Deterministic (no random sampling) and exact: if the
-        band misses the ``k``-th value (an unrepresentative sample), it falls back to a full
-        ``kthvalue``.
-        """
-        return self._select(k)[:2]
-
-    def _band(self, k):
-        """``(lo, hi)`` bracketing the ``k``-th smallest entry by a strided sample (either may
-        be None: unbounded), or None when the selection is small or the band would be all."""
-        n = self.numel
-        if n < _SAMPLED_SELECTION_MIN_NUMEL:
-            return None
-        stride = max(1, n // _SELECTION_SAMPLE_SIZE)
-        sample = torch.cat([
-            self.magnitudes(w[::stride], None if keep is None else keep[::stride])
-            for _, w, keep in self.items]).sort().values
-        m = sample.numel()
-        q = k / n
-        margin = 6.0 * math.sqrt(m * q * (1.0 - q)) + 8.0
-        i_lo, i_hi = int(q * m - margin), int(math.ceil(q * m + margin))
-        if i_lo < 0 and i_hi >= m:
-            return None
-        return (float(sample[i_lo]) if i_lo >= 0 else None,
-                float(sample[i_hi]) if i_hi < m else None)
-
-    def _select(self, k, masks=False):
-        """``(value, n_at_most, parts)``: the ``k``-th smallest entry, how many are ``<=`` it,
-        and with ``masks``, per item ``(at_least_lo, band_index, band_values)`` from the one
-        pass over the magnitudes that found the band (None after the fallback), from which
-        :meth:`prune_count` builds the masks without a second pass."""
-        band_limits = self._band(k)
-        if band_limits is not None:
-            lo, hi = band_limits
-            below, bands, parts = 0, [], []
-            largest = max(w.numel() for _, w, _ in self.items)
-            buffer = torch.empty(largest, dtype=self.dtype, device=self.items[0][1].device)
-            for _, w, keep in self.items:
-                mags = _magnitudes(w, keep, self.dtype, buffer)
-                if lo is None:
-                    at_least_lo = None
-                    in_band = mags <= hi
-                else:
-                    at_least_lo = mags >= lo
-                    below += mags.numel() - int(torch.count_nonzero(at_least_lo))
-                    in_band = at_least_lo if hi is None else at_least_lo & (mags <= hi)
-                if masks:
-                    index = in_band.nonzero().squeeze(1)
-                    values = mags[index]
-                    parts.append((at_least_lo, index, values))
-                else:
-                    values = mags[in_band]
-                bands.append(values.to(self.device))
-            band = torch.cat(bands)
-            if below < k <= below + band.numel():
-                value = torch.kthvalue(band, k - below).values
-                return (float(value), below + int(torch.count_nonzero(band <= value)),
-                        parts if masks else None)
-        mags = self.all_magnitudes()
-        value = torch.kthvalue(mags, k).values
-        return float(value), int(torch.count_nonzero(mags <= value)), None
-
-    @torch.no_grad()
-    def prune_smallest(self, ratio):
-        """New masks with ``round(ratio * n_surviving)`` more of the smallest entries pruned."""
-        return self.prune_count(_num_to_prune(self.numel - self.n_pruned, ratio))
-
-    @torch.no_grad()
-    def prune_count(self, k):
-        """New masks with the ``k`` smallest surviving entries pruned (ties by position)."""
-        new = {}
-        if k == 0:
-            for name, w, keep in self.items:
-                new[name] = torch.ones_like(w, dtype=torch.bool) if keep is None else keep.clone()
-            return {name: mask.reshape(self.shapes[name]) for name, mask in new.items()}
-        threshold, n_at_most, parts = self._select(self.n_pruned + k, masks=True)
-        if parts is None:
-            tied_at = {}
-            for name, w, keep in self.items:
-                new[name] = _magnitudes(w, keep, self.dtype) > threshold
-        else:
-            # every entry below the band is pruned, every entry above it kept: start from
-            # ">= lo" and prune the band's entries at or below the threshold
-            tied_at = {}
-            for (name, w, _), (at_least_lo, index, values) in zip(self.items, parts):
-                mask = (torch.ones(w.numel(), dtype=torch.bool, device=w.device)
-                        if at_least_lo is None else at_least_lo)
-                mask[index[values <= threshold]] = False
-                new[name] = mask
-                tied_at[name] = index[values == threshold]
-        # Ties at the threshold: the first ones (in order) are pruned, the last ``excess``
-        # ones kept.
-        excess = n_at_most - (self.n_pruned + k)
-        for name, w, keep in reversed(self.items):
-            if excess <= 0:
-                break
-            tied = tied_at.get(name)
-            if tied is None:
-                tied = (_magnitudes(w, keep, self.dtype) == threshold).nonzero().squeeze(1)
-            tied = tied[max(0, tied.numel() - excess):]
-            new[name][tied] = True
-            excess -= tied.numel()
-        return {name: mask.reshape(self.shapes[name]) for name, mask in new.items()}
+def _prune_smallest(layers, ratio):
+    """New masks with ``round(ratio * n_surviving)`` more of the smallest magnitudes pruned."""
+    return layers.prune_count(_num_to_prune(layers.n_surviving, ratio))
 
 
 def global_magnitude_threshold(params, masks, ratio):
@@ -218,11 +66,11 @@ def global_magnitude_threshold(params, masks, ratio):
         float: The threshold magnitude.
     """
     ratio = _check_inputs(params, masks, ratio)
-    layers = _Layers(params, masks)
-    k = _num_to_prune(layers.numel - layers.n_pruned, ratio)
+    layers = MagnitudeSelection(params, masks)
+    k = _num_to_prune(layers.n_surviving, ratio)
     if k == 0:
         return 0.0
-    return layers.kth_smallest(layers.n_pruned + k)[0]
+    return layers.kth_smallest_surviving(k)
 
 
 def global_magnitude_masks(params, masks, ratio):
@@ -241,7 +89,7 @@ def global_magnitude_masks(params, masks, ratio):
         dict[str, BoolTensor]: New masks, one new tensor per name, on each weight's device.
     """
     ratio = _check_inputs(params, masks, ratio)
-    return _Layers(params, masks).prune_smallest(ratio)
+    return _prune_smallest(MagnitudeSelection(params, masks), ratio)
 
 
 def layerwise_magnitude_masks(params, masks, ratios):
@@ -269,7 +117,8 @@ def layerwise_magnitude_masks(params, masks, ratios):
         ratios = dict.fromkeys(params, ratio)
     new_masks = {}
     for name, p in params.items():
-        new_masks.update(_Layers({name: p}, {name: masks[name]}).prune_smallest(ratios[name]))
+        layer = MagnitudeSelection({name: p}, {name: masks[name]})
+        new_masks.update(_prune_smallest(layer, ratios[name]))
     return new_masks
 
 
@@ -335,9 +184,9 @@ def nm_magnitude_masks(params, masks, pattern, ratio=None, ranking='global'):
     groups = [list(params)] if ranking == 'global' else [[name] for name in params]
     new = {}
     for names in groups:
-        layers = _Layers({n: ranked[n] for n in names}, {n: keeps[n] for n in names})
+        layers = MagnitudeSelection({n: ranked[n] for n in names}, {n: keeps[n] for n in names})
         n_candidates = sum(int((keeps[n] & ~protected[n]).sum()) for n in names)
-        k = min(_num_to_prune(layers.numel - layers.n_pruned, ratio), n_candidates)
+        k = min(_num_to_prune(layers.n_surviving, ratio), n_candidates)
         new.update(layers.prune_count(k))
     return new
 
