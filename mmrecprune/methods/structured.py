@@ -109,7 +109,9 @@ class StructuredPruner(SlimmingMixin, ChannelPruner):
     def attach(self, model, example_input):
         """Trace ``model(example_input)`` into channel groups and set up masks and costs."""
         prefix = f'{self.scope}.' if self.scope else ''
-        groups = find_channel_groups(model, example_input, prune_residual=self.prune_residual)
+        layer_calls = []  # the trace's pass also gives the cost model its shapes
+        groups = find_channel_groups(model, example_input, prune_residual=self.prune_residual,
+                                     layer_calls=layer_calls)
         self.groups = [g for g in groups if all(
             n.startswith(prefix) for n, k in g.members if k in ZEROED_KINDS)]
         if not self.groups:
@@ -118,7 +120,7 @@ class StructuredPruner(SlimmingMixin, ChannelPruner):
         self.model = model
         self.modules = dict(model.named_modules())
         self.schedule = CostSchedule(ChannelCostModel(model, self.groups, example_input,
-                                                      self.scope),
+                                                      self.scope, layer_calls),
                                      self.target, self.num_steps, self.round_to, self.min_keep)
         self.cost_model = self.schedule.cost_model
         self.dense_cost = self.schedule.dense_cost

@@ -15,7 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from .channel_groups import ChannelGroup
-from .flops import NORM_TYPES, shape_forward
+from .flops import COSTED_LAYERS, layer_call, shape_forward
 
 
 class ChannelCostModel:
@@ -37,10 +37,14 @@ class ChannelCostModel:
             included.
         scope (str): Only modules and parameters under this module name are counted, e.g.
             ``'backbone'``. Defaults to ``''`` (the whole model).
+        layer_calls (list, optional): The conv / linear / norm calls of a shape-only pass
+            already run on ``example_input``, as :func:`~mmrecprune.sparsity.find_channel_groups`
+            records them (``layer_calls=``); then no pass of its own is run. Defaults to None.
     """
 
     def __init__(self, model: nn.Module, groups: Sequence[ChannelGroup],
-                 example_input: torch.Tensor, scope: str = '') -> None:
+                 example_input: torch.Tensor, scope: str = '',
+                 layer_calls: list | None = None) -> None:
         self.num_groups = len(groups)
         self.dense_widths = torch.tensor([g.num_channels for g in groups], dtype=torch.long)
         axis = {}  # (module name, kind) -> group index
@@ -65,30 +69,33 @@ class ChannelCostModel:
             coef *= weight.shape[1] if inp == none else 1
             return coef, out, inp
 
-        def hook(module, args, output):
-            name = names[module]
+        if layer_calls is None:
+            layer_calls = []
+            handles = [m.register_forward_hook(lambda *call: layer_calls.append(layer_call(*call)))
+                       for m in root.modules() if isinstance(m, COSTED_LAYERS)]
+            try:
+                shape_forward(model, example_input)
+            finally:
+                for h in handles:
+                    h.remove()
+        for module, in_shape, out_shape in layer_calls:
+            name = names.get(module)
+            if name is None or not isinstance(module, COSTED_LAYERS):
+                continue  # outside the scope
             if isinstance(module, _ConvNd):
                 if module.transposed:  # never in a group: a constant
-                    pos = args[0].shape[0] * math.prod(args[0].shape[2:])
+                    pos = in_shape[0] * math.prod(in_shape[2:])
                     flops_terms.append((pos * module.weight.numel(), none, none))
                 else:
-                    pos = output.shape[0] * math.prod(output.shape[2:])
+                    pos = out_shape[0] * math.prod(out_shape[2:])
                     flops_terms.append(weight_term(name, module.weight, pos))
             elif isinstance(module, nn.Linear):
                 flops_terms.append(weight_term(name, module.weight,
-                                               output.numel() // module.out_features))
-            elif isinstance(output, torch.Tensor):
+                                               math.prod(out_shape) // module.out_features))
+            elif out_shape is not None:
                 gi = axis.get((name, 'bn'), none)
-                width = output.shape[1] if gi != none else 1
-                flops_terms.append((output.numel() // width, gi, none))
-
-        handles = [m.register_forward_hook(hook) for m in root.modules()
-                   if isinstance(m, (_ConvNd, nn.Linear) + NORM_TYPES)]
-        try:
-            shape_forward(model, example_input)
-        finally:
-            for h in handles:
-                h.remove()
+                width = out_shape[1] if gi != none else 1
+                flops_terms.append((math.prod(out_shape) // width, gi, none))
         for module, name in names.items():
             for attr, p in module.named_parameters(recurse=False):
                 terms = [(p.numel(), none, none)]

@@ -41,7 +41,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .flops import shape_forward
+from .flops import COSTED_LAYERS, layer_call, shape_forward
 
 # Which (parameter or buffer, dim) of a member module lies on the group's channel axis. The single
 # table that importance, masking and slimming all read.
@@ -172,9 +172,7 @@ class _ChannelTracer(TorchFunctionMode):
         self.parent: list[int] = []
         self.spaces: list[_Space] = []
         self.space_of_tensor: dict[int, int] = {}
-        # a traced tensor's entry goes when it dies (its id may be reused); not kept alive, so
-        # the trace holds no more activation memory than the forward itself
-        self.refs: dict[int, weakref.ref] = {}
+        self.refs: dict[int, weakref.ref] = {}  # not kept alive: no more memory than a forward
         self.leaf_depth = 0
         self.merges = 0
         self.module_spaces: dict[tuple[str, str], int] = {}
@@ -207,8 +205,7 @@ class _ChannelTracer(TorchFunctionMode):
         return self.assign(t, self.new_space(t.shape[1]))
 
     def assign(self, t: torch.Tensor, s: int) -> int:
-        key = id(t)
-        self.space_of_tensor[key] = s
+        key, self.space_of_tensor[id(t)] = id(t), s  # the entry goes when t dies (id reused)
         self.refs[key] = weakref.ref(t, lambda _: self.space_of_tensor.pop(key, None))
         return s
 
@@ -324,16 +321,15 @@ def _is_opaque(module: nn.Module) -> bool:
     return not _is_leaf(module) and any(p is not None for p in module._parameters.values())
 
 
-def find_channel_groups(model: nn.Module,
-                        example_input: torch.Tensor,
-                        prune_residual: bool = False) -> list[ChannelGroup]:
+def find_channel_groups(model: nn.Module, example_input: torch.Tensor, prune_residual: bool = False,
+                        layer_calls: list | None = None) -> list[ChannelGroup]:
     """Find the prunable channel groups of ``model`` by tracing ``model(example_input)``.
 
     The model runs once by :func:`~mmrecprune.sparsity.flops.shape_forward` (eval mode, no_grad,
     conv / BN / linear layers return zeros of their output shape: only shapes matter here). Only
-    code paths taken in that pass are seen. Modules other than conv / BN / linear
-    that own parameters directly (PReLU, GroupNorm, deformable convs, a block holding a
-    layer-scale parameter) are treated as opaque: nothing they read or write is pruned.
+    code paths taken in that pass are seen. Modules other than conv / BN / linear that own
+    parameters directly (PReLU, GroupNorm, deformable convs, a block holding a layer-scale
+    parameter) are treated as opaque: nothing they read or write is pruned.
 
     Args:
         model (nn.Module): The model, called as ``model(example_input)``; trace the whole network
@@ -342,9 +338,11 @@ def find_channel_groups(model: nn.Module,
         example_input (torch.Tensor): A small input, e.g. ``torch.randn(1, 3, 64, 64)``.
         prune_residual (bool): If False (default) return only ``'internal'`` groups, so block output
             widths (and a neck's ``in_channels``) stay unchanged. If True also return
-            ``'residual'`` and ``'boundary'`` groups (their ``outputs`` name the model
-            outputs whose width they set). Axes that are model outputs produced by a linear layer
-            (logits) are never returned.
+            ``'residual'`` and ``'boundary'`` groups (their ``outputs`` name the model outputs
+            whose width they set). Axes that are model outputs produced by a linear layer (logits)
+            are never returned.
+        layer_calls (list, optional): If given, every conv / linear / norm call of the pass is
+            appended (:func:`~.flops.layer_call`) for the cost model: one pass serves both.
 
     Returns:
         list[ChannelGroup]: Groups in module order of their first producer.
@@ -364,6 +362,8 @@ def find_channel_groups(model: nn.Module,
             merge_stack.append(tracer.merges)
 
     def post_hook(module, args, kwargs, output):
+        if layer_calls is not None and isinstance(module, COSTED_LAYERS):
+            layer_calls.append(layer_call(module, args, output))
         if module in leaves:
             tracer.leaf_depth -= 1
             if tracer.leaf_depth > 0:

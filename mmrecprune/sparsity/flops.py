@@ -106,6 +106,19 @@ def shape_forward(model: nn.Module, inputs: Any) -> Any:
             del m.forward
 
 
+#: the layers whose calls the channel cost model reads (conv, linear, norm: all that costs FLOPs)
+COSTED_LAYERS = (_ConvNd, nn.Linear) + NORM_TYPES
+
+
+def layer_call(module: nn.Module, args: tuple, output: Any) -> tuple:
+    """``(module, input shape, output shape)`` of one call (``None`` for what is no tensor):
+    what the cost model needs of a forward, recorded by the channel-group trace so that one
+    pass serves both."""
+    x = args[0] if args else None
+    return (module, x.shape if isinstance(x, torch.Tensor) else None,
+            output.shape if isinstance(output, torch.Tensor) else None)
+
+
 def _weight_count(weight: torch.Tensor, nonzero_only: bool) -> int:
     return int(torch.count_nonzero(weight)) if nonzero_only else weight.numel()
 

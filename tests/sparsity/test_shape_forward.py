@@ -97,3 +97,19 @@ def test_l1_uniform_prune_equals_the_real_forward_trace(monkeypatch, depth, shap
     assert all(torch.equal(fast_state[k], real_state[k]) for k in real_state)
     if depth == 50:
         assert [int(m.sum()) for m in fast_masks.values()] == R50_WIDTHS
+
+
+@pytest.mark.parametrize('scope', ['', 'layer2'])
+def test_cost_model_from_the_trace_equals_its_own_pass(monkeypatch, scope):
+    torch.manual_seed(0)
+    model = mmdet_backbones.ResNet(depth=18)
+    x = torch.randn(2, 3, 48, 64)
+    calls = []
+    groups = channel_groups.find_channel_groups(model, x, layer_calls=calls)
+    shared = channel_cost.ChannelCostModel(model, groups, x, scope, layer_calls=calls)
+    own = channel_cost.ChannelCostModel(model, groups, x, scope)
+    monkeypatch.setattr(channel_cost, 'shape_forward', inference_forward)
+    real = channel_cost.ChannelCostModel(model, groups, x, scope)
+    for metric in ('flops', 'params'):
+        for a, b, c in zip(shared._terms[metric], own._terms[metric], real._terms[metric]):
+            assert torch.equal(a, b) and torch.equal(a, c)
