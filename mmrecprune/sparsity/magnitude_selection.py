@@ -26,7 +26,7 @@ import torch
 _SAMPLED_SELECTION_MIN_NUMEL = 1 << 20
 _SELECTION_SAMPLE_SIZE = 1 << 18
 # Entries per chunk of the CPU pass: the chunk, its magnitudes and two bool arrays stay in L2.
-_CHUNK = 1 << 16
+_CHUNK = 1 << 17
 # The sample's bracket is this many standard deviations of a sampled quantile wide, each side.
 _BRACKET_SIGMAS = 6.0
 _NUMPY_DTYPES = (torch.bool, torch.float16, torch.float32, torch.float64)

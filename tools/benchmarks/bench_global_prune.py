@@ -10,7 +10,8 @@ Builds MMDetection's ``ResNet`` (depth 50 by default), takes every conv weight e
 Each side runs ``--repeats`` times on the same weights (restored between runs, untimed); the
 median is reported, next to the floor measured in the same run: the time to read every prunable
 weight once (one ``sum`` per weight, nothing written), which no prune can beat since it must
-read every magnitude at least once. Printed with the load average (``os.getloadavg``): on a
+read every magnitude at least once, and ours step by step (each of the three alone, in floors).
+Printed with the load average (``os.getloadavg``): on a
 shared machine the ratios, measured side by side, say more than the times. The two masks must
 agree except at entries whose magnitude equals the threshold (ties, which either side may break
 differently). No config is read (the backbone is
@@ -109,6 +110,13 @@ def main():
     t_ours, times_ours, masks_ours = _timed(ours, restore, args.repeats, args.device)
     t_torch, times_torch, masks_torch = _timed(theirs, restore, args.repeats, args.device)
     t_floor_after, times_floor_after, _ = _timed(floor, lambda: None, args.repeats, args.device)
+    # where ours spends its time: each of its three steps alone
+    all_kept = init_masks(params)
+    t_init = _timed(lambda: init_masks(params), lambda: None, args.repeats, args.device)[0]
+    t_select = _timed(lambda: global_magnitude_masks(params, all_kept, args.ratio),
+                      lambda: None, args.repeats, args.device)[0]
+    t_apply = _timed(lambda: apply_masks(params, masks_ours), restore, args.repeats,
+                     args.device)[0]
     t_floor = statistics.median(times_floor + times_floor_after)
     load_after = os.getloadavg()
     masks_torch = {name: mask.bool() for name, mask in masks_torch.items()}
@@ -133,6 +141,9 @@ def main():
           f'{", ".join(f"{1e3 * t:.1f}" for t in times_floor_after)})')
     print(f'ours : median {1e3 * t_ours:8.1f} ms  '
           f'(runs: {", ".join(f"{1e3 * t:.1f}" for t in times_ours)})')
+    print(f'ours by step (medians, each alone): init_masks {1e3 * t_init:.1f} ms, '
+          f'global_magnitude_masks {1e3 * t_select:.1f} ms, apply_masks {1e3 * t_apply:.1f} ms '
+          f'({t_init / t_floor:.1f} + {t_select / t_floor:.1f} + {t_apply / t_floor:.1f} floors)')
     print(f'torch: median {1e3 * t_torch:8.1f} ms  '
           f'(runs: {", ".join(f"{1e3 * t:.1f}" for t in times_torch)})')
     print(f'ours / floor: {t_ours / t_floor:.2f}  (target <= 3: '
