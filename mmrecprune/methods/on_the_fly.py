@@ -24,6 +24,7 @@ from mmrecprune.sparsity import (DEFAULT_EXCLUDE, MAGNITUDE_RANKINGS, Hyperspher
                                  nm_magnitude_masks, pack_mask, parse_nm_pattern,
                                  prunable_parameters, target_thresholds, unit_filters,
                                  unpack_mask)
+from mmrecprune.sparsity.hyperspherical import SharedUnitFilters
 
 RANKINGS = tuple(MAGNITUDE_RANKINGS)
 
@@ -283,6 +284,8 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
         self.thresholds = None
         self._thresholds_at = None
         self._last_penalty = None  # a detached tensor: read (a device sync) only when logged
+        self._shared = None  # SharedUnitFilters of the attached model until the cut
+        self._conv_names = []
 
     def attach(self, model, example_input=None):
         super().attach(model, example_input)
@@ -296,6 +299,17 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
             raise ValueError(f'OnTheFlyPruner: the prunable convs must be hyperspherical; '
                              f'{len(plain)} of {len(self.params)} are plain (e.g. {plain[:3]}); '
                              + hint)
+        # the convs' forward and the penalty use the same unit filters, normalised once a step
+        if self._shared is not None:
+            self._shared.remove()
+        self._shared = SharedUnitFilters(model)
+        self._conv_names = [n.rsplit('.', 1)[0] for n in self.params]
+
+    def fold(self):
+        if self._shared is not None:  # folded convs normalise nothing
+            self._shared.remove()
+            self._shared = None
+        return super().fold()
 
     # -- the penalty (every backward, through the optimizer wrapper) ------------------------
     def coefficient(self, iteration=None):
@@ -309,14 +323,15 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
         if self.pruned or self.penalty == 0:
             return loss
         weights = list(self.params.values())
+        units = None if self._shared is None else self._shared.units(self._conv_names)
         if self._thresholds_at is None or (self.iteration % self.update_interval == 0
                                            and self._thresholds_at != self.iteration):
-            self.thresholds = target_thresholds(weights, self.sparsity)
+            self.thresholds = target_thresholds(weights, self.sparsity, units)
             self._thresholds_at = self.iteration
         coefficient = self.coefficient()
         if coefficient == 0:
             return loss
-        penalty = gap_penalty(weights, self.thresholds, self.margin)
+        penalty = gap_penalty(weights, self.thresholds, self.margin, units)
         self._last_penalty = penalty.detach()
         return loss + coefficient * penalty.to(loss.dtype)
 

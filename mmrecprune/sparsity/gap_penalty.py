@@ -14,21 +14,22 @@ from zero. The penalty is the mean of the layer terms, so its size does not grow
 With unit-norm filters the first term alone would already push the norm onto the kept weights;
 the hinge stops kept weights near the border from following the target set down.
 
-How it is computed: every training step, all layers together. The layers whose filters have
-the same fan-in ``K`` are stacked into one ``(filters, K)`` matrix (:class:`FanInLayout`; a
-ResNet-18 has 7 distinct fan-ins for 19 layers, a deeper ResNet of the same widths no more), so
-the per-filter norms and sums are row operations on a few matrices and the per-layer means are
-segment sums over the filters; the gradient is written out (:class:`_GapPenalty`). A flat
-vector of all weights with gathers and segment sums over entries was slower on a CPU
-(``index_select`` / ``segment_reduce`` cost ten plain passes each, and every step allocated
-several vectors of the model's size). The per-layer autograd loop it replaces cost about 20 %
-of a ResNet-18-w16 training step on 2 CPU cores (issue 22).
+How it is computed: on the unit filters themselves, which the convs' forward made
+(:class:`~mmrecprune.sparsity.hyperspherical.SharedUnitFilters`; normalised here only when not
+given), all layers at once with ``torch._foreach_*`` operations, and with the gradient by the
+unit filters written out (:class:`_GapPenalty`): the normalisation's backward then projects the
+convs' and the penalty's gradients together, once. The target sets and the hinge are found with
+``maximum`` / ``clamp`` / ``sign`` arithmetic, not comparisons and ``where``, which cost four to
+thirty times a plain pass on a CPU. The fan-in-grouped penalty it replaces normalised the
+weights a second time and cost about 8 % of a ResNet-18-w16 training step, the per-layer
+autograd loop before that about 20 % (issue 22).
 """
 import math
 
+import numpy as np
 import torch
 
-from .hyperspherical import NORM_EPS, unit_filters
+from .hyperspherical import unit_filter_list, unit_filters
 
 
 def scaled_magnitudes(weight):
@@ -37,174 +38,123 @@ def scaled_magnitudes(weight):
     return unit_filters(weight).abs() * math.sqrt(fan_in)
 
 
-class FanInLayout:
-    """The weights of a list grouped by fan-in: the layers whose filters have the same number
-    of entries ``K`` are stacked into one ``(filters, K)`` matrix, so per-filter work is
-    row-wise on a few matrices (one per distinct fan-in, whatever the depth) and per-layer
-    sums are segment sums over the filters. Depends on the shapes only (cached by them, see
-    :func:`fan_in_layout`).
-
-    Attributes:
-        groups (list[tuple[int, list[int]]]): ``(K, layer indices)`` per group, in order.
-        filter_layer (LongTensor): ``(F,)`` the layer of every filter, groups in order.
-        layer_numels (Tensor): ``(L,)`` entries per layer.
-    """
-
-    def __init__(self, shapes, device, dtype):
-        shapes = [torch.Size(s) for s in shapes]
-        by_fan_in = {}
-        for i, shape in enumerate(shapes):
-            by_fan_in.setdefault(shape[1:].numel(), []).append(i)
-        self.shapes = shapes
-        self.num_layers = len(shapes)
-        self.groups = list(by_fan_in.items())
-        self.filters = [[shapes[i][0] for i in layers] for _, layers in self.groups]
-        self.filter_layer = torch.cat([
-            torch.repeat_interleave(torch.tensor(layers), torch.tensor(filters))
-            for (_, layers), filters in zip(self.groups, self.filters)]).to(device)
-        self.layer_numels = torch.tensor([s.numel() for s in shapes], dtype=dtype,
-                                         device=device)
-        # (L, F) 0/1: a matmul sums per layer, deterministic on every device (index_add_ is not)
-        self.layer_of_filter = torch.nn.functional.one_hot(
-            self.filter_layer, len(shapes)).t().to(dtype)
-
-    def matrices(self, weights):
-        """The ``(filters, K)`` matrix of every group (a view for a group of one layer)."""
-        out = []
-        for (fan_in, layers), filters in zip(self.groups, self.filters):
-            rows = [weights[i].reshape(f, fan_in) for i, f in zip(layers, filters)]
-            out.append(rows[0] if len(rows) == 1 else torch.cat(rows))
-        return out
-
-    def layer_sums(self, per_filter):
-        """Per-filter values ``(F, ...)`` (groups in order) summed per layer: ``(L, ...)``."""
-        return self.layer_of_filter @ per_filter
-
-
-_LAYOUTS = {}
-
-
-def fan_in_layout(weights):
-    """The :class:`FanInLayout` of ``weights`` (built once per list of shapes, device, dtype)."""
-    first = weights[0]
-    key = (tuple(tuple(w.shape) for w in weights), first.device, first.dtype)
-    layout = _LAYOUTS.get(key)
-    if layout is None:
-        if len(_LAYOUTS) >= 8:  # a few models per process at most; never grow without bound
-            _LAYOUTS.clear()
-        layout = _LAYOUTS[key] = FanInLayout(key[0], first.device, first.dtype)
-    return layout
-
-
-def _magnitudes(matrix):
-    """``(u, |w|, per-filter scale, per-filter norm)`` of a ``(filters, K)`` matrix:
-    ``u = |w| * sqrt(K) / max(||filter||, NORM_EPS)`` (no autograd; one home for the
-    operations, so the thresholds and the penalty see the same bits)."""
-    norms = torch.linalg.vector_norm(matrix, dim=1, keepdim=True)
-    scale = math.sqrt(matrix.shape[1]) / norms.clamp_min(NORM_EPS)
-    magnitude = matrix.abs()
-    return magnitude * scale, magnitude, scale, norms
+def _scaled(units):
+    """:func:`scaled_magnitudes` of a list of unit filters (the same bits, one operation for
+    all layers), and the ``sqrt(fan_in)`` of each."""
+    roots = [math.sqrt(u[0].numel()) for u in units]
+    scaled = torch._foreach_abs(units)
+    torch._foreach_mul_(scaled, roots)
+    return scaled, roots
 
 
 @torch.no_grad()
-def grouped_scaled_magnitudes(weights):
-    """:func:`scaled_magnitudes` of every weight as one ``(filters, K)`` matrix per fan-in
-    group of :func:`fan_in_layout` (computed group-wise, not layer by layer)."""
-    layout = fan_in_layout(weights)
-    return [_magnitudes(m)[0] for m in layout.matrices([w.detach() for w in weights])]
-
-
-@torch.no_grad()
-def target_thresholds(weights, fraction):
+def target_thresholds(weights, fraction, units=None):
     """Per layer, the magnitude (of :func:`scaled_magnitudes`) at or below which its
     ``fraction`` of smallest weights lie: the border of its target set.
 
-    Computed from :func:`grouped_scaled_magnitudes`, bit for bit the magnitudes
-    :func:`gap_penalty` compares with the border, so the k-th smallest entry is in its
-    target set. (The selection runs every ``update_interval`` steps, not every step.)"""
-    layout = fan_in_layout(weights)
-    borders = [None] * layout.num_layers
-    for u, (_, layers), filters in zip(grouped_scaled_magnitudes(weights), layout.groups,
-                                       layout.filters):
-        for i, part in zip(layers, u.split(filters)):
-            k = max(1, min(part.numel(), int(round(fraction * part.numel()))))
-            borders[i] = part.reshape(-1).kthvalue(k).values
+    Bit for bit the magnitudes :func:`gap_penalty` compares with the border, so the k-th
+    smallest entry is in its target set. ``units``: the unit filters of ``weights`` where
+    already computed (:class:`~mmrecprune.sparsity.hyperspherical.SharedUnitFilters`). (The
+    selection runs every ``update_interval`` steps, not every step.)"""
+    if units is None:
+        units = unit_filter_list([w.detach() for w in weights])
+    borders = []
+    for part in _scaled([u.detach() for u in units])[0]:
+        k = max(1, min(part.numel(), int(round(fraction * part.numel()))))
+        if part.device.type == 'cpu' and part.dtype in (torch.float32, torch.float64):
+            # numpy's introselect finds the same entry in half the time of torch.kthvalue
+            border = np.partition(part.reshape(-1).numpy(), k - 1)[k - 1]
+            borders.append(torch.tensor(border, dtype=part.dtype))
+        else:
+            borders.append(part.reshape(-1).kthvalue(k).values)
     return torch.stack(borders)
 
 
+_WORKSPACES = {}
+
+
+def _workspace(units):
+    """Three buffers shaped like ``units`` for the penalty's temporaries, kept from step to
+    step: on a CPU a fresh tensor of this size costs about as much again as the pass that fills
+    it (its pages are faulted in anew after each forward has freed its activations)."""
+    first = units[0]
+    key = (tuple(tuple(u.shape) for u in units), first.device, first.dtype)
+    buffers = _WORKSPACES.get(key)
+    if buffers is None:
+        if len(_WORKSPACES) >= 4:  # a few models per process at most; never grow unbounded
+            _WORKSPACES.clear()
+        buffers = _WORKSPACES[key] = [[torch.empty_like(u) for u in units] for _ in range(3)]
+    return buffers
+
+
 class _GapPenalty(torch.autograd.Function):
-    """The penalty of all layers, one fan-in group at a time, with its gradient written out
-    (autograd through the same steps runs about twice as many kernels).
+    """The penalty of all layers from their unit filters ``v``, with its gradient by ``v``
+    written out. With ``u = |v| sqrt(K)``, ``k`` = 1 where ``u`` is above the layer's border
+    (kept) and ``a`` = 1 where a kept entry's hinge acts (``u < margin``):
 
-    With ``q_i`` the derivative of the penalty by ``u_i`` (``1 / (L n_target)`` in a target
-    set, ``-1 / (L n_kept)`` where a kept entry's hinge is active, else 0), ``s_f`` the scale
-    ``sqrt(K) / ||w_f||`` of entry i's filter f and ``D_f = sum_{j in f} q_j |w_j| /
-    ||w_f||^2`` (0 where the norm is clamped, as ``clamp_min`` passes no gradient there):
+        dP / dv_i = sign(v_i) sqrt(K) / L * ((1 - k_i) / n_target - a_i / n_kept)
 
-        dP / dw_i = s_f * (q_i * sign(w_i) - w_i * D_f)
-    """
+    computed in the forward (the backward scales it by the incoming gradient)."""
 
     @staticmethod
-    def forward(ctx, layout, borders, margin, *weights):
-        border = borders.index_select(0, layout.filter_layer).unsqueeze(1)
-        saved, sums, start = [], [], 0
-        for matrix in layout.matrices([w.detach() for w in weights]):
-            u, magnitude, scale, norms = _magnitudes(matrix)
-            stop = start + matrix.shape[0]
-            kept = (u > border[start:stop]).to(u.dtype)  # 0: in the layer's target set
-            hinge = (margin - u).clamp_min_(0).mul_(kept)
-            u_kept = u.mul_(kept)  # u is not needed any more
-            sums.append(torch.stack([magnitude.mul(scale).sum(1) - u_kept.sum(1),
-                                     hinge.sum(1), kept.sum(1)], dim=1))
-            saved += [matrix, magnitude, scale, norms, kept, hinge]
-            start = stop
-        per_layer = layout.layer_sums(torch.cat(sums))
-        n_kept = per_layer[:, 2]
-        n_target = (layout.layer_numels - n_kept).clamp_min(1)
+    def forward(ctx, borders, margin, *units):
+        count = len(units)
+        roots = [math.sqrt(u[0].numel()) for u in units]
+        scaled, kept, hinge = _workspace(units)
+        for unit, s in zip(units, scaled):  # as _scaled, into the workspace
+            torch.abs(unit, out=s)
+        torch._foreach_mul_(scaled, roots)
+        for s, k, h, border in zip(scaled, kept, hinge, borders):
+            torch.maximum(s, border, out=k)  # u > border: sign(max(u, b) - b)
+            torch.clamp(s, max=margin, out=h)
+        torch._foreach_sub_(kept, borders)
+        torch._foreach_sign_(kept)
+        torch._foreach_sub_(hinge, margin)  # -relu(margin - u), kept only
+        torch._foreach_mul_(hinge, kept)
+        sums = torch.stack([torch.stack([u.sum(), torch.dot(u.view(-1), k.view(-1)),
+                                         h.sum(), k.sum()])
+                            for u, k, h in zip(scaled, kept, hinge)])
+        total, on_kept, hinge_sum, n_kept = sums.unbind(1)
+        numels = sums.new_tensor([u.numel() for u in units])
+        n_target = (numels - n_kept).clamp_min(1)
         n_kept = n_kept.clamp_min(1)
-        ctx.layout = layout
-        ctx.save_for_backward(n_target, n_kept, *saved)
-        return (per_layer[:, 0] / n_target + per_layer[:, 1] / n_kept).sum() / layout.num_layers
+        penalty = ((total - on_kept) / n_target - hinge_sum / n_kept).sum() / count
+        to_target = sums.new_tensor(roots) / (count * n_target)
+        to_kept = sums.new_tensor(roots) / (count * n_kept)
+        # (1 - k) / n_target - a / n_kept, sqrt(K) / L included; sign(hinge) = -a
+        torch._foreach_sign_(hinge)
+        torch._foreach_mul_(kept, list(to_target.neg().unbind()))
+        torch._foreach_addcmul_(kept, hinge, list(to_kept.unbind()))
+        torch._foreach_add_(kept, list(to_target.unbind()))
+        direction = torch._foreach_sign(units)  # saved, so not in the workspace
+        torch._foreach_mul_(direction, kept)
+        ctx.save_for_backward(*direction)
+        return penalty
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        n_target, n_kept, *saved = ctx.saved_tensors
-        layout = ctx.layout
-        # per filter: grad / (L n_target) and grad / (L n_kept) of its layer
-        coefficients = torch.stack([grad / (layout.num_layers * n_target),
-                                    grad / (layout.num_layers * n_kept)], dim=1)
-        coefficients = coefficients.index_select(0, layout.filter_layer)
-        grads = [None] * layout.num_layers
-        start = 0
-        for g, ((_, layers), filters) in enumerate(zip(layout.groups, layout.filters)):
-            matrix, magnitude, scale, norms, kept, hinge = saved[6 * g:6 * g + 6]
-            stop = start + matrix.shape[0]
-            to_target, to_kept = coefficients[start:stop].unbind(1)
-            # q (times grad): +to_target in the target set, -to_kept where the hinge acts
-            q = (1 - kept).mul_(to_target.unsqueeze(1))
-            q.sub_((hinge > 0).to(q.dtype).mul_(to_kept.unsqueeze(1)))
-            d = (q * magnitude).sum(1, keepdim=True)
-            d = torch.where(norms >= NORM_EPS, d / norms.clamp_min(NORM_EPS).square(), 0.0)
-            q.mul_(matrix.sign()).sub_(matrix * d).mul_(scale)
-            for i, rows in zip(layers, q.split(filters)):
-                grads[i] = rows.reshape(layout.shapes[i])
-            start = stop
-        return (None, None, None, *grads)
+        direction = ctx.saved_tensors
+        torch._foreach_mul_(direction, grad)  # once_differentiable: not needed again
+        return (None, None, *direction)
 
 
-def gap_penalty(weights, thresholds, margin):
-    """The penalty of the module docstring (differentiable in ``weights``), computed a fan-in
-    group at a time (see the module docstring).
+def gap_penalty(weights, thresholds, margin, units=None):
+    """The penalty of the module docstring (differentiable in ``weights``), all layers at once
+    (see the module docstring).
 
     Args:
-        weights (list[Tensor]): The conv weights (raw; normalised here).
+        weights (list[Tensor]): The conv weights (raw; normalised here unless ``units``).
         thresholds (Tensor): One border per weight, from :func:`target_thresholds`.
         margin (float): Hinge margin on the scaled magnitude of the kept weights.
+        units (list[Tensor], optional): The unit filters of ``weights``, differentiable in
+            them, where the convs' forward already made them
+            (:class:`~mmrecprune.sparsity.hyperspherical.SharedUnitFilters`).
     """
-    layout = fan_in_layout(weights)
-    borders = thresholds.to(device=weights[0].device, dtype=weights[0].dtype)
-    return _GapPenalty.apply(layout, borders, float(margin), *weights)
+    if units is None:
+        units = unit_filter_list(weights)
+    borders = thresholds.to(device=units[0].device, dtype=units[0].dtype)
+    return _GapPenalty.apply(list(borders.unbind()), float(margin), *units)
 
 
 @torch.no_grad()

@@ -25,44 +25,165 @@ from torch import nn
 NORM_EPS = 1e-12
 
 
-class _UnitFilters(torch.autograd.Function):
-    """``w / max(||w_f||, NORM_EPS)`` per filter f, with the gradient written out:
-    ``(g - u * <g, u>_f) / ||w_f||`` (``g / NORM_EPS`` where the norm is clamped, as
-    ``clamp_min`` passes no gradient there). Autograd through ``norm``, ``clamp`` and a
-    broadcasting ``div`` runs twice as many kernels, some of them slow broadcasting
-    reductions, in every training step of every hyperspherical conv."""
+def _inverse_norms(weights):
+    """Per weight, ``1 / max(||w_f||, NORM_EPS)`` shaped to broadcast over its filters, and the
+    same times ``||w_f|| >= NORM_EPS`` (the projection's factor: ``clamp_min`` passes no
+    gradient where it clamps). The norms of all weights are clamped and inverted as one
+    vector: the per-layer work is the norm itself, not five small kernels."""
+    norms = torch.cat([torch.linalg.vector_norm(w.flatten(1), dim=1) for w in weights])
+    inverse = norms.clamp_min(NORM_EPS).reciprocal_()
+    live = inverse * (norms >= NORM_EPS)
+    sizes = [w.shape[0] for w in weights]
+    shapes = [(-1, *([1] * (w.dim() - 1))) for w in weights]
+    return ([x.view(s) for x, s in zip(inverse.split(sizes), shapes)],
+            [x.view(s) for x, s in zip(live.split(sizes), shapes)])
+
+
+class UnitFilterGraph:
+    """Marks whether the backward of one :func:`unit_filter_list` call has run (its saved
+    tensors are then freed, so its outputs must not enter a new graph)."""
+    consumed = False
+
+
+class _UnitFilterList(torch.autograd.Function):
+    """``w / max(||w_f||, NORM_EPS)`` per filter f of every weight of a list, one autograd node
+    for all of them, with the gradient written out: ``(g - u * <g, u>_f) / ||w_f||``
+    (``g / NORM_EPS`` where the norm is clamped). Per weight the backward is one dot product
+    per filter and two passes (``g * inverse``, then ``+= u * coefficient``); autograd through
+    ``norm``, ``clamp`` and a broadcasting ``div`` runs twice as many kernels, and one Python
+    node per conv cost more than the arithmetic at ResNet-18-w16's sizes (issue 22)."""
 
     @staticmethod
-    def forward(ctx, weight):
-        norms = torch.linalg.vector_norm(weight.flatten(1), dim=1)
-        inverse = norms.clamp_min(NORM_EPS).reciprocal_().view(-1, *([1] * (weight.dim() - 1)))
-        unit = weight * inverse
-        ctx.save_for_backward(unit, inverse, norms >= NORM_EPS)
-        return unit
+    def forward(ctx, graph, *weights):
+        inverses, lives = _inverse_norms(weights)
+        units = torch._foreach_mul(weights, inverses)
+        ctx.graph = graph
+        ctx.set_materialize_grads(False)  # an unused unit (conv not run) gets no gradient
+        ctx.save_for_backward(*units, *inverses, *lives)
+        return tuple(units)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        unit, inverse, unclamped = ctx.saved_tensors
-        along = (grad * unit).flatten(1).sum(dim=1) * unclamped  # <g, u> per filter
-        return (grad - unit * along.view_as(inverse)) * inverse
+    def backward(ctx, *grads):
+        if ctx.graph is not None:
+            ctx.graph.consumed = True
+        n = len(grads)
+        saved = ctx.saved_tensors
+        live = [i for i, g in enumerate(grads) if g is not None]
+        if not live:
+            return (None, ) * (n + 1)
+        units = [saved[i] for i in live]
+        grads_in = [grads[i] for i in live]
+        inverses = [saved[n + i] for i in live]
+        # -<g, u>_f / ||w_f|| per filter (0 where clamped)
+        coefficients = [torch.linalg.vecdot(g.flatten(1), u.flatten(1)).view_as(p)
+                        for g, u, p in zip(grads_in, units, (saved[2 * n + i] for i in live))]
+        torch._foreach_mul_(coefficients, [saved[2 * n + i] for i in live])
+        torch._foreach_neg_(coefficients)
+        out = torch._foreach_mul(grads_in, inverses)
+        torch._foreach_addcmul_(out, units, coefficients)
+        result = [None] * n
+        for i, g in zip(live, out):
+            result[i] = g
+        return (None, *result)
+
+
+def unit_filter_list(weights, graph=None):
+    """:func:`unit_filters` of every weight of a list, computed together (one autograd node:
+    see :class:`_UnitFilterList`); the same bits as :func:`unit_filters` of each. ``graph``
+    (a :class:`UnitFilterGraph`) is marked consumed when the node's backward runs."""
+    weights = list(weights)
+    if not weights:
+        return []
+    if torch.is_grad_enabled() and any(w.requires_grad for w in weights):
+        return list(_UnitFilterList.apply(graph, *weights))
+    return torch._foreach_mul(weights, _inverse_norms(weights)[0])
 
 
 def unit_filters(weight):
     """``weight`` with every output filter (dim 0) scaled to unit L2 norm (an all-zero filter
     stays zero: norms are clamped to :data:`NORM_EPS`)."""
-    if torch.is_grad_enabled() and weight.requires_grad:
-        return _UnitFilters.apply(weight)
-    norms = torch.linalg.vector_norm(weight.flatten(1), dim=1)  # the same bits as with grad
-    return weight * norms.clamp_min(NORM_EPS).reciprocal_().view(-1, *([1] * (weight.dim() - 1)))
+    return unit_filter_list([weight])[0]
 
 
 class HypersphericalConv2d(nn.Conv2d):
     """``nn.Conv2d`` that convolves with :func:`unit_filters` of its weight (same arguments,
-    same parameter names)."""
+    same parameter names). Within a forward of a module with :class:`SharedUnitFilters`, it
+    uses the unit filters computed for all convs at once."""
 
     def forward(self, x):
+        shared = self.__dict__.get('_shared_unit')
+        if (shared is not None and shared[1] == self.weight._version
+                and (shared[0].requires_grad or not torch.is_grad_enabled()
+                     or not self.weight.requires_grad)):
+            return self._conv_forward(x, shared[0], self.bias)
         return self._conv_forward(x, unit_filters(self.weight), self.bias)
+
+
+class SharedUnitFilters:
+    """Normalise the weights of every hyperspherical conv of ``module`` once per forward of
+    ``module``, all together (:func:`unit_filter_list`), and hand each conv its unit filters;
+    :meth:`units` gives the same tensors to a penalty on the normalised weights, so the
+    normalisation runs once per step and its backward once for the convs' and the penalty's
+    gradients together (issue 22).
+
+    A forward pre-hook computes the unit filters and a forward hook takes them back from the
+    convs, so a conv called outside a forward of ``module`` (or during a checkpointed
+    recomputation) normalises its own weight. :meth:`remove` takes the hooks off.
+    """
+
+    def __init__(self, module):
+        self.convs = hyperspherical_convs(module)
+        self._units = {}  # name -> (unit, weight version) of the last forward
+        self._graph = None
+        self._handles = [module.register_forward_pre_hook(self._before_forward),
+                         module.register_forward_hook(self._after_forward, always_call=True)]
+
+    def __getstate__(self):  # a deepcopy (EMA) or pickle must not copy a graph's tensors
+        return dict(self.__dict__, _units={}, _graph=None)
+
+    def _before_forward(self, module, args):
+        convs = {n: c for n, c in self.convs.items() if isinstance(c, HypersphericalConv2d)}
+        grad = torch.is_grad_enabled()
+        trained = [n for n, c in convs.items() if grad and c.weight.requires_grad]
+        fixed = [n for n in convs if n not in set(trained)]
+        self._graph = UnitFilterGraph()
+        units = dict(zip(trained, unit_filter_list([convs[n].weight for n in trained],
+                                                   self._graph)))
+        with torch.no_grad():
+            units.update(zip(fixed, unit_filter_list([convs[n].weight for n in fixed])))
+        self._units = {n: (units[n], convs[n].weight._version) for n in convs}
+        for n, conv in convs.items():
+            conv._shared_unit = self._units[n]
+
+    def _after_forward(self, module, args, output):
+        for conv in self.convs.values():
+            conv.__dict__.pop('_shared_unit', None)
+
+    def units(self, names):
+        """The unit filters of the convs ``names`` from the last forward, or None where they
+        cannot be reused: a weight changed since, the graph's backward has run, or they were
+        computed without autograd and gradients are wanted now."""
+        if self._graph is None or self._graph.consumed:
+            return None
+        out = []
+        for name in names:
+            entry = self._units.get(name)
+            conv = self.convs.get(name)
+            if entry is None or entry[1] != conv.weight._version:
+                return None
+            if (torch.is_grad_enabled() and conv.weight.requires_grad
+                    and entry[0].grad_fn is None):
+                return None
+            out.append(entry[0])
+        return out
+
+    def remove(self):
+        """Take the hooks off (the convs normalise their own weights again)."""
+        for handle in self._handles:
+            handle.remove()
+        self._after_forward(None, None, None)
+        self._units, self._graph = {}, None
 
 
 def hyperspherical_convs(module):

@@ -6,7 +6,8 @@ Compares, on the embedded default's classifier (ResNet-18 at width 16, 56x56 inp
 - masked: the same + ``PruningOptimWrapper`` serving a 79 % sparse pruner + the
   ``LotteryTicketHook.after_train_iter`` call of every iteration
 - recprune: ``ReconstructionClassifier`` (decoder frozen, lambda = 10) + masked training
-- sphere: the plain classifier with hyperspherical convs (unit-norm filters in every forward)
+- sphere: the plain classifier with hyperspherical convs, normalised once per forward for all
+  convs together (``SharedUnitFilters``, as the ``OnTheFlyPruner`` installs it)
 - onthefly: sphere + ``PruningOptimWrapper`` serving the ``OnTheFlyPruner``'s gap penalty
   (target sets re-selected every 10 steps) + ``OnTheFlyPruningHook.after_train_iter``
 
@@ -35,6 +36,7 @@ from mmrecprune.cli import merge_cfg_options, run_tool
 from mmrecprune.hooks import LotteryTicketHook, OnTheFlyPruningHook
 from mmrecprune.optim import PruningOptimWrapper
 from mmrecprune.registry import MODELS
+from mmrecprune.sparsity.hyperspherical import SharedUnitFilters
 
 
 ONTHEFLY = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
@@ -70,6 +72,7 @@ def variant(model, masked, rounds=7):
 def on_the_fly_variant(model, penalty):
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     if not penalty:
+        SharedUnitFilters(model)
         return SimpleNamespace(model=model, wrapper=OptimWrapper(opt), hook=None)
     wrapper = PruningOptimWrapper(opt)
     hook = OnTheFlyPruningHook(pruner=dict(type='OnTheFlyPruner', sparsity=0.5, penalty=1.0))
@@ -86,10 +89,12 @@ def step_time(v, batch, runner):
     return time.perf_counter() - start
 
 
-def component_times(variants, repeats=20):
+def component_times(variants, batch, repeats=20):
     """Median time of what the pruners add to a step, measured alone (steadier than a ratio of
     whole steps on a shared machine): the masked pruner's work around the optimizer step plus
-    the hook, and the on-the-fly gap penalty's forward and backward."""
+    the hook, and the on-the-fly gap penalty's forward and backward on the unit filters a
+    forward of the model made (as in training; the backward includes the normalisation's,
+    which the convs' gradients share in a training step)."""
     masked = variants['masked']
     pruner = masked.hook.pruner
     for p in masked.model.parameters():
@@ -100,20 +105,26 @@ def component_times(variants, repeats=20):
         pruner.after_optimizer_step()
         masked.hook.after_train_iter(SimpleNamespace(iter=10**6), 0)
 
+    model = variants['onthefly'].model
     onthefly = variants['onthefly'].hook.pruner
+    data = model.data_preprocessor(batch, True)
+
+    def forward():  # not timed: the shared unit filters of this step
+        model(**data, mode='loss')
 
     def penalty():
         onthefly.regularize(torch.zeros((), requires_grad=True)).backward()
 
     out = {}
-    for name, fn in (('masked', masked_work), ('onthefly', penalty)):
-        fn()
+    for name, prepare, fn in (('masked', None, masked_work), ('onthefly', forward, penalty)):
         times = []
-        for _ in range(repeats):
+        for _ in range(repeats + 1):
+            if prepare is not None:
+                prepare()
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-        out[name] = statistics.median(times)
+        out[name] = statistics.median(times[1:])
     for v in (masked, variants['onthefly']):
         v.wrapper.optimizer.zero_grad(set_to_none=True)
     return out
@@ -168,7 +179,7 @@ def main():
             ('hyperspherical convs / plain', 'sphere', 'plain', None),
             ('on-the-fly (hyperspherical + gap penalty + hook) / plain', 'onthefly', 'plain',
              1.05)]
-    parts = component_times(variants)
+    parts = component_times(variants, batch)
     print(f'measured alone: the masked pruner + hook add {1000 * parts["masked"]:.2f} ms per step '
           f'({parts["masked"] / med["plain"]:.2%} of a plain step); the gap penalty (forward + '
           f'backward) {1000 * parts["onthefly"]:.1f} ms ({parts["onthefly"] / med["plain"]:.1%})')
