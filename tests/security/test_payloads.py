@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 from mmengine.runner import Runner
+from mmengine.utils import digit_version
 
 from mmrecprune.fileio import UnsafeCheckpointError, load_mmengine_checkpoint, read_plain
 from mmrecprune.testing.checkpoint_fuzzer import run_cases
@@ -139,8 +140,19 @@ def test_tools_refuse_payload(tmp_path, training_checkpoint):
         assert not marker.exists()
 
 
+def test_nothing_is_allow_listed_in_torch_itself(training_checkpoint):
+    """torch.load(weights_only=True) still refuses MMEngine's objects: the project's loader
+    reads them, torch's allow-list is left as it was (every torch version)."""
+    import pickle
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(training_checkpoint, weights_only=True)
+
+
+@pytest.mark.skipif(digit_version(torch.__version__) < digit_version('2.6.0'),
+                    reason='torch.load defaults to weights_only=True from torch 2.6')
 def test_plain_torch_load_keeps_pytorch_defaults(training_checkpoint):
-    """Nothing is allow-listed in torch itself: plain torch.load refuses MMEngine's objects."""
+    """A plain torch.load (PyTorch's default, weights_only=True) refuses MMEngine's objects:
+    importing mmrecprune changes no default of torch's."""
     import pickle
     with pytest.raises(pickle.UnpicklingError):
         torch.load(training_checkpoint)
