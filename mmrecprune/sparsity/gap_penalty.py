@@ -73,6 +73,16 @@ def target_thresholds(weights, fraction, units=None):
 _WORKSPACES = {}
 
 
+def _sign_(tensors):
+    """``sign_`` of every tensor, one call where torch has ``_foreach_sign_`` (2.1+)."""
+    if hasattr(torch, '_foreach_sign_'):
+        torch._foreach_sign_(tensors)
+    else:
+        for t in tensors:
+            t.sign_()
+    return tensors
+
+
 def _workspace(units):
     """Three buffers shaped like ``units`` for the penalty's temporaries, kept from step to
     step: on a CPU a fresh tensor of this size costs about as much again as the pass that fills
@@ -108,7 +118,7 @@ class _GapPenalty(torch.autograd.Function):
             torch.maximum(s, border, out=k)  # u > border: sign(max(u, b) - b)
             torch.clamp(s, max=margin, out=h)
         torch._foreach_sub_(kept, borders)
-        torch._foreach_sign_(kept)
+        _sign_(kept)
         torch._foreach_sub_(hinge, margin)  # -relu(margin - u), kept only
         torch._foreach_mul_(hinge, kept)
         sums = torch.stack([torch.stack([u.sum(), torch.dot(u.view(-1), k.view(-1)),
@@ -122,11 +132,12 @@ class _GapPenalty(torch.autograd.Function):
         to_target = sums.new_tensor(roots) / (count * n_target)
         to_kept = sums.new_tensor(roots) / (count * n_kept)
         # (1 - k) / n_target - a / n_kept, sqrt(K) / L included; sign(hinge) = -a
-        torch._foreach_sign_(hinge)
+        _sign_(hinge)
         torch._foreach_mul_(kept, list(to_target.neg().unbind()))
         torch._foreach_addcmul_(kept, hinge, list(to_kept.unbind()))
         torch._foreach_add_(kept, list(to_target.unbind()))
-        direction = torch._foreach_sign(units)  # saved, so not in the workspace
+        direction = (torch._foreach_sign(units) if hasattr(torch, '_foreach_sign')
+                     else _sign_([u.clone() for u in units]))  # saved: not a workspace
         torch._foreach_mul_(direction, kept)
         ctx.save_for_backward(*direction)
         return penalty
@@ -135,7 +146,7 @@ class _GapPenalty(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         direction = ctx.saved_tensors
-        torch._foreach_mul_(direction, grad)  # once_differentiable: not needed again
+        torch._foreach_mul_(direction, [grad] * len(direction))  # not needed again
         return (None, None, *direction)
 
 

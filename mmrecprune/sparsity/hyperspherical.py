@@ -136,8 +136,10 @@ class SharedUnitFilters:
         self.convs = hyperspherical_convs(module)
         self._units = {}  # name -> (unit, weight version) of the last forward
         self._graph = None
+        # (not always_call, which torch 2.0 lacks: after a forward that raised, a conv checks
+        # its weight's version before using what is left; the next forward replaces it)
         self._handles = [module.register_forward_pre_hook(self._before_forward),
-                         module.register_forward_hook(self._after_forward, always_call=True)]
+                         module.register_forward_hook(self._after_forward)]
 
     def __getstate__(self):  # a deepcopy (EMA) or pickle must not copy a graph's tensors
         return dict(self.__dict__, _units={}, _graph=None)
