@@ -1,3 +1,4 @@
+import itertools
 import os
 import os.path as osp
 
@@ -51,11 +52,27 @@ def repo_path(*parts):
     return osp.join(REPO, *parts)
 
 
+#: numbers the configs of :func:`tiny_cls_cfg` in this process (their experiment names)
+_TINY_CFG_COUNT = itertools.count()
+
+
 def tiny_cls_cfg(work_dir, config='configs/pretrain/resnet18-w16_1xb128-6e_fashionmnist.py',
                  **sizes):
     """A real config from configs/, shrunk to a few iterations on a Fashion-MNIST subset (see
-    :func:`mmrecprune.testing.sources.shrink_classifier_cfg`)."""
-    return shrink_classifier_cfg(Config.fromfile(repo_path(config)), work_dir, **sizes)
+    :func:`mmrecprune.testing.sources.shrink_classifier_cfg`), with an ``experiment_name`` of
+    its own.
+
+    MMEngine keeps one MessageHub and one Visualizer per experiment name, which defaults to the
+    config's name plus the start second: two runners of one config started in the same second
+    of a test process shared their scalar history and the first one's log folder. Each config
+    made here is named after its work dir and a counter instead, so runners share nothing by
+    accident; a resumed run is a config of its own too (resuming loads the message hub's state
+    from the checkpoint and does not compare names). A test that builds two runners from one
+    config object gives the second its own name if it needs one.
+    """
+    cfg = shrink_classifier_cfg(Config.fromfile(repo_path(config)), work_dir, **sizes)
+    cfg.experiment_name = f'{osp.basename(osp.normpath(str(work_dir)))}_{next(_TINY_CFG_COUNT)}'
+    return cfg
 
 
 @pytest.fixture(autouse=True)
