@@ -223,7 +223,7 @@ class OneShotMagnitudePruner(ElementScoring, RetrainingFreePruner):
             self.enforced = WeightMasks(self.params, self._masks, self.fill_values)
 
     def ticket_meta(self):
-        meta = dict(method=self.method, round=self.step_count, target_sparsity=self.sparsity,
+        meta = dict(method=self.method, step=self.step_count, target_sparsity=self.sparsity,
                     recovery=self.recovery, ranking=self.ranking,
                     importance=self.importance_meta())
         if self.pattern is not None:
