@@ -101,14 +101,16 @@ class Stages:
     def run(self, jobs):
         """Every stage; with two jobs, in two lanes of about equal length (stage times of
         docs/en/main_job.md: pretraining 6.7 min, RecPrune 13.0, each downstream run 5.8-5.9)."""
-        lanes = [lambda: (self.pretrain(), self.recprune(), self.downstream('det', 'recprune')),
-                 lambda: (self.scenes(), self.downstream('det', 'dense'),
-                          self.downstream('semfpn', 'dense'),
-                          self.downstream('semfpn', 'recprune'))]
-        run_parallel(lanes, jobs)
-        return dict(pre=self.pretrain(), rec=self.recprune(),
-                    **{f'{t}_{g}': self.downstream(t, g)
-                       for t in ('det', 'semfpn') for g in ('dense', 'recprune')})
+        lanes = [lambda: dict(pre=self.pretrain(), rec=self.recprune(),
+                              det_recprune=self.downstream('det', 'recprune')),
+                 lambda: dict(scenes=self.scenes(),
+                              det_dense=self.downstream('det', 'dense'),
+                              semfpn_dense=self.downstream('semfpn', 'dense'),
+                              semfpn_recprune=self.downstream('semfpn', 'recprune'))]
+        records = {}
+        for lane_records in run_parallel(lanes, jobs):
+            records.update(lane_records)
+        return records
 
 
 #: What a single run of each metric varies by, measured (docs/en/main_job.md, "What to expect
