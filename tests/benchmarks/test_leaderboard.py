@@ -60,3 +60,27 @@ def test_mask_jaccard_against_imp(r18_w16_tickets):
     assert jaccards[('random', 'unstructured', 20.0)][0] < 0.9
     assert set(jaccards) == {('recprune', 'unstructured', 20.0), ('random', 'unstructured', 20.0),
                              ('imp_taylor', 'unstructured', 20.0)}
+
+
+def test_pooled_recprune_runs_its_own_decoder_and_loop_on_the_pooled_target(tmp_path, capsys):
+    """``--methods recprune recprune_pooled``: the variant trains its own decoder and runs the
+    RecPrune loop with ``model.rec_downsample=2``, both in work dirs of its own, and is paired
+    with RecPrune; it is not in the default grid."""
+    from mmrecprune.benchmarks.stage_runner import Pipeline
+    assert 'recprune_pooled' not in leaderboard.parse_args([]).methods
+    args = leaderboard.parse_args(['--work-dir', str(tmp_path), '--methods', 'recprune',
+                                   'recprune_pooled', '--dry-run', '--seeds', '0'])
+    pipe = Pipeline(args.work_dir, dry_run=True)
+    tasks, entries = leaderboard.ticket_tasks(pipe, args, 0)
+    for task in tasks:
+        task()
+    lines = capsys.readouterr().out.splitlines()
+    runs = {line.split(']')[0][1:]: line for line in lines if 'would run' in line}
+    assert set(runs) == {'decoder/seed0', 'prune/recprune/seed0', 'decoder_pooled/seed0',
+                         'prune/recprune_pooled/seed0'}
+    for name, line in runs.items():
+        assert ('model.rec_downsample=2' in line) == ('pooled' in name), name
+    assert 'decoder_pooled/epoch_3.pth' in runs['prune/recprune_pooled/seed0']
+    level = ('unstructured', leaderboard.level_key('unstructured', 14), 0)
+    assert entries[('recprune_pooled', *level)][0].endswith('recprune_pooled/tickets/round_14.pth')
+    assert leaderboard.BASELINES['recprune_pooled'] == 'recprune'

@@ -6,17 +6,19 @@ Compares, on the embedded default's classifier (ResNet-18 at width 16, 56x56 inp
 - masked: the same + ``PruningOptimWrapper`` serving a 79 % sparse pruner + the
   ``LotteryTicketHook.after_train_iter`` call of every iteration
 - recprune: ``ReconstructionClassifier`` (decoder frozen, lambda = 10) + masked training
+- recprune_pooled: the same reconstructing the input average-pooled 2x (``rec_downsample=2``,
+  the cheaper variant that configs/recprune/README.md scores against the paper's target)
 - sphere: the plain classifier with hyperspherical convs, normalised once per forward for all
   convs together (``SharedUnitFilters``, as the ``OnTheFlyPruner`` installs it)
 - onthefly: sphere + ``PruningOptimWrapper`` serving the ``OnTheFlyPruner``'s gap penalty
   (target sets re-selected every 10 steps) + ``OnTheFlyPruningHook.after_train_iter``
 
 The variants are timed in interleaved blocks so machine noise hits them alike; the script prints
-median step times and the ratios masked / plain, recprune / masked, sphere / plain and
+median step times and the ratios masked / plain, recprune / masked, recprune_pooled / masked, sphere / plain and
 onthefly / plain against the issue-22 targets, with the load average before and after
 (``os.getloadavg``): on a machine shared with other jobs, 2 threads each wait at every kernel's
 barrier for a core, so ``--threads 1`` measures the ratios more faithfully there.
-``--cfg-options`` apply to each of the five configs before its model is built (e.g.
+``--cfg-options`` apply to each of the six configs before its model is built (e.g.
 ``model.backbone.base_channels=64``); the pruners and hooks are the script's own.
 """
 import argparse
@@ -151,6 +153,9 @@ def main():
         'masked': variant(build('configs/imp/imp_r18-w16_7r-1e_fashionmnist.py', opts), True),
         'recprune': variant(build('configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
                                   opts), True),
+        'recprune_pooled': variant(build(
+            'configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
+            {**(opts or {}), 'model.rec_downsample': 2}), True),
         'sphere': on_the_fly_variant(build(ONTHEFLY, opts), False),
         'onthefly': on_the_fly_variant(build(ONTHEFLY, opts), True),
     }
@@ -176,6 +181,8 @@ def main():
     rows = [('masked training (PruningOptimWrapper + LotteryTicketHook) / plain', 'masked', 'plain',
              1.02),
             ('RecPrune decoder step / masked IMP step', 'recprune', 'masked', 1.8),
+            ('RecPrune, target pooled 2x (rec_downsample=2) / masked IMP step',
+             'recprune_pooled', 'masked', 1.8),
             ('hyperspherical convs / plain', 'sphere', 'plain', None),
             ('on-the-fly (hyperspherical + gap penalty + hook) / plain', 'onthefly', 'plain',
              1.05)]

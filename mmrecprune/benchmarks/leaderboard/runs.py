@@ -7,8 +7,9 @@ import sys
 
 from mmrecprune.benchmarks.probe import DECODER_CFG, LOTTERY_CFGS, PRETRAIN_CFG
 
-from .grid import (IMP_TAYLOR_CFG, NM_CFG, NM_LEVEL, ONTHEFLY_CFG, STRUCTURED, STRUCTURED_CFGS,
-                   data_options, fraction_of, level_key, onthefly_ticket, seed_dir)
+from .grid import (IMP_TAYLOR_CFG, NM_CFG, NM_LEVEL, ONTHEFLY_CFG, RECPRUNE_POOLED_OPTIONS,
+                   STRUCTURED, STRUCTURED_CFGS, data_options, fraction_of, level_key,
+                   onthefly_ticket, seed_dir)
 from .scores import probe_schedule
 
 FAILED = []  # (stage, error) of runs that failed; the others go on, the table shows '-'
@@ -27,16 +28,17 @@ def tolerant(task):
 
 
 def lottery_run(pipe, args, method, seed, rounds, load_from, name, prune_ratio=None,
-                config=None):
-    """The IMP / RecPrune loop (``config``: another config of that loop, e.g. the 2:4 one) for
-    ``rounds`` rounds of one epoch; tickets/round_<r>.pth."""
+                config=None, options=()):
+    """The IMP / RecPrune loop (``config``: another config of that loop, e.g. the 2:4 one;
+    ``options``: more ``--cfg-options``) for ``rounds`` rounds of one epoch;
+    tickets/round_<r>.pth."""
     size = args.size
     work = osp.join(seed_dir(args, seed), name)
     opts = ['--cfg-options', f'load_from={load_from}', f'randomness.seed={seed}',
             *data_options(size['lottery_images'], size['val_images']),
             f'optim_wrapper.optimizer.lr={size["lottery_lr"]}', f'custom_hooks.0.rounds={rounds}',
             f'train_cfg.max_epochs={rounds}',
-            'default_hooks.checkpoint.max_keep_ckpts=1', *args.prune_options]
+            'default_hooks.checkpoint.max_keep_ckpts=1', *options, *args.prune_options]
     if prune_ratio is not None:
         opts.append(f'custom_hooks.0.pruner.prune_ratio={prune_ratio}')
     out = osp.join(work, 'tickets', f'round_{rounds}.pth')
@@ -46,16 +48,16 @@ def lottery_run(pipe, args, method, seed, rounds, load_from, name, prune_ratio=N
     return work
 
 
-def decoder_run(pipe, args, seed):
+def decoder_run(pipe, args, seed, name='decoder', options=()):
     size = args.size
-    work = osp.join(seed_dir(args, seed), 'decoder')
+    work = osp.join(seed_dir(args, seed), name)
     ckpt = osp.join(work, f'epoch_{size["decoder_epochs"]}.pth')
-    pipe.run(f'decoder/seed{seed}',
+    pipe.run(f'{name}/seed{seed}',
              [[sys.executable, 'tools/train.py', DECODER_CFG, '--work-dir', work,
                '--cfg-options', f'load_from={args.pretrained}', f'randomness.seed={seed}',
                *data_options(size['lottery_images'], size['val_images']),
                f'train_cfg.max_epochs={size["decoder_epochs"]}',
-               *probe_schedule(size['decoder_epochs'])]], [ckpt])
+               *probe_schedule(size['decoder_epochs']), *options]], [ckpt])
     return ckpt
 
 
@@ -146,6 +148,12 @@ def ticket_tasks(pipe, args, seed):
             decoder = decoder_run(pipe, args, seed)
             lottery_run(pipe, args, 'recprune', seed, last, decoder, 'recprune')
         tasks.append(recprune)
+    if 'recprune_pooled' in methods:  # its own decoder, trained on the pooled target
+        def recprune_pooled():
+            decoder = decoder_run(pipe, args, seed, 'decoder_pooled', RECPRUNE_POOLED_OPTIONS)
+            lottery_run(pipe, args, 'recprune', seed, last, decoder, 'recprune_pooled',
+                        options=RECPRUNE_POOLED_OPTIONS)
+        tasks.append(recprune_pooled)
     if methods & {'imp', 'random', 'imp_taylor'}:
         tasks.append(lambda: lottery_run(pipe, args, 'imp', seed, last, args.pretrained, 'imp'))
     if 'imp_taylor' in methods:  # IMP's loop, weights ranked by |w * dL/dw|
@@ -155,8 +163,9 @@ def ticket_tasks(pipe, args, seed):
         def ticket(name, r=r):
             return osp.join(root, name, 'tickets', f'round_{r}.pth')
         key = ('unstructured', level_key('unstructured', r), seed)
-        if 'recprune' in methods:
-            entries[('recprune', *key)] = (ticket('recprune'), [])
+        for method in ('recprune', 'recprune_pooled'):
+            if method in methods:
+                entries[(method, *key)] = (ticket(method), [])
         # IMP's tickets are scored with Taylor IMP's: `--methods imp_taylor` alone gives the
         # paired comparison
         if methods & {'imp', 'imp_taylor'}:

@@ -100,7 +100,7 @@ def dense_tasks(pipe, args, seed):
 
 
 # pruned from the dense checkpoint IMP prunes
-SAME_START = ('recprune', 'imp_taylor', 'random', 'magnitude')
+SAME_START = ('recprune', 'recprune_pooled', 'imp_taylor', 'random', 'magnitude')
 
 
 def mask_jaccards(entries):
