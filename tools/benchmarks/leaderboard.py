@@ -8,9 +8,11 @@ per round: 7 / 11 / 14 rounds = 79.0 / 91.4 / 95.6 %), structured ones at the sa
 backbone FLOPs removed (-50 / -75 %; -77.1 % is the most that pruning the internal channels of
 the residual blocks can remove), all on the embedded default (ResNet-18-w16, Fashion-MNIST):
 
-* unstructured: ``recprune`` (decoder stage, then the RecPrune loop), ``imp``, ``imp_taylor``
-  (IMP's loop ranking weights by first-order Taylor saliency, ``configs/imp/imp-taylor_*``;
-  against ``imp``, whose runs it brings along), ``random`` (IMP's
+* unstructured: ``recprune`` (decoder stage, then the RecPrune loop), ``recprune_pooled``
+  (opt-in, not run unless named: RecPrune reconstructing the input average-pooled 2x,
+  ``rec_downsample=2``, with a decoder stage of its own; against ``recprune``), ``imp``,
+  ``imp_taylor`` (IMP's loop ranking weights by first-order Taylor saliency,
+  ``configs/imp/imp-taylor_*``; against ``imp``, whose runs it brings along), ``random`` (IMP's
   ticket with random positions at its per-layer sparsity: the control), ``magnitude`` (one
   round of the IMP loop that prunes the whole level at once: what iterating buys), ``onthefly``
   (hyperspherical training with the gap penalty for that level, cut, no fine-tuning; trained from
