@@ -16,8 +16,8 @@ Compares, on the embedded default's classifier (ResNet-18 at width 16, 56x56 inp
 The variants are timed in interleaved blocks so machine noise hits them alike; the script prints
 median step times and the ratios masked / plain, recprune / masked, recprune_pooled / masked,
 sphere / plain and onthefly / plain against the issue-22 targets, with the load average before
-and after (``os.getloadavg``): on a machine shared with other jobs, 2 threads each wait at every kernel's
-barrier for a core, so ``--threads 1`` measures the ratios more faithfully there.
+and after (``os.getloadavg``): on a machine shared with other jobs, 2 threads each wait at every
+kernel's barrier for a core, so ``--threads 1`` measures the ratios more faithfully there.
 ``--cfg-options`` apply to each of the six configs before its model is built (e.g.
 ``model.backbone.base_channels=64``); the pruners and hooks are the script's own.
 """
