@@ -153,9 +153,8 @@ def main():
         'masked': variant(build('configs/imp/imp_r18-w16_7r-1e_fashionmnist.py', opts), True),
         'recprune': variant(build('configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
                                   opts), True),
-        'recprune_pooled': variant(build(
-            'configs/recprune/recprune_r18-w16_7r-1e_fashionmnist.py',
-            {**(opts or {}), 'model.rec_downsample': 2}), True),
+        'recprune_pooled': variant(
+            build('configs/recprune/recprune-pooled_r18-w16_7r-1e_fashionmnist.py', opts), True),
         'sphere': on_the_fly_variant(build(ONTHEFLY, opts), False),
         'onthefly': on_the_fly_variant(build(ONTHEFLY, opts), True),
     }

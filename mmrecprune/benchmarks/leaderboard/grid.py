@@ -34,9 +34,11 @@ SCENES = dict(  # size -> task -> (ticket config, dense config, last checkpoint,
 SCENES_DATA = dict(probe64=(SCENES64_ROOT, SCENES64_ARGS),
                    full=('data/fashion_scenes', ['--out-dir', 'data/fashion_scenes']))
 
-# recprune_pooled: RecPrune reconstructing the input average-pooled 2x (rec_downsample=2), the
-# cheaper variant, scored against RecPrune at the paper's full-resolution target
-RECPRUNE_POOLED_OPTIONS = ['model.rec_downsample=2']
+# The RecPrune rows: method -> (its decoder stage's work dir name, --cfg-options of both of its
+# stages). recprune_pooled reconstructs the input average-pooled 2x (rec_downsample=2), the
+# cheaper variant, scored against RecPrune at the paper's full-resolution target.
+RECPRUNE_VARIANTS = dict(recprune=('decoder', ()),
+                         recprune_pooled=('decoder_pooled', ('model.rec_downsample=2', )))
 OPT_IN = ('recprune_pooled', )  # run when named in --methods, not by default
 UNSTRUCTURED = ('recprune', 'recprune_pooled', 'imp', 'imp_taylor', 'random', 'magnitude', 'nm',
                 'onthefly', 'magnitude_scratch', 'rotnet', 'supervised_scratch')

@@ -7,7 +7,7 @@ import sys
 
 from mmrecprune.benchmarks.probe import DECODER_CFG, LOTTERY_CFGS, PRETRAIN_CFG
 
-from .grid import (IMP_TAYLOR_CFG, NM_CFG, NM_LEVEL, ONTHEFLY_CFG, RECPRUNE_POOLED_OPTIONS,
+from .grid import (IMP_TAYLOR_CFG, NM_CFG, NM_LEVEL, ONTHEFLY_CFG, RECPRUNE_VARIANTS,
                    STRUCTURED, STRUCTURED_CFGS, data_options, fraction_of, level_key,
                    onthefly_ticket, seed_dir)
 from .scores import probe_schedule
@@ -48,7 +48,7 @@ def lottery_run(pipe, args, method, seed, rounds, load_from, name, prune_ratio=N
     return work
 
 
-def decoder_run(pipe, args, seed, name='decoder', options=()):
+def decoder_run(pipe, args, seed, name, options):
     size = args.size
     work = osp.join(seed_dir(args, seed), name)
     ckpt = osp.join(work, f'epoch_{size["decoder_epochs"]}.pth')
@@ -143,17 +143,12 @@ def ticket_tasks(pipe, args, seed):
     rounds, last = size['rounds'], max(size['rounds'])
     tasks, entries = [], {}
     root = seed_dir(args, seed)
-    if 'recprune' in methods:
-        def recprune():
-            decoder = decoder_run(pipe, args, seed)
-            lottery_run(pipe, args, 'recprune', seed, last, decoder, 'recprune')
-        tasks.append(recprune)
-    if 'recprune_pooled' in methods:  # its own decoder, trained on the pooled target
-        def recprune_pooled():
-            decoder = decoder_run(pipe, args, seed, 'decoder_pooled', RECPRUNE_POOLED_OPTIONS)
-            lottery_run(pipe, args, 'recprune', seed, last, decoder, 'recprune_pooled',
-                        options=RECPRUNE_POOLED_OPTIONS)
-        tasks.append(recprune_pooled)
+    for method, (decoder_name, options) in RECPRUNE_VARIANTS.items():
+        if method in methods:  # each variant its own decoder stage, trained on its target
+            def recprune(method=method, decoder_name=decoder_name, options=options):
+                decoder = decoder_run(pipe, args, seed, decoder_name, options)
+                lottery_run(pipe, args, 'recprune', seed, last, decoder, method, options=options)
+            tasks.append(recprune)
     if methods & {'imp', 'random', 'imp_taylor'}:
         tasks.append(lambda: lottery_run(pipe, args, 'imp', seed, last, args.pretrained, 'imp'))
     if 'imp_taylor' in methods:  # IMP's loop, weights ranked by |w * dL/dw|
@@ -163,7 +158,7 @@ def ticket_tasks(pipe, args, seed):
         def ticket(name, r=r):
             return osp.join(root, name, 'tickets', f'round_{r}.pth')
         key = ('unstructured', level_key('unstructured', r), seed)
-        for method in ('recprune', 'recprune_pooled'):
+        for method in RECPRUNE_VARIANTS:
             if method in methods:
                 entries[(method, *key)] = (ticket(method), [])
         # IMP's tickets are scored with Taylor IMP's: `--methods imp_taylor` alone gives the
