@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 
+import numpy as np
 import torch
 from mmdet.models.backbones import ResNet
 from torch.nn.utils import prune
@@ -64,6 +65,30 @@ def _timed(fn, restore, repeats, device):
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), times, out
+
+
+# the chunk of MagnitudeSelection's CPU pass (2**17 entries: it and its temporaries stay in L2)
+CHUNK = 1 << 17
+
+
+def _timed_numpy_passes(params, repeats):
+    """What the least an eager mask computation does costs, chunk by chunk as
+    :class:`~mmrecprune.sparsity.magnitude_selection.MagnitudeSelection` runs it: ``|w|`` alone,
+    and ``|w| >= t`` into a bool mask with its count (medians over ``repeats``)."""
+    views = [p.detach().reshape(-1).numpy() for p in params.values()]
+    chunk = CHUNK
+    mags, mask = np.empty(chunk, np.float32), np.empty(chunk, bool)
+
+    def passes(compare):
+        for view in views:
+            for start in range(0, view.size, chunk):
+                part = view[start:start + chunk]
+                a = np.abs(part, out=mags[:part.size])
+                if compare:
+                    np.count_nonzero(np.greater_equal(a, 0.01, out=mask[:part.size]))
+
+    return (_timed(lambda: passes(False), lambda: None, repeats, 'cpu')[0],
+            _timed(lambda: passes(True), lambda: None, repeats, 'cpu')[0])
 
 
 def main():
@@ -118,6 +143,7 @@ def main():
     t_apply = _timed(lambda: apply_masks(params, masks_ours), restore, args.repeats,
                      args.device)[0]
     t_floor = statistics.median(times_floor + times_floor_after)
+    t_abs, t_compare = _timed_numpy_passes(params, args.repeats)
     load_after = os.getloadavg()
     masks_torch = {name: mask.bool() for name, mask in masks_torch.items()}
     restore()
@@ -144,6 +170,9 @@ def main():
     print(f'ours by step (medians, each alone): init_masks {1e3 * t_init:.1f} ms, '
           f'global_magnitude_masks {1e3 * t_select:.1f} ms, apply_masks {1e3 * t_apply:.1f} ms '
           f'({t_init / t_floor:.1f} + {t_select / t_floor:.1f} + {t_apply / t_floor:.1f} floors)')
+    print(f'eager lower bounds: NumPy |w| in L2-sized chunks {1e3 * t_abs:.1f} ms, |w| >= t '
+          f'into a bool mask and its count {1e3 * t_compare:.1f} ms ({t_abs / t_floor:.1f} and '
+          f'{t_compare / t_floor:.1f} floors; any mask must at least be written once)')
     print(f'torch: median {1e3 * t_torch:8.1f} ms  '
           f'(runs: {", ".join(f"{1e3 * t:.1f}" for t in times_torch)})')
     print(f'ours / floor: {t_ours / t_floor:.2f}  (target <= 3: '

@@ -12,11 +12,13 @@ optimizer. The two copies alternate iteration by iteration, so machine noise hit
 
 ``--channels-last`` trains both copies with channels-last weights, the layout oneDNN computes
 convolutions in (contiguous weights pay a reorder per convolution, a fixed cost that does not
-shrink with the channels). Printed per pair: the load average before and after, the step times across the run (median of
-each block of ``--block`` iterations), the median step time per segment against the kept FLOPs
-(and as a fraction of the dense step), and the wall time of the whole run (steps plus cuts) of
-each copy. A PNG plots, for every pair, the slim step over the interleaved soft step against
-the kept FLOPs.
+shrink with the channels). Printed per pair: the load average before and after, the step times
+across the run (median of each block of ``--block`` iterations), the median step time per
+segment against the kept FLOPs (and as a fraction of the dense step), and the wall time of the
+whole run (steps plus cuts) of each copy; with ``--by-operator``, after the last cut, the self
+time per step of each operator group (convolution forward / backward, batch norm, max-pool,
+...) in both copies, which shows what shrinks with the channels and what stays. A PNG plots,
+for every pair, the slim step over the interleaved soft step against the kept FLOPs.
 
 Pairs: ``r18`` = the embedded default's ResNet-18-w16 classifier (configs/psap and configs/l1,
 56x56, batch 64); ``r50`` = the ImageNet ResNet-50 classifier of
@@ -40,6 +42,7 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import BaseDataElement
 
 import mmrecprune  # noqa: F401
+from mmrecprune.benchmarks.op_profile import group_op_times, op_times
 from mmrecprune.cli import check_output_path, merge_cfg_options, run_tool
 from mmrecprune.optim import PruningOptimWrapper
 from mmrecprune.registry import MODELS, PRUNERS
@@ -152,10 +155,30 @@ def run_pair(key, args):
     # slim / soft of the last segment is the slim step against a dense step taken at the same
     # moment (slim / dense step compares segments minutes apart, which load changes can skew)
     final = seg['slim'][-1] / seg['soft'][-1]
+    if args.by_operator:
+        print_profile(pair, batches[0], kept[-1])
     print(f'  at -{1 - kept[-1]:.0%} FLOPs: slim step / interleaved dense-cost (soft) step = '
           f'{final:.3f} (target <= 0.65: {"met" if final <= 0.65 else "NOT met"}); '
           f'/ dense segment {seg["slim"][-1] / dense:.3f}')
     return dict(kept=kept, soft=seg['soft'], slim=seg['slim'], dense=dense)
+
+
+def print_profile(pair, batch, kept):
+    """Self time per step by operator group, soft against slim, after the last cut: which parts
+    of a step shrink with the channels and which stay."""
+    times = {}
+    for name, (model, wrapper, _) in pair.items():
+        times[name] = group_op_times(op_times(lambda: model.train_step(batch, wrapper)))
+    total = {name: sum(t.values()) for name, t in times.items()}
+    print(f'  profile after the last cut (kept FLOPs {kept:.3f}; torch.profiler self time per '
+          f'step, 5 steps each, profiler overhead included)')
+    print('  operator group                  | soft ms | slim ms | slim / soft | share of slim')
+    for group in times['soft']:
+        soft, slim = times['soft'][group], times['slim'][group]
+        print(f'  {group:<31} | {1000 * soft:>7.1f} | {1000 * slim:>7.1f} | '
+              f'{slim / soft if soft else float("nan"):>11.3f} | {slim / total["slim"]:>12.1%}')
+    print(f'  {"total":<31} | {1000 * total["soft"]:>7.1f} | {1000 * total["slim"]:>7.1f} | '
+          f'{total["slim"] / total["soft"]:>11.3f} |')
 
 
 def plot(results, path):
@@ -199,6 +222,9 @@ def main():
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of every config before its model and pruner '
                         'are built (xxx=yyy, as tools/train.py)')
+    parser.add_argument('--by-operator', action='store_true',
+                        help='after the last cut, print where a soft and a slim step spend '
+                        'their time, by operator group (torch.profiler)')
     parser.add_argument('--out', default='bench_slim_training.png', help='the plot (.png)')
     parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
     args = parser.parse_args()

@@ -18,10 +18,15 @@ median step times and the ratios masked / plain, recprune / masked, recprune_poo
 sphere / plain and onthefly / plain against the issue-22 targets, with the load average before
 and after (``os.getloadavg``): on a machine shared with other jobs, 2 threads each wait at every
 kernel's barrier for a core, so ``--threads 1`` measures the ratios more faithfully there.
-``--cfg-options`` apply to each of the six configs before its model is built (e.g.
+``--by-operator`` adds, after the timing, the operators the hyperspherical convs and the
+on-the-fly pruner add to a plain step (torch.profiler self time per step); ``--torch-compile``
+times the normalisation and the gap penalty against ``torch.compile`` of the same formulas (the
+fused kernels a compiler makes, where a C++ compiler is installed). ``--cfg-options`` apply to
+each of the six configs before its model is built (e.g.
 ``model.backbone.base_channels=64``); the pruners and hooks are the script's own.
 """
 import argparse
+import math
 import os
 import statistics
 import time
@@ -34,11 +39,14 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import BaseDataElement
 
 import mmrecprune  # noqa: F401
+from mmrecprune.benchmarks.op_profile import added_op_times, op_times
 from mmrecprune.cli import merge_cfg_options, run_tool
 from mmrecprune.hooks import LotteryTicketHook, OnTheFlyPruningHook
 from mmrecprune.optim import PruningOptimWrapper
 from mmrecprune.registry import MODELS
-from mmrecprune.sparsity.hyperspherical import SharedUnitFilters
+from mmrecprune.sparsity.gap_penalty import gap_penalty, target_thresholds
+from mmrecprune.sparsity.hyperspherical import (NORM_EPS, SharedUnitFilters,
+                                                hyperspherical_convs, unit_filter_list)
 
 
 ONTHEFLY = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
@@ -142,6 +150,12 @@ def main():
                         help='torch CPU threads (default: torch default)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of every config timed, xxx=yyy format')
+    parser.add_argument('--torch-compile', action='store_true',
+                        help='also time torch.compile of the normalisation and the gap penalty '
+                        '(needs a C++ compiler; about 20 s to compile)')
+    parser.add_argument('--by-operator', action='store_true',
+                        help='after the timing, print the operators that the hyperspherical '
+                        'convs and the on-the-fly pruner add to a plain step (torch.profiler)')
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -200,6 +214,105 @@ def main():
         verdict = '' if target is None else (
             f'  (target <= {target}: {"met" if ratio <= target else "NOT met"})')
         print(f'{text}: {ratio:.3f}{verdict}; block-paired median {paired:.3f}')
+    if args.by_operator:
+        print_profile(variants, batch, runner)
+    if args.torch_compile:
+        print_compiled(variants['onthefly'])
+
+
+def _reference_units(weights):
+    """The unit filters in plain differentiable PyTorch (what ``_UnitFilterList`` computes)."""
+    return [w / torch.linalg.vector_norm(w.flatten(1), dim=1).clamp_min(NORM_EPS).view(
+        -1, *([1] * (w.dim() - 1))) for w in weights]
+
+
+def _reference_penalty(units, borders, margin: float):
+    """The gap penalty in plain differentiable PyTorch (what ``_GapPenalty`` computes)."""
+    terms = []
+    for v, border in zip(units, borders):
+        u = v.abs() * math.sqrt(v[0].numel())
+        kept = u > border
+        n_kept = kept.sum()
+        n_target = (v.numel() - n_kept).clamp_min(1)
+        terms.append(torch.where(kept, 0.0, u).sum() / n_target
+                     + torch.where(kept, torch.relu(margin - u), 0.0).sum()
+                     / n_kept.clamp_min(1))
+    return torch.stack(terms).mean()
+
+
+def print_compiled(v, repeats=20):
+    """The normalisation and the gap penalty (forward + backward, caches flushed before each
+    run as in a step) as the package computes them, against ``torch.compile`` of the same
+    formulas in plain PyTorch: would a compiler's fused kernels close the gap?"""
+    pruner = v.hook.pruner
+    convs = list(hyperspherical_convs(v.model).values())
+    weights = [c.weight for c in convs]
+    borders = target_thresholds(weights, pruner.sparsity)
+    margin = pruner.margin
+    flush = torch.empty(1 << 23)
+
+    def eager():
+        units = unit_filter_list(weights)
+        loss = gap_penalty(weights, borders, margin, units=units)
+        torch.autograd.backward([loss, *units], [None, *(torch.ones_like(u) for u in units)])
+
+    def timed(fn):
+        times = []
+        for _ in range(repeats + 1):
+            flush.fill_(1.0)
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+
+    start = time.perf_counter()
+    units_fn = torch.compile(_reference_units, dynamic=False)
+    penalty_fn = torch.compile(_reference_penalty, dynamic=False)
+    border_list = list(borders.unbind())
+
+    def compiled(penalty=True):
+        units = units_fn(weights)
+        grads = [torch.ones_like(u) for u in units]
+        if not penalty:
+            return torch.autograd.backward(units, grads)
+        loss = penalty_fn(units, border_list, margin)
+        torch.autograd.backward([loss, *units], [None, *grads])
+
+    compiled()
+    compile_s = time.perf_counter() - start
+    with torch.no_grad():
+        ours = gap_penalty(weights, borders, margin).item()
+        theirs = penalty_fn(units_fn(weights), border_list, margin).item()
+
+    def eager_units():
+        units = unit_filter_list(weights)
+        torch.autograd.backward(units, [torch.ones_like(u) for u in units])
+
+    print(f'\ntorch.compile (inductor) of the same formulas, first call {compile_s:.1f} s; '
+          f'penalty ours {ours:.6f}, compiled {theirs:.6f}; forward + backward, median of '
+          f'{repeats}, caches flushed:')
+    print(f'  normalisation: ours {1000 * timed(eager_units):.2f} ms, compiled '
+          f'{1000 * timed(lambda: compiled(False)):.2f} ms')
+    print(f'  normalisation + penalty: ours {1000 * timed(eager):.2f} ms, compiled '
+          f'{1000 * timed(compiled):.2f} ms')
+    for w in weights:
+        w.grad = None
+
+
+def print_profile(variants, batch, runner, top=12):
+    """The operators that the hyperspherical convs and the on-the-fly pruner add to a plain step
+    (torch.profiler self time per step, 5 steps each): which kernels make the overhead."""
+    times = {name: op_times(lambda v=variants[name]: step_time(v, batch, runner))
+             for name in ('plain', 'sphere', 'onthefly')}
+    total = {name: sum(t.values()) for name, t in times.items()}
+    print(f'\nprofile (torch.profiler self time per step, 5 steps each, profiler overhead '
+          f'included): plain {1000 * total["plain"]:.1f} ms, sphere '
+          f'{1000 * total["sphere"]:.1f} ms, onthefly {1000 * total["onthefly"]:.1f} ms')
+    for name in ('sphere', 'onthefly'):
+        added = added_op_times(times[name], times['plain'], top)
+        print(f'operators {name} adds to plain, ms per step (all: '
+              f'{1000 * (total[name] - total["plain"]):+.2f}):')
+        print('  ' + ', '.join(f'{op} {1000 * t:+.2f}' for op, t in added))
 
 
 if __name__ == '__main__':
