@@ -1,6 +1,7 @@
 """The benchmark library: the stage runner every benchmark and the main job run their
 ``tools/train.py`` / ``tools/test.py`` stages with (:mod:`.stage_runner`), the downstream
 probes they share (:mod:`.probe`), their statistics (:mod:`.stats`) and plots (:mod:`.plots`),
-and the leaderboard (:mod:`.leaderboard`). The scripts in ``tools/benchmarks/`` are the entry
+the operator profiles of the timing benchmarks (:mod:`.op_profile`), and the leaderboard
+(:mod:`.leaderboard`). The scripts in ``tools/benchmarks/`` are the entry
 points. Nothing in :mod:`mmrecprune` imports this package: import it where it is used.
 """
