@@ -278,7 +278,12 @@ def print_compiled(v, repeats=20):
         loss = penalty_fn(units, border_list, margin)
         torch.autograd.backward([loss, *units], [None, *grads])
 
-    compiled()
+    try:
+        compiled()
+    except Exception as error:  # inductor needs a C++ compiler; report, keep the timings above
+        print(f'\ntorch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); it needs a '
+              'working C++ compiler (e.g. apt-get install g++)')
+        return
     compile_s = time.perf_counter() - start
     with torch.no_grad():
         ours = gap_penalty(weights, borders, margin).item()
