@@ -76,13 +76,12 @@ def _timed_numpy_passes(params, repeats):
     :class:`~mmrecprune.sparsity.magnitude_selection.MagnitudeSelection` runs it: ``|w|`` alone,
     and ``|w| >= t`` into a bool mask with its count (medians over ``repeats``)."""
     views = [p.detach().reshape(-1).numpy() for p in params.values()]
-    chunk = CHUNK
-    mags, mask = np.empty(chunk, np.float32), np.empty(chunk, bool)
+    mags, mask = np.empty(CHUNK, np.float32), np.empty(CHUNK, bool)
 
     def passes(compare):
         for view in views:
-            for start in range(0, view.size, chunk):
-                part = view[start:start + chunk]
+            for start in range(0, view.size, CHUNK):
+                part = view[start:start + CHUNK]
                 a = np.abs(part, out=mags[:part.size])
                 if compare:
                     np.count_nonzero(np.greater_equal(a, 0.01, out=mask[:part.size]))

@@ -163,15 +163,15 @@ def run_pair(key, args):
     return dict(kept=kept, soft=seg['soft'], slim=seg['slim'], dense=dense)
 
 
-def print_profile(pair, batch, kept):
+def print_profile(pair, batch, kept, steps=5):
     """Self time per step by operator group, soft against slim, after the last cut: which parts
     of a step shrink with the channels and which stay."""
     times = {}
     for name, (model, wrapper, _) in pair.items():
-        times[name] = group_op_times(op_times(lambda: model.train_step(batch, wrapper)))
+        times[name] = group_op_times(op_times(lambda: model.train_step(batch, wrapper), steps))
     total = {name: sum(t.values()) for name, t in times.items()}
     print(f'  profile after the last cut (kept FLOPs {kept:.3f}; torch.profiler self time per '
-          f'step, 5 steps each, profiler overhead included)')
+          f'step, {steps} steps each, profiler overhead included)')
     print('  operator group                  | soft ms | slim ms | slim / soft | share of slim')
     for group in times['soft']:
         soft, slim = times['soft'][group], times['slim'][group]

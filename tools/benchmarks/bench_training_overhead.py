@@ -251,10 +251,13 @@ def print_compiled(v, repeats=20):
     margin = pruner.margin
     flush = torch.empty(1 << 23)
 
-    def eager():
+    def eager(penalty=True):
         units = unit_filter_list(weights)
+        grads = [torch.ones_like(u) for u in units]
+        if not penalty:
+            return torch.autograd.backward(units, grads)
         loss = gap_penalty(weights, borders, margin, units=units)
-        torch.autograd.backward([loss, *units], [None, *(torch.ones_like(u) for u in units)])
+        torch.autograd.backward([loss, *units], [None, *grads])
 
     def timed(fn):
         times = []
@@ -281,7 +284,8 @@ def print_compiled(v, repeats=20):
     try:
         compiled()
     except Exception as error:  # inductor needs a C++ compiler; report, keep the timings above
-        print(f'\ntorch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); it needs a '
+        first_line = str(error).splitlines()[0][:200]
+        print(f'\ntorch.compile failed ({type(error).__name__}: {first_line}); it needs a '
               'working C++ compiler (e.g. apt-get install g++)')
         return
     compile_s = time.perf_counter() - start
@@ -289,14 +293,10 @@ def print_compiled(v, repeats=20):
         ours = gap_penalty(weights, borders, margin).item()
         theirs = penalty_fn(units_fn(weights), border_list, margin).item()
 
-    def eager_units():
-        units = unit_filter_list(weights)
-        torch.autograd.backward(units, [torch.ones_like(u) for u in units])
-
     print(f'\ntorch.compile (inductor) of the same formulas, first call {compile_s:.1f} s; '
           f'penalty ours {ours:.6f}, compiled {theirs:.6f}; forward + backward, median of '
           f'{repeats}, caches flushed:')
-    print(f'  normalisation: ours {1000 * timed(eager_units):.2f} ms, compiled '
+    print(f'  normalisation: ours {1000 * timed(lambda: eager(False)):.2f} ms, compiled '
           f'{1000 * timed(lambda: compiled(False)):.2f} ms')
     print(f'  normalisation + penalty: ours {1000 * timed(eager):.2f} ms, compiled '
           f'{1000 * timed(compiled):.2f} ms')
@@ -304,13 +304,13 @@ def print_compiled(v, repeats=20):
         w.grad = None
 
 
-def print_profile(variants, batch, runner, top=12):
+def print_profile(variants, batch, runner, top=12, steps=5):
     """The operators that the hyperspherical convs and the on-the-fly pruner add to a plain step
-    (torch.profiler self time per step, 5 steps each): which kernels make the overhead."""
-    times = {name: op_times(lambda v=variants[name]: step_time(v, batch, runner))
+    (torch.profiler self time per step, ``steps`` each): which kernels make the overhead."""
+    times = {name: op_times(lambda v=variants[name]: step_time(v, batch, runner), steps)
              for name in ('plain', 'sphere', 'onthefly')}
     total = {name: sum(t.values()) for name, t in times.items()}
-    print(f'\nprofile (torch.profiler self time per step, 5 steps each, profiler overhead '
+    print(f'\nprofile (torch.profiler self time per step, {steps} steps each, profiler overhead '
           f'included): plain {1000 * total["plain"]:.1f} ms, sphere '
           f'{1000 * total["sphere"]:.1f} ms, onthefly {1000 * total["onthefly"]:.1f} ms')
     for name in ('sphere', 'onthefly'):
