@@ -11,7 +11,10 @@ Each side runs ``--repeats`` times on the same weights (restored between runs, u
 median is reported, next to the floor measured in the same run: the time to read every prunable
 weight once (one ``sum`` per weight, nothing written), which no prune can beat since it must
 read every magnitude at least once, and ours step by step (each of the three alone, in floors).
-Printed with the load average (``os.getloadavg``): on a
+With ``--compiled-prototype`` it also times the C++ prototype of issue 22's option (a)
+(``tools/benchmarks/prototypes/global_prune_avx2.cpp``, built on first use): the same sample
+and exact selection, its two passes (count and band; mask and zero) in AVX2 loops; its masks
+and pruned weights must equal ours. Printed with the load average (``os.getloadavg``): on a
 shared machine the ratios, measured side by side, say more than the times. The two masks must
 agree except at entries whose magnitude equals the threshold (ties, which either side may break
 differently). No config is read (the backbone is
@@ -32,9 +35,11 @@ import torch
 from mmdet.models.backbones import ResNet
 from torch.nn.utils import prune
 
+from mmrecprune.benchmarks.compiled_prototypes import build_prototype, prototype_prune
 from mmrecprune.cli import run_tool
 from mmrecprune.sparsity import (apply_masks, global_magnitude_masks, global_magnitude_threshold,
                                  init_masks, prunable_parameters)
+from mmrecprune.sparsity.magnitude_selection import MagnitudeSelection
 
 
 def parse_args():
@@ -47,6 +52,8 @@ def parse_args():
                         help='torch CPU threads for both sides (default: torch default)')
     parser.add_argument('--device', default='cpu', help='device of the weights (default cpu)')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--compiled-prototype', action='store_true',
+                        help='also time the C++ prototype (AVX2, CPU; needs g++ and ninja)')
     return parser.parse_args()
 
 
@@ -88,6 +95,42 @@ def _timed_numpy_passes(params, repeats):
 
     return (_timed(lambda: passes(False), lambda: None, repeats, 'cpu')[0],
             _timed(lambda: passes(True), lambda: None, repeats, 'cpu')[0])
+
+
+def _time_prototype(params, original, ours, floor, restore, args):
+    """``prototype_prune`` timed beside ours and the floor (before and after it), and whether
+    its masks and pruned weights equal ours; None (with the reason printed) where it cannot
+    be built or run."""
+    if torch.device(args.device).type != 'cpu':
+        print('compiled prototype not run: it is CPU code (--device cpu)')
+        return None
+    try:
+        kernels = build_prototype('global_prune_avx2.cpp')
+    except RuntimeError as error:
+        print(f'compiled prototype not run: {error}')
+        return None
+    floors = [_timed(floor, lambda: None, args.repeats, args.device)[0]]
+    t_ours, _, masks_ours = _timed(ours, restore, args.repeats, args.device)
+    t_proto, _, masks = _timed(lambda: prototype_prune(kernels, params, args.ratio),
+                               restore, args.repeats, args.device)
+    same = masks is not None and all(
+        torch.equal(masks[n], masks_ours[n]) and torch.equal(p, original[n] * masks_ours[n])
+        for n, p in params.items())
+    # the two passes alone, at the bracket and threshold of this prune (unpruned weights)
+    restore()
+    layers = MagnitudeSelection(params, init_masks(params))
+    k = int(round(args.ratio * layers.n_surviving))
+    lo, hi = layers._bracket(k)
+    threshold = global_magnitude_threshold(params, init_masks(params), args.ratio)
+    flat = [p.detach().view(-1) for p in params.values()]
+    outs = [torch.empty_like(w, dtype=torch.bool) for w in flat]
+    t_count = _timed(lambda: [kernels.count_band(w, float(lo), float(hi)) for w in flat],
+                     lambda: None, args.repeats, args.device)[0]
+    t_write = _timed(lambda: [kernels.prune_at(w, m, threshold) for w, m in zip(flat, outs)],
+                     restore, args.repeats, args.device)[0]
+    floors.append(_timed(floor, lambda: None, args.repeats, args.device)[0])
+    return dict(floor=statistics.median(floors), ours=t_ours, prototype=t_proto, same=same,
+                count=t_count, write=t_write)
 
 
 def main():
@@ -142,6 +185,8 @@ def main():
     t_apply = _timed(lambda: apply_masks(params, masks_ours), restore, args.repeats,
                      args.device)[0]
     t_floor = statistics.median(times_floor + times_floor_after)
+    prototype = (_time_prototype(params, original, ours, floor, restore, args)
+                 if args.compiled_prototype else None)
     t_abs, t_compare = (_timed_numpy_passes(params, args.repeats)
                         if torch.device(args.device).type == 'cpu' else (None, None))
     load_after = os.getloadavg()
@@ -174,6 +219,17 @@ def main():
         print(f'eager lower bounds: NumPy |w| in L2-sized chunks {1e3 * t_abs:.1f} ms, |w| >= t '
               f'into a bool mask and its count {1e3 * t_compare:.1f} ms ({t_abs / t_floor:.1f} '
               f'and {t_compare / t_floor:.1f} floors; any mask must at least be written once)')
+    if prototype is not None:
+        print(f'compiled prototype (AVX2): median {1e3 * prototype["prototype"]:.1f} ms = '
+              f'{prototype["prototype"] / prototype["floor"]:.2f} floors; ours beside it '
+              f'{1e3 * prototype["ours"]:.1f} ms = {prototype["ours"] / prototype["floor"]:.2f} '
+              f'floors (floor around them {1e3 * prototype["floor"]:.1f} ms); masks and pruned '
+              f'weights {"equal to ours" if prototype["same"] else "DIFFER from ours"}')
+        count, write = (prototype[key] / prototype['floor'] for key in ('count', 'write'))
+        print(f'  its passes alone: count and band {1e3 * prototype["count"]:.1f} ms, mask and '
+              f'zero {1e3 * prototype["write"]:.1f} ms ({count:.2f} and {write:.2f} floors; the '
+              'rest is the '
+              'package\'s Python around them: new masks, the sample, the band\'s selection)')
     print(f'torch: median {1e3 * t_torch:8.1f} ms  '
           f'(runs: {", ".join(f"{1e3 * t:.1f}" for t in times_torch)})')
     print(f'ours / floor: {t_ours / t_floor:.2f}  (target <= 3: '
@@ -184,7 +240,8 @@ def main():
           f'{threshold:.6g} ({n_tied} weights at exactly this magnitude)')
     print(f'masks differ at {n_diff} entries, {diff_off_threshold} of them off the threshold '
           f'magnitude -> {"agree up to ties" if diff_off_threshold == 0 else "DISAGREE"}')
-    if diff_off_threshold or pruned_ours != pruned_torch:
+    if (diff_off_threshold or pruned_ours != pruned_torch
+            or (prototype is not None and not prototype['same'])):
         raise SystemExit(1)
 
 

@@ -39,6 +39,8 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import BaseDataElement
 
 import mmrecprune  # noqa: F401
+from mmrecprune.benchmarks.compiled_prototypes import (build_prototype, prototype_functions,
+                                                       swapped_in)
 from mmrecprune.benchmarks.op_profile import added_op_times, op_times
 from mmrecprune.cli import merge_cfg_options, run_tool
 from mmrecprune.hooks import LotteryTicketHook, OnTheFlyPruningHook
@@ -92,11 +94,31 @@ def on_the_fly_variant(model, penalty):
 
 
 def step_time(v, batch, runner):
-    start = time.perf_counter()
-    v.model.train_step(batch, v.wrapper)
-    if v.hook is not None:
-        v.hook.after_train_iter(runner, 0)
-    return time.perf_counter() - start
+    with swapped_in(getattr(v, 'functions', None)):
+        start = time.perf_counter()
+        v.model.train_step(batch, v.wrapper)
+        if v.hook is not None:
+            v.hook.after_train_iter(runner, 0)
+        return time.perf_counter() - start
+
+
+def prototype_agreement(v, batch, functions):
+    """The largest relative difference between the package's and the prototype's gap penalty
+    and weight gradients (loss + penalty) in one step of the on-the-fly variant ``v``, its
+    parameters unchanged."""
+    data = v.model.data_preprocessor(batch, True)
+    pruner = v.hook.pruner
+    results = []
+    for fns in (None, functions):
+        v.wrapper.optimizer.zero_grad(set_to_none=True)
+        with swapped_in(fns):
+            losses = v.model(**data, mode='loss')
+            pruner.regularize(sum(losses.values())).backward()
+        results.append((pruner.last_penalty, [p.grad.clone() for p in pruner.params.values()]))
+    v.wrapper.optimizer.zero_grad(set_to_none=True)
+    (p0, g0), (p1, g1) = results
+    grad = max(float((a - b).norm() / a.norm().clamp_min(1e-30)) for a, b in zip(g0, g1))
+    return abs(p1 - p0) / max(abs(p0), 1e-30), grad
 
 
 def component_times(variants, batch, repeats=20):
@@ -153,6 +175,9 @@ def main():
     parser.add_argument('--torch-compile', action='store_true',
                         help='also time torch.compile of the normalisation and the gap penalty '
                         '(needs a C++ compiler; about 20 s to compile)')
+    parser.add_argument('--compiled-prototype', action='store_true',
+                        help='also time sphere and on-the-fly with the C++ prototype of their '
+                        'weight work (AVX2, CPU; needs g++ and ninja)')
     parser.add_argument('--by-operator', action='store_true',
                         help='after the timing, print the operators that the hyperspherical '
                         'convs and the on-the-fly pruner add to a plain step (torch.profiler)')
@@ -172,6 +197,16 @@ def main():
         'sphere': on_the_fly_variant(build(ONTHEFLY, opts), False),
         'onthefly': on_the_fly_variant(build(ONTHEFLY, opts), True),
     }
+    functions = None
+    if args.compiled_prototype:
+        try:
+            functions = prototype_functions(build_prototype('onthefly_fused.cpp'))
+        except RuntimeError as error:
+            print(f'compiled prototype not run: {error}')
+        else:
+            for name, penalty in (('sphere_compiled', False), ('onthefly_compiled', True)):
+                variants[name] = on_the_fly_variant(build(ONTHEFLY, opts), penalty)
+                variants[name].functions = functions
     batch = make_batch(args.batch_size, args.size)
     runner = SimpleNamespace(iter=10**6)
     times = {k: [] for k in variants}
@@ -199,6 +234,9 @@ def main():
             ('hyperspherical convs / plain', 'sphere', 'plain', None),
             ('on-the-fly (hyperspherical + gap penalty + hook) / plain', 'onthefly', 'plain',
              1.05)]
+    if functions is not None:
+        rows += [('hyperspherical convs, C++ prototype / plain', 'sphere_compiled', 'plain', None),
+                 ('on-the-fly, C++ prototype / plain', 'onthefly_compiled', 'plain', 1.05)]
     parts = component_times(variants, batch)
     print(f'measured alone: the masked pruner + hook add {1000 * parts["masked"]:.2f} ms per step '
           f'({parts["masked"] / med["plain"]:.2%} of a plain step); the gap penalty (forward + '
@@ -214,6 +252,13 @@ def main():
         verdict = '' if target is None else (
             f'  (target <= {target}: {"met" if ratio <= target else "NOT met"})')
         print(f'{text}: {ratio:.3f}{verdict}; block-paired median {paired:.3f}')
+    if functions is not None:
+        penalty_diff, grad_diff = prototype_agreement(variants['onthefly_compiled'], batch,
+                                                      functions)
+        print(f'C++ prototype against the package, one step: gap penalty {penalty_diff:.1e}, '
+              f'weight gradients {grad_diff:.1e} (largest relative difference)')
+        if penalty_diff > 1e-4 or grad_diff > 1e-4:
+            raise SystemExit('the C++ prototype does not compute what the package does')
     if args.by_operator:
         print_profile(variants, batch, runner)
     if args.torch_compile:
