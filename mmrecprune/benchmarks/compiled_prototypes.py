@@ -158,3 +158,44 @@ def swapped_in(functions):
         yield
     finally:
         _HYPERSPHERICAL._UnitFilterList, _GAP_PENALTY._GapPenalty = saved
+
+
+def _relative(a, b):
+    return float((a - b).norm() / a.norm().clamp_min(1e-30))
+
+
+def prototype_agreement(functions, weights, thresholds, margin, seed=0):
+    """How closely the prototype's ``functions`` compute what the package does, on
+    ``weights`` (conv weights; not modified): the largest relative difference (norm of the
+    difference over the norm, worst layer) of the unit filters, of the weights' gradients
+    through them from a random upstream gradient, of the gap penalty and of its gradient by
+    the unit filters. The penalty's two sides run on the same unit filters (the package's):
+    its target sets are a comparison with a border, which a one-ulp difference in a unit
+    filter can flip for the entry at the border.
+
+    Returns:
+        dict[str, float]: ``units``, ``weight_grads``, ``penalty``, ``penalty_grads``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    upstream = [torch.randn(w.shape, generator=g, dtype=w.dtype) for w in weights]
+    units_of, weight_grads, penalties, penalty_grads = [], [], [], []
+    shared_units = None
+    for fns in (None, functions):
+        leaves = [w.detach().clone().requires_grad_() for w in weights]
+        with swapped_in(fns):
+            units = _HYPERSPHERICAL.unit_filter_list(leaves)
+            sum((u * up).sum() for u, up in zip(units, upstream)).backward()
+            if shared_units is None:
+                shared_units = [u.detach() for u in units]
+            given = [u.clone().requires_grad_() for u in shared_units]
+            penalty = _GAP_PENALTY.gap_penalty(leaves, thresholds, margin, units=given)
+            penalty.backward()
+        units_of.append([u.detach() for u in units])
+        weight_grads.append([w.grad for w in leaves])
+        penalties.append(penalty.detach())
+        penalty_grads.append([u.grad for u in given])
+    return dict(
+        units=max(map(_relative, *units_of)),
+        weight_grads=max(map(_relative, *weight_grads)),
+        penalty=_relative(penalties[0].reshape(1), penalties[1].reshape(1)),
+        penalty_grads=max(map(_relative, *penalty_grads)))

@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from mmrecprune.benchmarks import compiled_prototypes
-from mmrecprune.benchmarks.compiled_prototypes import (build_prototype, prototype_functions,
-                                                       prototype_prune, swapped_in)
+from mmrecprune.benchmarks.compiled_prototypes import (build_prototype, prototype_agreement,
+                                                       prototype_functions, prototype_prune)
 from mmrecprune.sparsity import apply_masks, global_magnitude_masks, init_masks
-from mmrecprune.sparsity.gap_penalty import gap_penalty, target_thresholds
-from mmrecprune.sparsity.hyperspherical import unit_filter_list
+from mmrecprune.sparsity.gap_penalty import target_thresholds
 
 
 def _built(filename):
@@ -70,22 +69,28 @@ def test_prototype_functions_agree_with_the_package():
     functions = prototype_functions(_built('onthefly_fused.cpp'))
     raw = _weights([(16, 3), (32, 16), (8, 32)], seed=2)
     raw['layer1.weight'][3].zero_()  # a filter whose norm is clamped
-    g = torch.Generator().manual_seed(3)
-    upstream = [torch.randn(w.shape, generator=g) for w in raw.values()]
-    thresholds = target_thresholds(list(raw.values()), 0.5)
-    results = []
-    for fns in (None, functions):
-        weights = [w.clone().requires_grad_() for w in raw.values()]
-        with swapped_in(fns):
-            units = unit_filter_list(weights)
-            penalty = gap_penalty(weights, thresholds, 0.5, units=units)
-            conv_like = sum((u * up).sum() for u, up in zip(units, upstream))
-            (conv_like + 3.0 * penalty).backward()
-        results.append((penalty.detach(), [u.detach() for u in units],
-                        [w.grad for w in weights]))
-    (p0, u0, g0), (p1, u1, g1) = results
-    torch.testing.assert_close(p1, p0, rtol=1e-5, atol=1e-7)
-    for a, b in zip(u0 + g0, u1 + g1):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-    # the swap is undone after the block
+    weights = list(raw.values())
+    agreement = prototype_agreement(functions, weights, target_thresholds(weights, 0.5), 0.5)
+    assert set(agreement) == {'units', 'weight_grads', 'penalty', 'penalty_grads'}
+    assert max(agreement.values()) < 1e-5, agreement
+    # the swap is undone after each block
     assert compiled_prototypes._GAP_PENALTY._GapPenalty is not functions[1]
+    assert compiled_prototypes._HYPERSPHERICAL._UnitFilterList is not functions[0]
+
+
+def test_the_agreement_sees_a_wrong_gradient():
+    """The comparison the benchmark trusts can fail: a prototype whose penalty gradient is
+    off by 1 % is reported as such."""
+    unit_list, penalty = prototype_functions(_built('onthefly_fused.cpp'))
+
+    class SkewedPenalty(penalty):
+
+        @staticmethod
+        def backward(ctx, grad):
+            return penalty.backward(ctx, grad * 1.01)
+
+    weights = list(_weights([(16, 8), (8, 16)], seed=4).values())
+    agreement = prototype_agreement((unit_list, SkewedPenalty), weights,
+                                    target_thresholds(weights, 0.5), 0.5)
+    assert agreement['penalty_grads'] > 5e-3
+    assert agreement['units'] < 1e-5 and agreement['penalty'] < 1e-5

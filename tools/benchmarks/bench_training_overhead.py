@@ -39,8 +39,8 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import BaseDataElement
 
 import mmrecprune  # noqa: F401
-from mmrecprune.benchmarks.compiled_prototypes import (build_prototype, prototype_functions,
-                                                       swapped_in)
+from mmrecprune.benchmarks.compiled_prototypes import (build_prototype, prototype_agreement,
+                                                       prototype_functions, swapped_in)
 from mmrecprune.benchmarks.op_profile import added_op_times, op_times
 from mmrecprune.cli import merge_cfg_options, run_tool
 from mmrecprune.hooks import LotteryTicketHook, OnTheFlyPruningHook
@@ -102,63 +102,49 @@ def step_time(v, batch, runner):
         return time.perf_counter() - start
 
 
-def prototype_agreement(v, batch, functions):
-    """The largest relative difference between the package's and the prototype's gap penalty
-    and weight gradients (loss + penalty) in one step of the on-the-fly variant ``v``, its
-    parameters unchanged."""
-    data = v.model.data_preprocessor(batch, True)
+def _median_time(fn, prepare=None, repeats=20):
+    """Median time of ``fn`` over ``repeats`` calls (one more first, untimed), each after an
+    untimed ``prepare``."""
+    times = []
+    for _ in range(repeats + 1):
+        if prepare is not None:
+            prepare()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def masked_work_time(v, repeats=20):
+    """What the masked pruner adds to a step, alone: its work around the optimizer step plus
+    the hook (steadier than a ratio of whole steps on a shared machine)."""
     pruner = v.hook.pruner
-    results = []
-    for fns in (None, functions):
-        v.wrapper.optimizer.zero_grad(set_to_none=True)
-        with swapped_in(fns):
-            losses = v.model(**data, mode='loss')
-            pruner.regularize(sum(losses.values())).backward()
-        results.append((pruner.last_penalty, [p.grad.clone() for p in pruner.params.values()]))
-    v.wrapper.optimizer.zero_grad(set_to_none=True)
-    (p0, g0), (p1, g1) = results
-    grad = max(float((a - b).norm() / a.norm().clamp_min(1e-30)) for a, b in zip(g0, g1))
-    return abs(p1 - p0) / max(abs(p0), 1e-30), grad
-
-
-def component_times(variants, batch, repeats=20):
-    """Median time of what the pruners add to a step, measured alone (steadier than a ratio of
-    whole steps on a shared machine): the masked pruner's work around the optimizer step plus
-    the hook, and the on-the-fly gap penalty's forward and backward on the unit filters a
-    forward of the model made (as in training; the backward includes the normalisation's,
-    which the convs' gradients share in a training step)."""
-    masked = variants['masked']
-    pruner = masked.hook.pruner
-    for p in masked.model.parameters():
+    for p in v.model.parameters():
         p.grad = torch.randn_like(p)
 
     def masked_work():
         pruner.before_optimizer_step()
         pruner.after_optimizer_step()
-        masked.hook.after_train_iter(SimpleNamespace(iter=10**6), 0)
+        v.hook.after_train_iter(SimpleNamespace(iter=10**6), 0)
 
-    model = variants['onthefly'].model
-    onthefly = variants['onthefly'].hook.pruner
+    out = _median_time(masked_work, repeats=repeats)
+    v.wrapper.optimizer.zero_grad(set_to_none=True)
+    return out
+
+
+def penalty_time(v, batch, repeats=20):
+    """The on-the-fly gap penalty's forward and backward, alone, on the unit filters a forward
+    of the model made (as in training; the backward includes the normalisation's, which the
+    convs' gradients share in a training step), computed as ``v`` computes it (the package's
+    functions, or the prototype's swapped in)."""
+    model, pruner = v.model, v.hook.pruner
     data = model.data_preprocessor(batch, True)
-
-    def forward():  # not timed: the shared unit filters of this step
-        model(**data, mode='loss')
-
-    def penalty():
-        onthefly.regularize(torch.zeros((), requires_grad=True)).backward()
-
-    out = {}
-    for name, prepare, fn in (('masked', None, masked_work), ('onthefly', forward, penalty)):
-        times = []
-        for _ in range(repeats + 1):
-            if prepare is not None:
-                prepare()
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        out[name] = statistics.median(times[1:])
-    for v in (masked, variants['onthefly']):
-        v.wrapper.optimizer.zero_grad(set_to_none=True)
+    with swapped_in(getattr(v, 'functions', None)):
+        out = _median_time(
+            lambda: pruner.regularize(torch.zeros((), requires_grad=True)).backward(),
+            lambda: model(**data, mode='loss'),  # not timed: the shared unit filters
+            repeats)
+    v.wrapper.optimizer.zero_grad(set_to_none=True)
     return out
 
 
@@ -237,10 +223,15 @@ def main():
     if functions is not None:
         rows += [('hyperspherical convs, C++ prototype / plain', 'sphere_compiled', 'plain', None),
                  ('on-the-fly, C++ prototype / plain', 'onthefly_compiled', 'plain', 1.05)]
-    parts = component_times(variants, batch)
-    print(f'measured alone: the masked pruner + hook add {1000 * parts["masked"]:.2f} ms per step '
-          f'({parts["masked"] / med["plain"]:.2%} of a plain step); the gap penalty (forward + '
-          f'backward) {1000 * parts["onthefly"]:.1f} ms ({parts["onthefly"] / med["plain"]:.1%})')
+    masked_ms, penalty_ms = masked_work_time(variants['masked']), penalty_time(
+        variants['onthefly'], batch)
+    print(f'measured alone: the masked pruner + hook add {1000 * masked_ms:.2f} ms per step '
+          f'({masked_ms / med["plain"]:.2%} of a plain step); the gap penalty (forward + '
+          f'backward) {1000 * penalty_ms:.1f} ms ({penalty_ms / med["plain"]:.1%})')
+    if functions is not None:
+        compiled_ms = penalty_time(variants['onthefly_compiled'], batch)
+        print(f'measured alone: the gap penalty (forward + backward) with the C++ prototype '
+              f'{1000 * compiled_ms:.2f} ms ({compiled_ms / med["plain"]:.1%})')
     per = args.steps_per_block
     for text, a, b, target in rows:
         ratio = med[a] / med[b]
@@ -253,11 +244,13 @@ def main():
             f'  (target <= {target}: {"met" if ratio <= target else "NOT met"})')
         print(f'{text}: {ratio:.3f}{verdict}; block-paired median {paired:.3f}')
     if functions is not None:
-        penalty_diff, grad_diff = prototype_agreement(variants['onthefly_compiled'], batch,
-                                                      functions)
-        print(f'C++ prototype against the package, one step: gap penalty {penalty_diff:.1e}, '
-              f'weight gradients {grad_diff:.1e} (largest relative difference)')
-        if penalty_diff > 1e-4 or grad_diff > 1e-4:
+        pruner = variants['onthefly_compiled'].hook.pruner
+        agreement = prototype_agreement(functions, list(pruner.params.values()),
+                                        pruner.thresholds, pruner.margin)
+        print('C++ prototype against the package, on the trained weights (largest relative '
+              'difference): ' + ', '.join(f'{k.replace("_", " ")} {v:.1e}'
+                                          for k, v in agreement.items()))
+        if max(agreement.values()) > 1e-4:
             raise SystemExit('the C++ prototype does not compute what the package does')
     if args.by_operator:
         print_profile(variants, batch, runner)

@@ -113,7 +113,8 @@ std::vector<torch::Tensor> penalty_forward(const std::vector<torch::Tensor>& uni
   for (size_t i = 0; i < units.size(); ++i) {
     const auto& unit = units[i];
     const int64_t n = unit.numel();
-    const float root = std::sqrt(static_cast<float>(n / unit.size(0)));
+    // sqrt(fan_in) as the package has it: a Python float (double) that torch rounds to float
+    const float root = static_cast<float>(std::sqrt(static_cast<double>(n / unit.size(0))));
     const float border = static_cast<float>(borders[i]);
     const float* u = unit.data_ptr<float>();
     // the four sums in 8 float lanes each (AVX2; GCC's own vectorisation of this loop ran at
