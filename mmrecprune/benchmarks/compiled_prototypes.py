@@ -12,7 +12,9 @@ package does not use them:
   place of the package's autograd functions while a block runs.
 
 Built on first use with ``torch.utils.cpp_extension`` (a C++ compiler and ninja, as an MMCV
-build needs) into torch's extension cache, and only for CPUs with AVX2. :func:`build_prototype` raises ``RuntimeError`` with what is missing.
+build needs) into torch's extension cache, and only for CPUs with AVX2.
+:func:`build_prototype` raises ``RuntimeError`` with what is missing; :func:`prototype_agreement`
+compares the on-the-fly prototype with the package.
 """
 import contextlib
 import importlib
