@@ -234,8 +234,8 @@ def main():
         count, write = (prototype[key] / prototype['floor'] for key in ('count', 'write'))
         print(f'  its passes alone: count and band {1e3 * prototype["count"]:.1f} ms, mask and '
               f'zero {1e3 * prototype["write"]:.1f} ms ({count:.2f} and {write:.2f} floors; the '
-              'rest is the '
-              'package\'s Python around them: new masks, the sample, the band\'s selection)')
+              "rest is the package's Python around them: new masks, the sample, the band's "
+              'selection)')
     print(f'torch: median {1e3 * t_torch:8.1f} ms  '
           f'(runs: {", ".join(f"{1e3 * t:.1f}" for t in times_torch)})')
     print(f'ours / floor: {t_ours / t_floor:.2f}  (target <= 3: '

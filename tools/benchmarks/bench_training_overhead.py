@@ -21,7 +21,12 @@ kernel's barrier for a core, so ``--threads 1`` measures the ratios more faithfu
 ``--by-operator`` adds, after the timing, the operators the hyperspherical convs and the
 on-the-fly pruner add to a plain step (torch.profiler self time per step); ``--torch-compile``
 times the normalisation and the gap penalty against ``torch.compile`` of the same formulas (the
-fused kernels a compiler makes, where a C++ compiler is installed). ``--cfg-options`` apply to
+fused kernels a compiler makes, where a C++ compiler is installed). ``--compiled-prototype``
+adds two variants, sphere and onthefly with the normalisation and the gap penalty computed by
+the hand-written C++ prototype ``tools/benchmarks/prototypes/onthefly_fused.cpp`` (issue 22's
+option (a); the package does not use it), their ratios to plain and the penalty's time alone,
+and stops with an error if the prototype's unit filters, gradients or penalty differ from the
+package's by more than 1e-4 relative. ``--cfg-options`` apply to
 each of the six configs before its model is built (e.g.
 ``model.backbone.base_channels=64``); the pruners and hooks are the script's own.
 """

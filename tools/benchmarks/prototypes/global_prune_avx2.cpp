@@ -1,8 +1,9 @@
 // Prototype for issue 22, option (a): the global magnitude prune's two passes over the weights
 // as hand-written AVX2 loops, to measure how near compiled code comes to the floor (one read of
-// every weight). Not part of the package: tools/benchmarks/bench_global_prune.py
-// --compiled-prototype builds it with torch.utils.cpp_extension (g++ and ninja) and checks its
-// masks against the package's and torch's.
+// every weight). Not part of the package: mmrecprune.benchmarks.compiled_prototypes builds it
+// with torch.utils.cpp_extension (g++ and ninja) and runs it (prototype_prune), which
+// tools/benchmarks/bench_global_prune.py --compiled-prototype times and checks against the
+// package's masks and pruned weights.
 //
 // Pass 1 (read only): how many |w| < lo, and the band lo <= |w| <= hi (positions and signed
 // values), lo / hi bracketing the k-th smallest magnitude (from the package's strided sample).

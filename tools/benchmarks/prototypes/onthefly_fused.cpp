@@ -119,13 +119,13 @@ std::vector<torch::Tensor> penalty_forward(const std::vector<torch::Tensor>& uni
     const float* u = unit.data_ptr<float>();
     // the four sums in 8 float lanes each (AVX2; GCC's own vectorisation of this loop ran at
     // scalar speed), then the tail
-    const __m256 sign = _mm256_set1_ps(-0.0f), vroot = _mm256_set1_ps(root);
+    const __m256 sign_bit = _mm256_set1_ps(-0.0f), vroot = _mm256_set1_ps(root);
     const __m256 vborder = _mm256_set1_ps(border), vmargin = _mm256_set1_ps(margin);
     __m256 vtotal = _mm256_setzero_ps(), von_kept = vtotal, vhinge = vtotal, vkept = vtotal;
     const __m256 one = _mm256_set1_ps(1.0f);
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-      const __m256 s = _mm256_mul_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(u + j)), vroot);
+      const __m256 s = _mm256_mul_ps(_mm256_andnot_ps(sign_bit, _mm256_loadu_ps(u + j)), vroot);
       const __m256 k = _mm256_and_ps(_mm256_cmp_ps(s, vborder, _CMP_GT_OQ), one);
       vtotal = _mm256_add_ps(vtotal, s);
       von_kept = _mm256_add_ps(von_kept, _mm256_mul_ps(s, k));
@@ -160,11 +160,10 @@ std::vector<torch::Tensor> penalty_forward(const std::vector<torch::Tensor>& uni
     const float to_kept = static_cast<float>(root / (count * n_kept));
     auto direction = torch::empty_like(unit);
     float* d = direction.data_ptr<float>();
-    for (int64_t j = 0; j < n; ++j) {
-      const float s = std::fabs(u[j]) * root;
+    for (int64_t e = 0; e < n; ++e) {
+      const float s = std::fabs(u[e]) * root;
       const float magnitude = s > border ? (s < margin ? -to_kept : 0.0f) : to_target;
-      const float sign = (u[j] > 0.0f) - (u[j] < 0.0f);
-      d[j] = sign * magnitude;
+      d[e] = static_cast<float>((u[e] > 0.0f) - (u[e] < 0.0f)) * magnitude;
     }
     out.push_back(direction);
   }
