@@ -108,7 +108,10 @@ _GAP_PENALTY = importlib.import_module('mmrecprune.sparsity.gap_penalty')
 
 def prototype_functions(kernels):
     """Autograd functions with the signatures of the package's ``_UnitFilterList`` and
-    ``_GapPenalty``, computed by the C++ prototype ``kernels`` (onthefly_fused.cpp)."""
+    ``_GapPenalty``, computed by the C++ prototype ``kernels`` (onthefly_fused.cpp). The unit
+    filters' function mirrors the package's protocol (the graph it marks consumed, no gradient
+    materialised for an unused unit) with its own saved tensors: one inverse-norm vector for
+    all filters instead of one per weight."""
 
     class UnitFilterList(torch.autograd.Function):
 
@@ -128,7 +131,8 @@ def prototype_functions(kernels):
             *units, inverse, live = ctx.saved_tensors
             return (None, *kernels.unit_backward(list(grads), units, inverse, live))
 
-    class GapPenalty(torch.autograd.Function):
+    class GapPenalty(_GAP_PENALTY._GapPenalty):
+        # the package's backward (it scales the saved gradient); the forward in C++
 
         @staticmethod
         def forward(ctx, borders, margin, *units):
@@ -136,13 +140,6 @@ def prototype_functions(kernels):
                                                            [float(b) for b in borders], margin)
             ctx.save_for_backward(*directions)
             return penalty
-
-        @staticmethod
-        @torch.autograd.function.once_differentiable
-        def backward(ctx, grad):
-            directions = ctx.saved_tensors
-            torch._foreach_mul_(directions, [grad] * len(directions))
-            return (None, None, *directions)
 
     return UnitFilterList, GapPenalty
 
