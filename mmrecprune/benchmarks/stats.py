@@ -1,5 +1,7 @@
 """The statistics of the benchmarks' tables: mean +- std over seeds and paired differences
-(per seed) against a baseline, and how they are printed."""
+(per seed) against a baseline, and how they are printed; the bootstrap interval of a median
+that the timing benchmarks give their block-paired ratios."""
+import random
 import statistics
 
 
@@ -45,3 +47,22 @@ def fmt_paired(p):
         return '-'
     mean, std, n, wins = p
     return f'{mean:+.2f} +- {std:.2f} ({wins}/{n})'
+
+
+def median_interval(values, level=0.95, resamples=2000, seed=0):
+    """``(low, high)``: the percentile bootstrap interval of the median of ``values`` at
+    ``level`` (``resamples`` resamples with replacement, drawn from ``seed``, so a benchmark
+    prints the same interval for the same values). How far a median of block-paired timing
+    ratios would move if the run were repeated: a target inside the interval is not told
+    apart from the measured ratio by the run."""
+    values = list(values)
+    if not values:
+        raise ValueError('median_interval of no values')
+    if not 0 < level < 1:
+        raise ValueError(f'level must be in (0, 1), got {level!r}')
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
+                     for _ in range(resamples))
+    tail = (1 - level) / 2
+    return (medians[int(tail * resamples)],
+            medians[min(resamples - 1, int((1 - tail) * resamples))])

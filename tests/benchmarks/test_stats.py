@@ -2,7 +2,8 @@
 differences per seed, and the cells each benchmark's table prints from them."""
 import pytest
 
-from mmrecprune.benchmarks.stats import fmt, fmt_paired, mean_std, paired, summarise
+from mmrecprune.benchmarks.stats import (fmt, fmt_paired, mean_std, median_interval, paired,
+                                         summarise)
 
 
 def test_mean_std_leaves_out_missing_runs():
@@ -38,3 +39,19 @@ def test_plots_write_a_figure(tmp_path):
     errorbars(ax, [(2, mean_std([1.0, 2.0])), (1, mean_std([3.0]))], label='a')
     save(fig, tmp_path / 'a.png')
     assert (tmp_path / 'a.png').stat().st_size > 0
+
+
+def test_median_interval_brackets_the_median_and_narrows_with_more_blocks():
+    import random
+    rng = random.Random(1)
+    few = [1.05 + rng.gauss(0, 0.02) for _ in range(8)]
+    many = [1.05 + rng.gauss(0, 0.02) for _ in range(200)]
+    for values in (few, many):
+        low, high = median_interval(values)
+        assert low <= sorted(values)[len(values) // 2] <= high
+    assert (median_interval(many)[1] - median_interval(many)[0]
+            < median_interval(few)[1] - median_interval(few)[0])
+    assert median_interval(few) == median_interval(few)  # seeded: the same every run
+    assert median_interval([1.0] * 5) == (1.0, 1.0)
+    with pytest.raises(ValueError, match='no values'):
+        median_interval([])

@@ -15,7 +15,9 @@ Compares, on the embedded default's classifier (ResNet-18 at width 16, 56x56 inp
 
 The variants are timed in interleaved blocks so machine noise hits them alike; the script prints
 median step times and the ratios masked / plain, recprune / masked, recprune_pooled / masked,
-sphere / plain and onthefly / plain against the issue-22 targets, with the load average before
+sphere / plain and onthefly / plain against the issue-22 targets (each also as the median of its
+block-by-block ratios, with that median's 95 % bootstrap interval: a target inside it is not
+told apart from the ratio by the run), with the load average before
 and after (``os.getloadavg``): on a machine shared with other jobs, 2 threads each wait at every
 kernel's barrier for a core, so ``--threads 1`` measures the ratios more faithfully there.
 ``--by-operator`` adds, after the timing, the operators the hyperspherical convs and the
@@ -47,6 +49,7 @@ import mmrecprune  # noqa: F401
 from mmrecprune.benchmarks.compiled_prototypes import (build_prototype, prototype_agreement,
                                                        prototype_functions, swapped_in)
 from mmrecprune.benchmarks.op_profile import added_op_times, op_times
+from mmrecprune.benchmarks.stats import median_interval
 from mmrecprune.cli import merge_cfg_options, run_tool
 from mmrecprune.hooks import LotteryTicketHook, OnTheFlyPruningHook
 from mmrecprune.optim import PruningOptimWrapper
@@ -242,12 +245,14 @@ def main():
         ratio = med[a] / med[b]
         # the same ratio block by block (the two variants' steps a few seconds apart), then the
         # median over blocks: steadier than the ratio of medians when the load drifts
-        paired = statistics.median(
-            statistics.median(times[a][i:i + per]) / statistics.median(times[b][i:i + per])
-            for i in range(0, len(times[a]), per))
+        blocks = [statistics.median(times[a][i:i + per]) / statistics.median(times[b][i:i + per])
+                  for i in range(0, len(times[a]), per)]
+        paired, (low, high) = statistics.median(blocks), median_interval(blocks)
         verdict = '' if target is None else (
-            f'  (target <= {target}: {"met" if ratio <= target else "NOT met"})')
-        print(f'{text}: {ratio:.3f}{verdict}; block-paired median {paired:.3f}')
+            f'  (target <= {target}: {"met" if ratio <= target else "NOT met"}'
+            f'{"; inside the interval" if low <= target <= high else ""})')
+        print(f'{text}: {ratio:.3f}{verdict}; block-paired median {paired:.3f} (95 % bootstrap '
+              f'interval over {len(blocks)} blocks {low:.3f}-{high:.3f})')
     if functions is not None:
         pruner = variants['onthefly_compiled'].hook.pruner
         agreement = prototype_agreement(functions, list(pruner.params.values()),
