@@ -55,6 +55,18 @@ def build_prototype(filename):
                 verbose=False)
 
 
+def prototype_bracket(layers, ratio):
+    """``(k, lo, hi)`` of the prototype's prune of ``ratio`` of ``layers`` (a
+    :class:`~mmrecprune.sparsity.magnitude_selection.MagnitudeSelection`): how many to prune
+    and the package's sampled bracket of the k-th smallest magnitude, as floats, an open side
+    as ``0.0`` (nothing is below) or ``inf``."""
+    k = int(round(ratio * layers.n_surviving))
+    if k == 0:
+        raise ValueError(f'ratio {ratio} prunes nothing of {layers.n_surviving} weights')
+    lo, hi = layers._bracket(k)
+    return (k, 0.0 if lo is None else float(lo), math.inf if hi is None else float(hi))
+
+
 def prototype_prune(kernels, params, ratio):
     """Ours with the two passes in C++ (``kernels``, the built prototype), from all weights
     surviving: the package's sample brackets the k-th smallest magnitude, pass 1 counts what
@@ -72,13 +84,7 @@ def prototype_prune(kernels, params, ratio):
         dict[str, BoolTensor] | None: The masks, as ``global_magnitude_masks`` gives them.
     """
     masks = init_masks(params)
-    layers = MagnitudeSelection(params, masks)
-    k = int(round(ratio * layers.n_surviving))
-    if k == 0:
-        raise ValueError(f'ratio {ratio} prunes nothing of {layers.n_surviving} weights')
-    lo, hi = layers._bracket(k)
-    lo = 0.0 if lo is None else float(lo)  # |w| < 0: nothing below an open band
-    hi = math.inf if hi is None else float(hi)
+    k, lo, hi = prototype_bracket(MagnitudeSelection(params, masks), ratio)
     flat = [p.detach().view(-1) for p in params.values()]
     scans = [kernels.count_band(w, lo, hi) for w in flat]
     below = sum(int(scan[0]) for scan in scans)

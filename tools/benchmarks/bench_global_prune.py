@@ -35,7 +35,8 @@ import torch
 from mmdet.models.backbones import ResNet
 from torch.nn.utils import prune
 
-from mmrecprune.benchmarks.compiled_prototypes import build_prototype, prototype_prune
+from mmrecprune.benchmarks.compiled_prototypes import (build_prototype, prototype_bracket,
+                                                       prototype_prune)
 from mmrecprune.cli import run_tool
 from mmrecprune.sparsity import (apply_masks, global_magnitude_masks, global_magnitude_threshold,
                                  init_masks, prunable_parameters)
@@ -124,13 +125,11 @@ def _time_prototype(params, original, ours, floor, restore, args):
         for n, p in params.items())
     # the two passes alone, at the bracket and threshold of this prune (unpruned weights)
     restore()
-    layers = MagnitudeSelection(params, init_masks(params))
-    k = int(round(args.ratio * layers.n_surviving))
-    lo, hi = layers._bracket(k)
+    _, lo, hi = prototype_bracket(MagnitudeSelection(params, init_masks(params)), args.ratio)
     threshold = global_magnitude_threshold(params, init_masks(params), args.ratio)
     flat = [p.detach().view(-1) for p in params.values()]
     outs = [torch.empty_like(w, dtype=torch.bool) for w in flat]
-    t_count = _timed(lambda: [kernels.count_band(w, float(lo), float(hi)) for w in flat],
+    t_count = _timed(lambda: [kernels.count_band(w, lo, hi) for w in flat],
                      lambda: None, args.repeats, args.device)[0]
     t_write = _timed(lambda: [kernels.prune_at(w, m, threshold) for w, m in zip(flat, outs)],
                      restore, args.repeats, args.device)[0]
