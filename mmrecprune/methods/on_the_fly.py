@@ -17,6 +17,7 @@ import torch
 
 from mmrecprune.methods.base import PruningPlan, RetrainingFreePruner, check_pattern
 from mmrecprune.methods.iterative_magnitude import ElementScoring
+from mmrecprune.ops import OpsUnavailable, onthefly_functions
 from mmrecprune.registry import PRUNERS
 from mmrecprune.sparsity import (DEFAULT_EXCLUDE, MAGNITUDE_RANKINGS, HypersphericalConv2d,
                                  WeightMasks, apply_recovery, check_recovery, fold_conv, gap_penalty,
@@ -261,13 +262,29 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
             Defaults to 10.
         recovery (str): Fill value of pruned entries. Defaults to ``'filter_abs_signed'``.
         ranking, include, exclude: as :class:`OneShotMagnitudePruner`.
+        compiled_ops (bool): Compute the unit filters and the gap penalty with the compiled CPU
+            kernels of :mod:`mmrecprune.ops` (built on first use: needs a C++ compiler and
+            ninja; an error here names what is missing). The same values to float rounding;
+            CUDA and non-float32 weights still run eager PyTorch. Defaults to False.
     """
     method = 'onthefly'
 
     def __init__(self, sparsity=0.5, penalty=10.0, margin=0.5, warmup_iters=0,
                  update_interval=10, recovery='filter_abs_signed', ranking='layerwise',
-                 include=('backbone.*', ), exclude=DEFAULT_EXCLUDE):
+                 include=('backbone.*', ), exclude=DEFAULT_EXCLUDE, compiled_ops=False):
         super().__init__(sparsity, recovery, ranking, include, exclude)
+        if not isinstance(compiled_ops, bool):
+            raise ValueError(f'compiled_ops must be True or False, got {compiled_ops!r}')
+        self._functions = None
+        if compiled_ops:
+            try:
+                self._functions = onthefly_functions()
+            except OpsUnavailable as error:
+                raise OpsUnavailable(
+                    f'OnTheFlyPruner(compiled_ops=True): the compiled kernels cannot be built '
+                    f'here: {error}. Install what is missing, or set compiled_ops=False (the '
+                    'same training in eager PyTorch, slower per step)') from error
+        self.compiled_ops = compiled_ops
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or penalty < 0:
             raise ValueError(f'penalty must be a number >= 0, got {penalty!r}')
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
@@ -302,7 +319,7 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
         # the convs' forward and the penalty use the same unit filters, normalised once a step
         if self._shared is not None:
             self._shared.remove()
-        self._shared = SharedUnitFilters(model)
+        self._shared = SharedUnitFilters(model, self._functions)
         self._conv_names = [n.rsplit('.', 1)[0] for n in self.params]
 
     def fold(self):
@@ -331,7 +348,7 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
         coefficient = self.coefficient()
         if coefficient == 0:
             return loss
-        penalty = gap_penalty(weights, self.thresholds, self.margin, units)
+        penalty = gap_penalty(weights, self.thresholds, self.margin, units, self._functions)
         self._last_penalty = penalty.detach()
         return loss + coefficient * penalty.to(loss.dtype)
 

@@ -109,6 +109,7 @@ class _GapPenalty(torch.autograd.Function):
     @staticmethod
     def forward(ctx, borders, margin, *units):
         count = len(units)
+        borders = list(borders.unbind())
         roots = [math.sqrt(u[0].numel()) for u in units]
         scaled, kept, hinge = _workspace(units)
         for unit, s in zip(units, scaled):  # as _scaled, into the workspace
@@ -150,7 +151,7 @@ class _GapPenalty(torch.autograd.Function):
         return (None, None, *direction)
 
 
-def gap_penalty(weights, thresholds, margin, units=None):
+def gap_penalty(weights, thresholds, margin, units=None, functions=None):
     """The penalty of the module docstring (differentiable in ``weights``), all layers at once
     (see the module docstring).
 
@@ -161,11 +162,14 @@ def gap_penalty(weights, thresholds, margin, units=None):
         units (list[Tensor], optional): The unit filters of ``weights``, differentiable in
             them, where the convs' forward already made them
             (:class:`~mmrecprune.sparsity.hyperspherical.SharedUnitFilters`).
+        functions (optional): Compiled drop-ins (:func:`mmrecprune.ops.onthefly_functions`)
+            that compute the normalisation and the penalty instead of eager PyTorch.
     """
     if units is None:
-        units = unit_filter_list(weights)
+        units = unit_filter_list(weights, functions=functions)
     borders = thresholds.to(device=units[0].device, dtype=units[0].dtype)
-    return _GapPenalty.apply(list(borders.unbind()), float(margin), *units)
+    apply = _GapPenalty.apply if functions is None else functions.gap_penalty
+    return apply(borders, float(margin), *units)
 
 
 @torch.no_grad()

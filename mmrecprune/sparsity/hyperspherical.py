@@ -88,13 +88,17 @@ class _UnitFilterList(torch.autograd.Function):
         return (None, *result)
 
 
-def unit_filter_list(weights, graph=None):
+def unit_filter_list(weights, graph=None, functions=None):
     """:func:`unit_filters` of every weight of a list, computed together (one autograd node:
     see :class:`_UnitFilterList`); the same bits as :func:`unit_filters` of each. ``graph``
-    (a :class:`UnitFilterGraph`) is marked consumed when the node's backward runs."""
+    (a :class:`UnitFilterGraph`) is marked consumed when the node's backward runs.
+    ``functions``: compiled drop-ins (:func:`mmrecprune.ops.onthefly_functions`) whose
+    ``unit_filters`` computes the node instead, or None for eager PyTorch."""
     weights = list(weights)
     if not weights:
         return []
+    if functions is not None:
+        return list(functions.unit_filters(graph, *weights))
     if torch.is_grad_enabled() and any(w.requires_grad for w in weights):
         return list(_UnitFilterList.apply(graph, *weights))
     return torch._foreach_mul(weights, _inverse_norms(weights)[0])
@@ -130,9 +134,11 @@ class SharedUnitFilters:
     A forward pre-hook computes the unit filters and a forward hook takes them back from the
     convs, so a conv called outside a forward of ``module`` (or during a checkpointed
     recomputation) normalises its own weight. :meth:`remove` takes the hooks off.
+    ``functions``: as :func:`unit_filter_list`'s.
     """
 
-    def __init__(self, module):
+    def __init__(self, module, functions=None):
+        self.functions = functions
         self.convs = hyperspherical_convs(module)
         self._units = {}  # name -> (unit, weight version) of the last forward
         self._graph = None
@@ -151,9 +157,10 @@ class SharedUnitFilters:
         fixed = [n for n in convs if n not in set(trained)]
         self._graph = UnitFilterGraph()
         units = dict(zip(trained, unit_filter_list([convs[n].weight for n in trained],
-                                                   self._graph)))
+                                                   self._graph, self.functions)))
         with torch.no_grad():
-            units.update(zip(fixed, unit_filter_list([convs[n].weight for n in fixed])))
+            units.update(zip(fixed, unit_filter_list([convs[n].weight for n in fixed],
+                                                     functions=self.functions)))
         self._units = {n: (units[n], convs[n].weight._version) for n in convs}
         for n, conv in convs.items():
             conv._shared_unit = self._units[n]

@@ -23,12 +23,12 @@ kernel's barrier for a core, so ``--threads 1`` measures the ratios more faithfu
 ``--by-operator`` adds, after the timing, the operators the hyperspherical convs and the
 on-the-fly pruner add to a plain step (torch.profiler self time per step); ``--torch-compile``
 times the normalisation and the gap penalty against ``torch.compile`` of the same formulas (the
-fused kernels a compiler makes, where a C++ compiler is installed). ``--compiled-prototype``
+fused kernels a compiler makes, where a C++ compiler is installed). ``--compiled-ops``
 adds two variants, sphere and onthefly with the normalisation and the gap penalty computed by
-the hand-written C++ prototype ``tools/benchmarks/prototypes/onthefly_fused.cpp`` (issue 22's
-option (a); the package does not use it), their ratios to plain and the penalty's time alone,
-and stops with an error if the prototype's unit filters, gradients or penalty differ from the
-package's by more than 1e-4 relative. ``--cfg-options`` apply to
+the package's compiled kernels (``OnTheFlyPruner(compiled_ops=True)``, :mod:`mmrecprune.ops`),
+their ratios to plain and the penalty's time alone, and stops with an error if the kernels'
+unit filters, gradients or penalty differ from eager PyTorch's by more than 1e-4 relative.
+``--cfg-options`` apply to
 each of the six configs before its model is built (e.g.
 ``model.backbone.base_channels=64``); the pruners and hooks are the script's own.
 """
@@ -46,12 +46,11 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import BaseDataElement
 
 import mmrecprune  # noqa: F401
-from mmrecprune.benchmarks.compiled_prototypes import (build_prototype, prototype_agreement,
-                                                       prototype_functions, swapped_in)
 from mmrecprune.benchmarks.op_profile import added_op_times, op_times
 from mmrecprune.benchmarks.stats import median_interval
 from mmrecprune.cli import merge_cfg_options, run_tool
 from mmrecprune.hooks import LotteryTicketHook, OnTheFlyPruningHook
+from mmrecprune.ops import OpsUnavailable, eager_agreement, onthefly_functions
 from mmrecprune.optim import PruningOptimWrapper
 from mmrecprune.registry import MODELS
 from mmrecprune.sparsity.gap_penalty import gap_penalty, target_thresholds
@@ -89,25 +88,25 @@ def variant(model, masked, rounds=7):
     return SimpleNamespace(model=model, wrapper=wrapper, hook=hook)
 
 
-def on_the_fly_variant(model, penalty):
+def on_the_fly_variant(model, penalty, compiled_ops=False):
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     if not penalty:
-        SharedUnitFilters(model)
+        SharedUnitFilters(model, onthefly_functions() if compiled_ops else None)
         return SimpleNamespace(model=model, wrapper=OptimWrapper(opt), hook=None)
     wrapper = PruningOptimWrapper(opt)
-    hook = OnTheFlyPruningHook(pruner=dict(type='OnTheFlyPruner', sparsity=0.5, penalty=1.0))
+    hook = OnTheFlyPruningHook(pruner=dict(type='OnTheFlyPruner', sparsity=0.5, penalty=1.0,
+                                           compiled_ops=compiled_ops))
     hook.pruner.attach(model)
     wrapper.attach(hook.pruner)
     return SimpleNamespace(model=model, wrapper=wrapper, hook=hook)
 
 
 def step_time(v, batch, runner):
-    with swapped_in(getattr(v, 'functions', None)):
-        start = time.perf_counter()
-        v.model.train_step(batch, v.wrapper)
-        if v.hook is not None:
-            v.hook.after_train_iter(runner, 0)
-        return time.perf_counter() - start
+    start = time.perf_counter()
+    v.model.train_step(batch, v.wrapper)
+    if v.hook is not None:
+        v.hook.after_train_iter(runner, 0)
+    return time.perf_counter() - start
 
 
 def _median_time(fn, prepare=None, repeats=20):
@@ -143,15 +142,14 @@ def masked_work_time(v, repeats=20):
 def penalty_time(v, batch, repeats=20):
     """The on-the-fly gap penalty's forward and backward, alone, on the unit filters a forward
     of the model made (as in training; the backward includes the normalisation's, which the
-    convs' gradients share in a training step), computed as ``v`` computes it (the package's
-    functions, or the prototype's swapped in)."""
+    convs' gradients share in a training step), computed as ``v``'s pruner computes it (eager
+    or compiled)."""
     model, pruner = v.model, v.hook.pruner
     data = model.data_preprocessor(batch, True)
-    with swapped_in(getattr(v, 'functions', None)):
-        out = _median_time(
-            lambda: pruner.regularize(torch.zeros((), requires_grad=True)).backward(),
-            lambda: model(**data, mode='loss'),  # not timed: the shared unit filters
-            repeats)
+    out = _median_time(
+        lambda: pruner.regularize(torch.zeros((), requires_grad=True)).backward(),
+        lambda: model(**data, mode='loss'),  # not timed: the shared unit filters
+        repeats)
     v.wrapper.optimizer.zero_grad(set_to_none=True)
     return out
 
@@ -169,9 +167,9 @@ def main():
     parser.add_argument('--torch-compile', action='store_true',
                         help='also time torch.compile of the normalisation and the gap penalty '
                         '(needs a C++ compiler; about 20 s to compile)')
-    parser.add_argument('--compiled-prototype', action='store_true',
-                        help='also time sphere and on-the-fly with the C++ prototype of their '
-                        'weight work (AVX2, CPU; needs g++ and ninja)')
+    parser.add_argument('--compiled-ops', action='store_true',
+                        help='also time sphere and on-the-fly with the compiled kernels of '
+                        'mmrecprune.ops (AVX2, CPU; built on first use: needs g++ and ninja)')
     parser.add_argument('--by-operator', action='store_true',
                         help='after the timing, print the operators that the hyperspherical '
                         'convs and the on-the-fly pruner add to a plain step (torch.profiler)')
@@ -191,16 +189,16 @@ def main():
         'sphere': on_the_fly_variant(build(ONTHEFLY, opts), False),
         'onthefly': on_the_fly_variant(build(ONTHEFLY, opts), True),
     }
-    functions = None
-    if args.compiled_prototype:
+    compiled = False
+    if args.compiled_ops:
         try:
-            functions = prototype_functions(build_prototype('onthefly_fused.cpp'))
-        except RuntimeError as error:
-            print(f'compiled prototype not run: {error}')
+            onthefly_functions()
+        except OpsUnavailable as error:
+            print(f'compiled kernels not run: {error}')
         else:
+            compiled = True
             for name, penalty in (('sphere_compiled', False), ('onthefly_compiled', True)):
-                variants[name] = on_the_fly_variant(build(ONTHEFLY, opts), penalty)
-                variants[name].functions = functions
+                variants[name] = on_the_fly_variant(build(ONTHEFLY, opts), penalty, True)
     batch = make_batch(args.batch_size, args.size)
     runner = SimpleNamespace(iter=10**6)
     times = {k: [] for k in variants}
@@ -228,17 +226,19 @@ def main():
             ('hyperspherical convs / plain', 'sphere', 'plain', None),
             ('on-the-fly (hyperspherical + gap penalty + hook) / plain', 'onthefly', 'plain',
              1.05)]
-    if functions is not None:
-        rows += [('hyperspherical convs, C++ prototype / plain', 'sphere_compiled', 'plain', None),
-                 ('on-the-fly, C++ prototype / plain', 'onthefly_compiled', 'plain', 1.05)]
+    if compiled:
+        rows += [('hyperspherical convs, compiled kernels / plain', 'sphere_compiled', 'plain',
+                  None),
+                 ('on-the-fly, compiled kernels (compiled_ops=True) / plain', 'onthefly_compiled',
+                  'plain', 1.05)]
     masked_ms, penalty_ms = masked_work_time(variants['masked']), penalty_time(
         variants['onthefly'], batch)
     print(f'measured alone: the masked pruner + hook add {1000 * masked_ms:.2f} ms per step '
           f'({masked_ms / med["plain"]:.2%} of a plain step); the gap penalty (forward + '
           f'backward) {1000 * penalty_ms:.1f} ms ({penalty_ms / med["plain"]:.1%})')
-    if functions is not None:
+    if compiled:
         compiled_ms = penalty_time(variants['onthefly_compiled'], batch)
-        print(f'measured alone: the gap penalty (forward + backward) with the C++ prototype '
+        print(f'measured alone: the gap penalty (forward + backward) with the compiled kernels '
               f'{1000 * compiled_ms:.2f} ms ({compiled_ms / med["plain"]:.1%})')
     per = args.steps_per_block
     for text, a, b, target in rows:
@@ -253,15 +253,15 @@ def main():
             f'{"; inside the interval" if low <= target <= high else ""})')
         print(f'{text}: {ratio:.3f}{verdict}; block-paired median {paired:.3f} (95 % bootstrap '
               f'interval over {len(blocks)} blocks {low:.3f}-{high:.3f})')
-    if functions is not None:
+    if compiled:
         pruner = variants['onthefly_compiled'].hook.pruner
-        agreement = prototype_agreement(functions, list(pruner.params.values()),
-                                        pruner.thresholds, pruner.margin)
-        print('C++ prototype against the package, on the trained weights (largest relative '
+        agreement = eager_agreement(onthefly_functions(), list(pruner.params.values()),
+                                    pruner.thresholds, pruner.margin)
+        print('compiled kernels against eager PyTorch, on the trained weights (largest relative '
               'difference): ' + ', '.join(f'{k.replace("_", " ")} {v:.1e}'
                                           for k, v in agreement.items()))
         if max(agreement.values()) > 1e-4:
-            raise SystemExit('the C++ prototype does not compute what the package does')
+            raise SystemExit('the compiled kernels do not compute what eager PyTorch does')
     if args.by_operator:
         print_profile(variants, batch, runner)
     if args.torch_compile:

@@ -1,0 +1,76 @@
+"""Building the compiled kernels: on first use, with ``torch.utils.cpp_extension``, into torch's
+extension cache (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``), once per
+torch version; later processes load the cached build in well under a second.
+
+Why on first use and not at ``pip install``: the package stays a pure-Python wheel that installs
+into any OpenMMLab environment (no build isolation to work around, no torch at build time), and
+the kernels are built against the torch the user actually runs. The build needs what an MMCV
+build from source needs: a C++ compiler and ninja. ``python -m mmrecprune.ops`` builds them
+ahead (e.g. in an image, or before ``dist_train.sh`` so the ranks do not wait for the first).
+"""
+import os
+import os.path as osp
+import re
+import shutil
+
+import torch
+
+#: the kernels' C++ sources, shipped inside the package
+CSRC = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc')
+
+#: the kernels' compiler flags (the loops are written for AVX2 lanes; -fopenmp-simd lets the
+#: compiler vectorise the ``omp simd`` reductions without linking OpenMP)
+CFLAGS = ('-O3', '-mavx2', '-mfma', '-fopenmp-simd')
+
+_BUILT = {}
+
+
+class OpsUnavailable(RuntimeError):
+    """The compiled kernels cannot be built or loaded here; the message says what is missing
+    and how to go on without them."""
+
+
+def _missing():
+    """What stops a build here, or None."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ('AVX2', 'AVX512'):
+        return f'the kernels are AVX2 code and this CPU has {capability}'
+    compiler = os.environ.get('CXX', 'c++')
+    if shutil.which(compiler) is None:
+        return (f'no C++ compiler: {compiler!r} is not on PATH (install g++, e.g. '
+                '`apt-get install g++`, or set CXX)')
+    from torch.utils.cpp_extension import is_ninja_available
+    if not is_ninja_available():
+        return 'ninja is not installed (`pip install ninja`)'
+    return None
+
+
+def build_extension(source, name=None):
+    """The extension module built from the C++ file ``source`` (a path; a bare file name is
+    looked up in :data:`CSRC`), cached per process and, on disk, per torch version.
+
+    Raises:
+        OpsUnavailable: the source is missing, or the CPU, compiler or ninja cannot build it,
+            or the build fails; the message names which.
+    """
+    path = source if osp.isabs(source) else osp.join(CSRC, source)
+    if path in _BUILT:
+        return _BUILT[path]
+    if not osp.isfile(path):
+        raise OpsUnavailable(f'{path} not found')
+    missing = _missing()
+    if missing is not None:
+        raise OpsUnavailable(missing)
+    from torch.utils.cpp_extension import load
+    stem = name or 'mmrecprune_' + osp.splitext(osp.basename(path))[0]
+    # the cache is keyed by name and sources, not by torch: a build for another torch would
+    # load and break, so the version is in the name
+    version = re.sub(r'\W', '_', torch.__version__)
+    try:
+        module = load(f'{stem}_torch{version}', [path], extra_cflags=list(CFLAGS),
+                      verbose=False)
+    except (OSError, RuntimeError, ImportError) as error:
+        raise OpsUnavailable(f'building {osp.basename(path)} failed: '
+                             f'{str(error).strip().splitlines()[-1][:300]}') from error
+    _BUILT[path] = module
+    return module

@@ -1,0 +1,49 @@
+"""Building the compiled kernels: what stops a build is named, with the way on without them."""
+import re
+
+import pytest
+import torch
+
+from mmrecprune.methods import OnTheFlyPruner
+from mmrecprune.ops import OpsUnavailable, build, build_extension, onthefly
+
+EXPECTED = ('AVX2' if torch.backends.cpu.get_cpu_capability() not in ('AVX2', 'AVX512')
+            else 'no C++ compiler')
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    """No build cached in this process (a test before may have built the kernels)."""
+    monkeypatch.setattr(build, '_BUILT', {})
+    monkeypatch.setattr(onthefly, '_AUTOGRAD', [])
+
+
+def test_a_missing_source_is_named(nothing_built, tmp_path):
+    with pytest.raises(OpsUnavailable, match=re.escape(f'{tmp_path}/nothing.cpp not found')):
+        build_extension(str(tmp_path / 'nothing.cpp'))
+
+
+def test_a_missing_compiler_is_named(nothing_built, monkeypatch):
+    monkeypatch.setenv('CXX', '/nonexistent/c++')
+    with pytest.raises(OpsUnavailable, match=re.escape(EXPECTED)):
+        build_extension('onthefly.cpp')
+
+
+def test_the_pruner_refuses_compiled_ops_it_cannot_build_and_names_the_fix(nothing_built,
+                                                                          monkeypatch):
+    monkeypatch.setenv('CXX', '/nonexistent/c++')
+    with pytest.raises(OpsUnavailable, match=re.escape(EXPECTED)) as caught:
+        OnTheFlyPruner(compiled_ops=True)
+    assert 'set compiled_ops=False' in str(caught.value)
+    assert OnTheFlyPruner(compiled_ops=False).compiled_ops is False  # eager needs no compiler
+
+
+@pytest.mark.parametrize('value', ['yes', 1, None])
+def test_compiled_ops_must_be_a_bool(value):
+    with pytest.raises(ValueError, match='compiled_ops must be True or False'):
+        OnTheFlyPruner(compiled_ops=value)
+
+
+def test_the_kernels_source_ships_inside_the_package():
+    assert (build.CSRC.endswith('mmrecprune/ops/csrc')
+            and open(f'{build.CSRC}/onthefly.cpp').read().startswith('// On-the-fly'))

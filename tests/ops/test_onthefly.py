@@ -1,0 +1,113 @@
+"""The compiled on-the-fly kernels compute what eager PyTorch computes: the unit filters, their
+backward, the gap penalty and its gradient, in a real training step and in a real run with
+resume. Built once (about 30 s with g++); where a compiler, ninja or AVX2 is missing the
+build's own error is the skip reason."""
+import copy
+import pickle
+
+import pytest
+import torch
+
+from mmrecprune.methods import OnTheFlyPruner
+from mmrecprune.models import ImageClassifier
+from mmrecprune.ops import OpsUnavailable, compiled_applies, eager_agreement, onthefly_functions
+from mmrecprune.ops.onthefly import OnTheFlyFunctions
+from mmrecprune.sparsity import hyperspherical_convs, target_thresholds
+from mmrecprune.sparsity.gap_penalty import _GapPenalty, gap_penalty
+from mmrecprune.sparsity.hyperspherical import unit_filter_list
+
+pytestmark = pytest.mark.usefixtures('single_thread')
+
+
+@pytest.fixture(scope='module')
+def functions():
+    try:
+        return onthefly_functions()
+    except OpsUnavailable as error:
+        pytest.skip(str(error))
+
+
+def _weights(sizes, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(o, c, 3, 3, generator=g, dtype=dtype) * 0.05 for o, c in sizes]
+
+
+def test_the_kernels_agree_with_eager_pytorch(functions):
+    weights = _weights([(16, 3), (32, 16), (8, 32), (64, 64)], seed=2)
+    weights[1][3].zero_()  # a filter whose norm is clamped
+    agreement = eager_agreement(functions, weights, target_thresholds(weights, 0.5), 0.5)
+    assert set(agreement) == {'units', 'weight_grads', 'penalty', 'penalty_grads'}
+    assert max(agreement.values()) < 1e-5, agreement
+
+
+def test_the_agreement_sees_a_wrong_gradient(functions):
+    """The comparison the benchmark and ``python -m mmrecprune.ops`` trust can fail."""
+
+    def skewed_penalty(borders, margin, *units):
+        return _Skewed.apply(borders, margin, *units)
+
+    class _Skewed(_GapPenalty):
+
+        @staticmethod
+        def backward(ctx, grad):
+            return _GapPenalty.backward(ctx, grad * 1.01)
+
+    weights = _weights([(16, 8), (8, 16)], seed=4)
+    skewed = OnTheFlyFunctions(functions.unit_filters, skewed_penalty)
+    agreement = eager_agreement(skewed, weights, target_thresholds(weights, 0.5), 0.5)
+    assert agreement['penalty_grads'] > 5e-3
+    assert agreement['units'] < 1e-5 and agreement['penalty'] < 1e-5
+
+
+def test_what_the_kernels_do_not_take_runs_eager_pytorch_bit_for_bit(functions):
+    weights = [w.requires_grad_() for w in _weights([(16, 8), (8, 16)], 5, torch.float64)]
+    assert not compiled_applies(weights)
+    assert not compiled_applies([weights[0].float().transpose(0, 1)])  # not contiguous
+    thresholds = target_thresholds(weights, 0.5)
+    results = []
+    for fns in (None, functions):
+        units = unit_filter_list(weights, functions=fns)
+        penalty = gap_penalty(weights, thresholds, 0.5, units, fns)
+        grads = torch.autograd.grad(penalty + sum(u.sum() for u in units), weights)
+        results.append((units, penalty, grads))
+    (units, penalty, grads), (units_c, penalty_c, grads_c) = results
+    assert torch.equal(penalty, penalty_c)
+    assert all(map(torch.equal, units, units_c)) and all(map(torch.equal, grads, grads_c))
+
+
+def _classifier():
+    torch.manual_seed(0)
+    return ImageClassifier(backbone=dict(type='mmdet.ResNet', depth=18, base_channels=8,
+                                         out_indices=(3, ),
+                                         conv_cfg=dict(type='mmrecprune.HypersphericalConv')),
+                           in_channels=64, num_classes=4)
+
+
+def test_a_training_step_with_compiled_ops_equals_the_eager_one(functions):
+    torch.manual_seed(1)
+    x, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    losses, grads = [], []
+    # borders between entries, as both runs' pruners use them: a one-ulp difference in a unit
+    # filter flips the target set of an entry that sits on its border (a discontinuity, not an
+    # error; the run test below follows the borders each run selects)
+    for compiled in (False, True):
+        model = _classifier()
+        pruner = OnTheFlyPruner(sparsity=0.5, penalty=3.0, compiled_ops=compiled)
+        pruner.attach(model)
+        weights = list(pruner.params.values())
+        pruner.thresholds = target_thresholds(weights, 0.5) * (1 + 1e-5)
+        pruner._thresholds_at = 0
+        loss = torch.nn.functional.cross_entropy(model(x, mode='tensor'), labels)
+        loss = pruner.regularize(loss)
+        assert pruner._shared.units(pruner._conv_names) is not None  # the shared path ran
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad for p in model.parameters()])
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=0)
+    # float32 rounding, which batch norm over a batch of 4 amplifies: the same 3e-5 with the
+    # penalty's coefficient at 0, and 1e-2 between the penalty on and off
+    for a, b in zip(*grads):
+        assert (b - a).norm() <= 2e-4 * a.norm()
+    # a model whose convs share compiled unit filters still copies (EMA) and pickles
+    copy.deepcopy(model)
+    assert pickle.loads(pickle.dumps(model))._forward_pre_hooks
