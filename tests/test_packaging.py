@@ -220,6 +220,10 @@ def test_wheel_ships_configs_tools_and_model_index(installed_wheel):
     shipped = sorted(osp.relpath(p, mim) for p in glob.glob(str(mim / '**' / '*'),
                                                              recursive=True) if osp.isfile(p))
     assert shipped == sorted(expected)
+    # the compiled kernels' sources, which mmrecprune.ops builds on first use
+    for rel in _repo_files('mmrecprune/ops/csrc', ('cpp', )):
+        assert (installed_wheel / rel).read_bytes() == open(osp.join(REPO, rel), 'rb').read(), rel
+    assert _repo_files('mmrecprune/ops/csrc', ('cpp', ))
     dist_info = glob.glob(str(installed_wheel / 'mmrecprune-*.dist-info'))
     assert len(dist_info) == 1
     assert glob.glob(osp.join(dist_info[0], '**', 'LICENSE'), recursive=True)
