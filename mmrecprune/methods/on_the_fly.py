@@ -320,6 +320,7 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
         if self._shared is not None:
             self._shared.remove()
         self._shared = SharedUnitFilters(model, self._functions)
+        self._shared.penalty_request = self._penalty_request
         self._conv_names = [n.rsplit('.', 1)[0] for n in self.params]
 
     def fold(self):
@@ -336,19 +337,36 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
             return self.penalty
         return self.penalty * min(1.0, t / self.warmup_iters)
 
+    def _select_targets(self, units=None):
+        """Re-select the target sets when due (every ``update_interval`` steps)."""
+        if self._thresholds_at is None or (self.iteration % self.update_interval == 0
+                                           and self._thresholds_at != self.iteration):
+            self.thresholds = target_thresholds(list(self.params.values()), self.sparsity,
+                                                units, self._functions)
+            self._thresholds_at = self.iteration
+
+    def _penalty_request(self):
+        """What the shared unit filters ask before a forward with gradients: the penalty's
+        convs, borders and margin, to compute it in the normalisation's node
+        (``compiled_ops=True``), or None (no penalty this step)."""
+        if self.pruned or self.penalty == 0 or self.coefficient() == 0:
+            return None
+        self._select_targets()  # the same weights, before the forward instead of after it
+        return self._conv_names, self.thresholds, self.margin
+
     def regularize(self, loss):
         if self.pruned or self.penalty == 0:
             return loss
         weights = list(self.params.values())
+        penalty = None if self._shared is None else self._shared.penalty(self._conv_names)
         units = None if self._shared is None else self._shared.units(self._conv_names)
-        if self._thresholds_at is None or (self.iteration % self.update_interval == 0
-                                           and self._thresholds_at != self.iteration):
-            self.thresholds = target_thresholds(weights, self.sparsity, units)
-            self._thresholds_at = self.iteration
+        if penalty is None:
+            self._select_targets(units)
         coefficient = self.coefficient()
         if coefficient == 0:
             return loss
-        penalty = gap_penalty(weights, self.thresholds, self.margin, units, self._functions)
+        if penalty is None:
+            penalty = gap_penalty(weights, self.thresholds, self.margin, units, self._functions)
         self._last_penalty = penalty.detach()
         return loss + coefficient * penalty.to(loss.dtype)
 

@@ -30,9 +30,13 @@ def compiled_applies(tensors):
 class OnTheFlyFunctions(NamedTuple):
     """Drop-ins for the ``apply`` of the package's two autograd functions (same arguments,
     same results), each computed by the kernels where :func:`compiled_applies`, and by the
-    package's eager function otherwise."""
+    package's eager function otherwise; and both in one node, where the kernels apply (or
+    None: :class:`~mmrecprune.sparsity.hyperspherical.SharedUnitFilters` then calls the two)."""
     unit_filters: Callable  # (graph, *weights) -> unit filters
     gap_penalty: Callable  # (borders, margin, *units) -> penalty
+    # (graph, borders, margin, *weights) -> (*unit filters, penalty) or None; borders: one
+    # per weight, NaN where the weight is not penalised
+    units_and_penalty: Callable = None
 
 
 def _autograd_functions(kernels):
@@ -67,7 +71,33 @@ def _autograd_functions(kernels):
             ctx.save_for_backward(*directions)
             return penalty
 
-    return CompiledUnitFilterList, CompiledGapPenalty
+    class CompiledUnitsAndPenalty(torch.autograd.Function):
+        """The unit filters of all ``weights`` and the gap penalty of those whose border is
+        not NaN, one node: the forward reads each filter once, and the backward adds the
+        penalty's gradient to the convs' and projects both in one pass (no penalty node, no
+        stored penalty gradient, no sum of two gradients per conv)."""
+
+        @staticmethod
+        def forward(ctx, graph, borders, margin, *weights):
+            *units, inverse, live, factors, penalty = kernels.fused_forward(
+                list(weights), borders, float(margin))
+            ctx.graph, ctx.margin = graph, float(margin)
+            ctx.set_materialize_grads(False)
+            ctx.save_for_backward(*units, inverse, live, factors, borders)
+            return (*units, penalty)
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, *grads):
+            if ctx.graph is not None:
+                ctx.graph.consumed = True
+            *units, inverse, live, factors, borders = ctx.saved_tensors
+            *unit_grads, penalty_grad = grads
+            return (None, None, None, *kernels.fused_backward(
+                list(unit_grads), penalty_grad, units, inverse, live, factors, borders,
+                ctx.margin))
+
+    return CompiledUnitFilterList, CompiledGapPenalty, CompiledUnitsAndPenalty
 
 
 _AUTOGRAD = []  # the two compiled autograd functions, once built
@@ -90,6 +120,13 @@ def _gap_penalty(borders, margin, *units):
     return function.apply(borders, margin, *units)
 
 
+def _units_and_penalty(graph, borders, margin, *weights):
+    if not compiled_applies(weights):
+        return None
+    return _compiled()[2].apply(graph, borders.to(torch.float32).contiguous(), margin,
+                                *weights)
+
+
 def onthefly_functions():
     """The kernels' :class:`OnTheFlyFunctions`, built on first use (so that a missing compiler
     is reported here, before training, and not at the first step).
@@ -98,7 +135,7 @@ def onthefly_functions():
         OpsUnavailable: the kernels cannot be built here (the message says why).
     """
     _compiled()
-    return OnTheFlyFunctions(_unit_filters, _gap_penalty)
+    return OnTheFlyFunctions(_unit_filters, _gap_penalty, _units_and_penalty)
 
 
 def _relative(a, b):
@@ -114,8 +151,13 @@ def eager_agreement(functions, weights, thresholds, margin, seed=0):
     sets are a comparison with a border, which a one-ulp difference in a unit filter can flip
     for the entry at the border (a discontinuity, not an error).
 
+    Where ``functions`` compute both in one node (``units_and_penalty``), also that node's
+    penalty and the weights' gradients from the upstream gradient plus the penalty's, against
+    eager's, on borders moved 1e-5 off the entries (so no entry sits on one).
+
     Returns:
-        dict[str, float]: ``units``, ``weight_grads``, ``penalty``, ``penalty_grads``.
+        dict[str, float]: ``units``, ``weight_grads``, ``penalty``, ``penalty_grads`` and,
+        with one node, ``fused_penalty`` and ``fused_weight_grads``.
     """
     g = torch.Generator().manual_seed(seed)
     upstream = [torch.randn(w.shape, generator=g, dtype=w.dtype) for w in weights]
@@ -134,8 +176,24 @@ def eager_agreement(functions, weights, thresholds, margin, seed=0):
         weight_grads.append([w.grad for w in leaves])
         penalties.append(penalty.detach())
         penalty_grads.append([u.grad for u in given])
-    return dict(
+    out = dict(
         units=max(map(_relative, *units_of)),
         weight_grads=max(map(_relative, *weight_grads)),
         penalty=_relative(penalties[0].reshape(1), penalties[1].reshape(1)),
         penalty_grads=max(map(_relative, *penalty_grads)))
+    if functions.units_and_penalty is not None:
+        borders = thresholds.float() * (1 + 1e-5)
+        fused_grads, fused_penalties = [], []
+        for fused in (False, True):
+            leaves = [w.detach().clone().requires_grad_() for w in weights]
+            if fused:
+                *units, penalty = functions.units_and_penalty(None, borders, margin, *leaves)
+            else:
+                units = unit_filter_list(leaves)
+                penalty = gap_penalty(leaves, borders, margin, units=units)
+            (sum((u * up).sum() for u, up in zip(units, upstream)) + penalty).backward()
+            fused_grads.append([w.grad for w in leaves])
+            fused_penalties.append(penalty.detach().reshape(1))
+        out.update(fused_penalty=_relative(*fused_penalties),
+                   fused_weight_grads=max(map(_relative, *fused_grads)))
+    return out

@@ -48,16 +48,18 @@ def _scaled(units):
 
 
 @torch.no_grad()
-def target_thresholds(weights, fraction, units=None):
+def target_thresholds(weights, fraction, units=None, functions=None):
     """Per layer, the magnitude (of :func:`scaled_magnitudes`) at or below which its
     ``fraction`` of smallest weights lie: the border of its target set.
 
     Bit for bit the magnitudes :func:`gap_penalty` compares with the border, so the k-th
     smallest entry is in its target set. ``units``: the unit filters of ``weights`` where
     already computed (:class:`~mmrecprune.sparsity.hyperspherical.SharedUnitFilters`). (The
-    selection runs every ``update_interval`` steps, not every step.)"""
+    selection runs every ``update_interval`` steps, not every step.) ``functions``: compiled
+    drop-ins that normalise ``weights`` where ``units`` is not given (the same bits as the
+    unit filters the penalty then compares)."""
     if units is None:
-        units = unit_filter_list([w.detach() for w in weights])
+        units = unit_filter_list([w.detach() for w in weights], functions=functions)
     borders = []
     for part in _scaled([u.detach() for u in units])[0]:
         k = max(1, min(part.numel(), int(round(fraction * part.numel()))))

@@ -134,13 +134,19 @@ class SharedUnitFilters:
     A forward pre-hook computes the unit filters and a forward hook takes them back from the
     convs, so a conv called outside a forward of ``module`` (or during a checkpointed
     recomputation) normalises its own weight. :meth:`remove` takes the hooks off.
-    ``functions``: as :func:`unit_filter_list`'s.
+    ``functions``: as :func:`unit_filter_list`'s. Where they compute the unit filters and the
+    gap penalty in one node (``functions.units_and_penalty``), ``penalty_request`` (a callable
+    set by the penalty's owner, the ``OnTheFlyPruner``) is asked before each forward with
+    gradients for ``(names, borders, margin)``, or None for no penalty this step; the penalty
+    is then computed with the unit filters, and :meth:`penalty` hands it over.
     """
 
     def __init__(self, module, functions=None):
         self.functions = functions
+        self.penalty_request = None
         self.convs = hyperspherical_convs(module)
         self._units = {}  # name -> (unit, weight version) of the last forward
+        self._penalty = None  # (penalty, conv names) of the last forward, if computed with them
         self._graph = None
         # (not always_call, which torch 2.0 lacks: after a forward that raised, a conv checks
         # its weight's version before using what is left; the next forward replaces it)
@@ -148,7 +154,8 @@ class SharedUnitFilters:
                          module.register_forward_hook(self._after_forward)]
 
     def __getstate__(self):  # a deepcopy (EMA) or pickle must not copy a graph's tensors
-        return dict(self.__dict__, _units={}, _graph=None)
+        # (nor the pruner behind penalty_request: a copy computes no penalty)
+        return dict(self.__dict__, _units={}, _graph=None, _penalty=None, penalty_request=None)
 
     def _before_forward(self, module, args):
         convs = {n: c for n, c in self.convs.items() if isinstance(c, HypersphericalConv2d)}
@@ -156,14 +163,45 @@ class SharedUnitFilters:
         trained = [n for n, c in convs.items() if grad and c.weight.requires_grad]
         fixed = [n for n in convs if n not in set(trained)]
         self._graph = UnitFilterGraph()
-        units = dict(zip(trained, unit_filter_list([convs[n].weight for n in trained],
-                                                   self._graph, self.functions)))
+        self._penalty = None
+        units = self._with_penalty(trained, convs)
+        if units is None:
+            units = dict(zip(trained, unit_filter_list([convs[n].weight for n in trained],
+                                                       self._graph, self.functions)))
         with torch.no_grad():
             units.update(zip(fixed, unit_filter_list([convs[n].weight for n in fixed],
                                                      functions=self.functions)))
         self._units = {n: (units[n], convs[n].weight._version) for n in convs}
         for n, conv in convs.items():
             conv._shared_unit = self._units[n]
+
+    def _with_penalty(self, trained, convs):
+        """``{name: unit}`` of the ``trained`` convs from the one node that also computes the
+        gap penalty (kept for :meth:`penalty`), or None where that does not apply."""
+        fused = getattr(self.functions, 'units_and_penalty', None)
+        request = None if fused is None or not trained else self.penalty_request()
+        if request is None:
+            return None
+        names, borders, margin = request
+        index = {n: i for i, n in enumerate(trained)}
+        if not set(names) <= set(index):
+            return None
+        per_weight = torch.full((len(trained), ), float('nan'))
+        per_weight[[index[n] for n in names]] = borders.detach().float().cpu()
+        out = fused(self._graph, per_weight, margin, *(convs[n].weight for n in trained))
+        if out is None:  # weights the kernels do not take
+            return None
+        *units, penalty = out
+        self._penalty = (penalty, tuple(names))
+        return dict(zip(trained, units))
+
+    def penalty(self, names):
+        """The gap penalty of the convs ``names`` computed with the unit filters of the last
+        forward (see the class docstring), or None where there is none to reuse."""
+        if (self._penalty is None or self._penalty[1] != tuple(names)
+                or self.units(names) is None):
+            return None
+        return self._penalty[0]
 
     def _after_forward(self, module, args, output):
         for conv in self.convs.values():
@@ -192,7 +230,7 @@ class SharedUnitFilters:
         for handle in self._handles:
             handle.remove()
         self._after_forward(None, None, None)
-        self._units, self._graph = {}, None
+        self._units, self._graph, self._penalty = {}, None, None
 
 
 def hyperspherical_convs(module):

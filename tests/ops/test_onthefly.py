@@ -36,7 +36,8 @@ def test_the_kernels_agree_with_eager_pytorch(functions):
     weights = _weights([(16, 3), (32, 16), (8, 32), (64, 64)], seed=2)
     weights[1][3].zero_()  # a filter whose norm is clamped
     agreement = eager_agreement(functions, weights, target_thresholds(weights, 0.5), 0.5)
-    assert set(agreement) == {'units', 'weight_grads', 'penalty', 'penalty_grads'}
+    assert set(agreement) == {'units', 'weight_grads', 'penalty', 'penalty_grads',
+                              'fused_penalty', 'fused_weight_grads'}
     assert max(agreement.values()) < 1e-5, agreement
 
 
@@ -53,7 +54,7 @@ def test_the_agreement_sees_a_wrong_gradient(functions):
             return _GapPenalty.backward(ctx, grad * 1.01)
 
     weights = _weights([(16, 8), (8, 16)], seed=4)
-    skewed = OnTheFlyFunctions(functions.unit_filters, skewed_penalty)
+    skewed = OnTheFlyFunctions(functions.unit_filters, skewed_penalty, None)
     agreement = eager_agreement(skewed, weights, target_thresholds(weights, 0.5), 0.5)
     assert agreement['penalty_grads'] > 5e-3
     assert agreement['units'] < 1e-5 and agreement['penalty'] < 1e-5
@@ -100,6 +101,8 @@ def test_a_training_step_with_compiled_ops_equals_the_eager_one(functions):
         loss = torch.nn.functional.cross_entropy(model(x, mode='tensor'), labels)
         loss = pruner.regularize(loss)
         assert pruner._shared.units(pruner._conv_names) is not None  # the shared path ran
+        # compiled, the penalty came from the normalisation's node
+        assert (pruner._shared.penalty(pruner._conv_names) is not None) is compiled
         loss.backward()
         losses.append(loss.detach())
         grads.append([p.grad for p in model.parameters()])
@@ -111,3 +114,36 @@ def test_a_training_step_with_compiled_ops_equals_the_eager_one(functions):
     # a model whose convs share compiled unit filters still copies (EMA) and pickles
     copy.deepcopy(model)
     assert pickle.loads(pickle.dumps(model))._forward_pre_hooks
+
+
+def test_the_fused_node_alone_and_its_agreement_can_fail(functions):
+    """The one node of unit filters and penalty with only one of its outputs used (a conv not
+    run; a loss without the penalty) gives eager's gradients, and a node that is 1 % off is
+    caught by the comparison."""
+    weights = _weights([(16, 8), (8, 16), (12, 8)], seed=6)
+    borders = target_thresholds(weights, 0.5) * (1 + 1e-5)
+    borders[2] = float('nan')  # the third weight is normalised, not penalised
+    for use_units, use_penalty in ((False, True), (True, False)):
+        grads = []
+        for fused in (False, True):
+            leaves = [w.clone().requires_grad_() for w in weights]
+            if fused:
+                *units, penalty = functions.units_and_penalty(None, borders, 0.5, *leaves)
+            else:
+                units = unit_filter_list(leaves)
+                penalty = gap_penalty(leaves[:2], borders[:2], 0.5, units=units[:2])
+            loss = units[0].sum() * use_units + penalty * use_penalty
+            grads.append(torch.autograd.grad(loss, leaves, allow_unused=True))
+        for a, b in zip(*grads):
+            assert (a is None) == (b is None) or (a is None and not b.any())
+            if a is not None:
+                assert (b - a).norm() <= 1e-5 * a.norm().clamp_min(1e-30)
+
+    def off(graph, borders, margin, *weights):
+        *units, penalty = functions.units_and_penalty(graph, borders, margin, *weights)
+        return (*units, penalty * 1.01)
+
+    agreement = eager_agreement(OnTheFlyFunctions(functions.unit_filters, functions.gap_penalty,
+                                                  off), weights, target_thresholds(weights, 0.5),
+                                0.5)
+    assert agreement['fused_penalty'] > 5e-3 and agreement['units'] < 1e-5

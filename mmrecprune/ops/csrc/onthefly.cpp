@@ -192,8 +192,207 @@ std::vector<torch::Tensor> penalty_forward(const std::vector<torch::Tensor>& uni
   return out;
 }
 
+// ---- one node for the unit filters and the gap penalty (OnTheFlyPruner, compiled_ops=True) ----
+// The forward reads each filter once: its norm, its unit filter, and the penalty's four sums
+// of the row while it sits in L1. The backward adds the penalty's gradient to the units' and
+// projects both in one pass, recomputing the penalty's direction from the unit filter instead
+// of storing it. Per layer, the sums of its rows are added in row order, so results do not
+// depend on the thread count.
+
+namespace {
+
+// the penalty's four sums over one row of unit filters (scaled |u|: total, on kept, hinge on
+// kept, kept count), in 8 float lanes, then the tail
+void row_sums(const float* u, int64_t n, float root, float border, float margin, float* out) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f), vroot = _mm256_set1_ps(root);
+  const __m256 vborder = _mm256_set1_ps(border), vmargin = _mm256_set1_ps(margin);
+  __m256 vtotal = _mm256_setzero_ps(), von_kept = vtotal, vhinge = vtotal, vkept = vtotal;
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 s = _mm256_mul_ps(_mm256_andnot_ps(sign_bit, _mm256_loadu_ps(u + j)), vroot);
+    const __m256 k = _mm256_and_ps(_mm256_cmp_ps(s, vborder, _CMP_GT_OQ), one);
+    vtotal = _mm256_add_ps(vtotal, s);
+    von_kept = _mm256_add_ps(von_kept, _mm256_mul_ps(s, k));
+    vhinge = _mm256_add_ps(
+        vhinge, _mm256_mul_ps(_mm256_sub_ps(_mm256_min_ps(s, vmargin), vmargin), k));
+    vkept = _mm256_add_ps(vkept, k);
+  }
+  alignas(32) float lanes[4][8];
+  _mm256_store_ps(lanes[0], vtotal);
+  _mm256_store_ps(lanes[1], von_kept);
+  _mm256_store_ps(lanes[2], vhinge);
+  _mm256_store_ps(lanes[3], vkept);
+  for (int q = 0; q < 4; ++q) {
+    out[q] = 0.0f;
+    for (int l = 0; l < 8; ++l) out[q] += lanes[q][l];
+  }
+  for (; j < n; ++j) {
+    const float s = std::fabs(u[j]) * root;
+    const float k = s > border ? 1.0f : 0.0f;
+    out[0] += s;
+    out[1] += s * k;
+    out[2] += (std::min(s, margin) - margin) * k;
+    out[3] += k;
+  }
+}
+
+float root_of(const torch::Tensor& w) {  // sqrt(fan_in), rounded as the eager penalty has it
+  return static_cast<float>(std::sqrt(static_cast<double>(w.numel() / w.size(0))));
+}
+
+}  // namespace
+
+// the unit filters of all weights and the gap penalty of those whose border is not NaN
+// (`count` of them): [*units, inverse norms, live inverse norms, per layer (to_target,
+// to_kept), penalty]
+std::vector<torch::Tensor> fused_forward(const std::vector<torch::Tensor>& weights,
+                                         torch::Tensor borders, double margin_) {
+  check_weights(weights);
+  const auto layers = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(borders.device().is_cpu() && borders.scalar_type() == torch::kFloat32 &&
+                  borders.dim() == 1 && borders.size(0) == layers,
+              "one float32 border per weight (NaN: not penalised)");
+  const auto border_c = borders.contiguous();
+  const float* b = border_c.data_ptr<float>();
+  const float margin = static_cast<float>(margin_);
+  int64_t filters = 0, count = 0;
+  for (int64_t i = 0; i < layers; ++i) {
+    filters += weights[i].size(0);
+    count += std::isnan(b[i]) ? 0 : 1;
+  }
+  TORCH_CHECK(count > 0, "no weight has a border");
+  auto inverse = torch::empty({filters}, torch::kFloat32);
+  auto live = torch::empty({filters}, torch::kFloat32);
+  auto factors = torch::zeros({layers, 2}, torch::kFloat32);
+  float* inv = inverse.data_ptr<float>();
+  float* lv = live.data_ptr<float>();
+  float* fac = factors.data_ptr<float>();
+  std::vector<torch::Tensor> out;
+  double penalty = 0.0;
+  int64_t first = 0;
+  for (int64_t i = 0; i < layers; ++i) {
+    const auto& w = weights[i];
+    auto unit = torch::empty_like(w);
+    const int64_t rows = w.size(0), cols = w.numel() / rows;
+    const bool penalised = !std::isnan(b[i]);
+    const float root = root_of(w);
+    std::vector<float> partial(penalised ? rows * 4 : 0);
+    const float* x = w.data_ptr<float>();
+    float* u = unit.data_ptr<float>();
+    at::parallel_for(0, rows, grain(cols), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const float* xr = x + r * cols;
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int64_t c = 0; c < cols; ++c) ss += xr[c] * xr[c];
+        const float norm = std::sqrt(ss);
+        const float scale = 1.0f / std::max(norm, kNormEps);
+        inv[first + r] = scale;
+        lv[first + r] = norm >= kNormEps ? scale : 0.0f;
+        float* ur = u + r * cols;
+        for (int64_t c = 0; c < cols; ++c) ur[c] = xr[c] * scale;
+        if (penalised) row_sums(ur, cols, root, b[i], margin, partial.data() + 4 * r);
+      }
+    });
+    if (penalised) {
+      float total = 0.0f, on_kept = 0.0f, hinge = 0.0f, kept = 0.0f;
+      for (int64_t r = 0; r < rows; ++r) {
+        total += partial[4 * r];
+        on_kept += partial[4 * r + 1];
+        hinge += partial[4 * r + 2];
+        kept += partial[4 * r + 3];
+      }
+      const double n_target = std::max(static_cast<double>(w.numel()) - kept, 1.0);
+      const double n_kept = std::max(static_cast<double>(kept), 1.0);
+      penalty += (total - on_kept) / n_target - hinge / n_kept;
+      fac[2 * i] = static_cast<float>(root / (count * n_target));
+      fac[2 * i + 1] = static_cast<float>(root / (count * n_kept));
+    }
+    first += rows;
+    out.push_back(unit);
+  }
+  out.push_back(inverse);
+  out.push_back(live);
+  out.push_back(factors);
+  out.push_back(torch::scalar_tensor(penalty / count, torch::kFloat32));
+  return out;
+}
+
+// the weights' gradients from the units' (undefined: none) and the penalty's (undefined: none):
+// with g' = g + grad_penalty * dP/du, (g' - u <g', u>_f) / ||w_f|| per filter
+std::vector<torch::Tensor> fused_backward(const std::vector<c10::optional<torch::Tensor>>& grads,
+                                          const c10::optional<torch::Tensor>& grad_penalty,
+                                          const std::vector<torch::Tensor>& units,
+                                          torch::Tensor inverse, torch::Tensor live,
+                                          torch::Tensor factors, torch::Tensor borders,
+                                          double margin_) {
+  const float* inv = inverse.data_ptr<float>();
+  const float* lv = live.data_ptr<float>();
+  const float* fac = factors.data_ptr<float>();
+  const float* b = borders.data_ptr<float>();
+  const float margin = static_cast<float>(margin_);
+  const bool with_penalty = grad_penalty.has_value() && grad_penalty->defined();
+  const float gp = with_penalty ? grad_penalty->item<float>() : 0.0f;
+  std::vector<torch::Tensor> out;
+  int64_t first = 0;
+  for (size_t i = 0; i < units.size(); ++i) {
+    const auto& unit = units[i];
+    const int64_t rows = unit.size(0), cols = unit.numel() / rows;
+    const bool has_grad = grads[i].has_value() && grads[i]->defined();
+    const bool penalised = with_penalty && !std::isnan(b[i]);
+    if (!has_grad && !penalised) {
+      out.emplace_back();
+      first += rows;
+      continue;
+    }
+    torch::Tensor g;
+    if (has_grad) g = grads[i]->contiguous();
+    const float* gp_data = has_grad ? g.data_ptr<float>() : nullptr;
+    auto result = torch::empty_like(unit);
+    const float* u = unit.data_ptr<float>();
+    float* o = result.data_ptr<float>();
+    const float root = root_of(unit), border = penalised ? b[i] : 0.0f;
+    // the penalty's gradient by u, times the incoming gradient, folded into the factors
+    const float to_target = penalised ? gp * fac[2 * i] : 0.0f;
+    const float to_kept = penalised ? gp * fac[2 * i + 1] : 0.0f;
+    const int64_t start = first;
+    at::parallel_for(0, rows, grain(cols), [&](int64_t begin, int64_t end) {
+      std::vector<float> row(cols);
+      for (int64_t r = begin; r < end; ++r) {
+        const float* ur = u + r * cols;
+        float* gr = row.data();
+        if (gp_data != nullptr)
+          std::copy(gp_data + r * cols, gp_data + (r + 1) * cols, gr);
+        else
+          std::fill(gr, gr + cols, 0.0f);
+        if (penalised) {
+#pragma omp simd
+          for (int64_t c = 0; c < cols; ++c) {
+            const float s = std::fabs(ur[c]) * root;
+            const float magnitude = s > border ? (s < margin ? -to_kept : 0.0f) : to_target;
+            const float sign = static_cast<float>((ur[c] > 0.0f) - (ur[c] < 0.0f));
+            gr[c] += sign * magnitude;
+          }
+        }
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t c = 0; c < cols; ++c) dot += gr[c] * ur[c];
+        const float coefficient = -dot * lv[start + r], scale = inv[start + r];
+        float* orow = o + r * cols;
+        for (int64_t c = 0; c < cols; ++c) orow[c] = gr[c] * scale + ur[c] * coefficient;
+      }
+    });
+    first += rows;
+    out.push_back(result);
+  }
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("unit_forward", &unit_forward, "unit filters of all weights");
   module.def("unit_backward", &unit_backward, "the weights' gradients from the units'");
   module.def("penalty_forward", &penalty_forward, "the gap penalty and its gradient");
+  module.def("fused_forward", &fused_forward, "unit filters and gap penalty, one node");
+  module.def("fused_backward", &fused_backward, "the weights' gradients of the fused node");
 }
