@@ -179,7 +179,8 @@ class SharedUnitFilters:
         """``{name: unit}`` of the ``trained`` convs from the one node that also computes the
         gap penalty (kept for :meth:`penalty`), or None where that does not apply."""
         fused = getattr(self.functions, 'units_and_penalty', None)
-        request = None if fused is None or not trained else self.penalty_request()
+        request = (None if fused is None or self.penalty_request is None or not trained
+                   else self.penalty_request())
         if request is None:
             return None
         names, borders, margin = request
