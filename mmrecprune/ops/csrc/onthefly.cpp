@@ -357,30 +357,27 @@ std::vector<torch::Tensor> fused_backward(const std::vector<c10::optional<torch:
     const float to_target = penalised ? gp * fac[2 * i] : 0.0f;
     const float to_kept = penalised ? gp * fac[2 * i + 1] : 0.0f;
     const int64_t start = first;
+    // g' is recomputed in each of the two passes (a few ALU operations on a row in L1)
+    // rather than written out and read back
+    const auto grad_of = [&](const float* gr, const float* ur, int64_t c) {
+      const float g = gr != nullptr ? gr[c] : 0.0f;
+      if (!penalised) return g;
+      const float s = std::fabs(ur[c]) * root;
+      const float magnitude = s > border ? (s < margin ? -to_kept : 0.0f) : to_target;
+      return g + static_cast<float>((ur[c] > 0.0f) - (ur[c] < 0.0f)) * magnitude;
+    };
     at::parallel_for(0, rows, grain(cols), [&](int64_t begin, int64_t end) {
-      std::vector<float> row(cols);
       for (int64_t r = begin; r < end; ++r) {
         const float* ur = u + r * cols;
-        float* gr = row.data();
-        if (gp_data != nullptr)
-          std::copy(gp_data + r * cols, gp_data + (r + 1) * cols, gr);
-        else
-          std::fill(gr, gr + cols, 0.0f);
-        if (penalised) {
-#pragma omp simd
-          for (int64_t c = 0; c < cols; ++c) {
-            const float s = std::fabs(ur[c]) * root;
-            const float magnitude = s > border ? (s < margin ? -to_kept : 0.0f) : to_target;
-            const float sign = static_cast<float>((ur[c] > 0.0f) - (ur[c] < 0.0f));
-            gr[c] += sign * magnitude;
-          }
-        }
+        const float* gr = gp_data != nullptr ? gp_data + r * cols : nullptr;
         float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t c = 0; c < cols; ++c) dot += gr[c] * ur[c];
+        for (int64_t c = 0; c < cols; ++c) dot += grad_of(gr, ur, c) * ur[c];
         const float coefficient = -dot * lv[start + r], scale = inv[start + r];
         float* orow = o + r * cols;
-        for (int64_t c = 0; c < cols; ++c) orow[c] = gr[c] * scale + ur[c] * coefficient;
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c)
+          orow[c] = grad_of(gr, ur, c) * scale + ur[c] * coefficient;
       }
     });
     first += rows;
