@@ -70,7 +70,11 @@ def build_extension(source, name=None):
         module = load(f'{stem}_torch{version}', [path], extra_cflags=list(CFLAGS),
                       verbose=False)
     except (OSError, RuntimeError, ImportError) as error:
-        raise OpsUnavailable(f'building {osp.basename(path)} failed: '
-                             f'{str(error).strip().splitlines()[-1][:300]}') from error
+        # the compiler's first error, not ninja's closing line
+        lines = str(error).strip().splitlines()
+        first = next((line for line in lines if ': error' in line or 'error:' in line),
+                     lines[-1])
+        raise OpsUnavailable(f'building {osp.basename(path)} failed: {first.strip()[:300]}'
+                             ) from error
     _BUILT[path] = module
     return module

@@ -42,14 +42,17 @@ class OnTheFlyFunctions(NamedTuple):
 def _autograd_functions(kernels):
 
     class CompiledUnitFilterList(torch.autograd.Function):
-        """``_UnitFilterList`` with one inverse-norm vector for all filters saved."""
+        """``_UnitFilterList`` with one inverse-norm vector for all filters saved: the one
+        node's kernels below with no weight penalised."""
 
         @staticmethod
         def forward(ctx, graph, *weights):
-            *units, inverse, live = kernels.unit_forward(list(weights))
+            no_borders = torch.full((len(weights), ), float('nan'))
+            *units, inverse, live, factors, _ = kernels.fused_forward(list(weights),
+                                                                       no_borders, 0.0)
             ctx.graph = graph
             ctx.set_materialize_grads(False)  # an unused unit (conv not run) gets no gradient
-            ctx.save_for_backward(*units, inverse, live)
+            ctx.save_for_backward(*units, inverse, live, factors, no_borders)
             return tuple(units)
 
         @staticmethod
@@ -57,8 +60,9 @@ def _autograd_functions(kernels):
         def backward(ctx, *grads):
             if ctx.graph is not None:
                 ctx.graph.consumed = True
-            *units, inverse, live = ctx.saved_tensors
-            return (None, *kernels.unit_backward(list(grads), units, inverse, live))
+            *units, inverse, live, factors, no_borders = ctx.saved_tensors
+            return (None, *kernels.fused_backward(list(grads), None, units, inverse, live,
+                                                  factors, no_borders, 0.0))
 
     class CompiledGapPenalty(_GapPenalty):
         """``_GapPenalty`` with the forward (penalty and gradient direction) in C++; the

@@ -47,3 +47,15 @@ def test_compiled_ops_must_be_a_bool(value):
 def test_the_kernels_source_ships_inside_the_package():
     assert (build.CSRC.endswith('mmrecprune/ops/csrc')
             and open(f'{build.CSRC}/onthefly.cpp').read().startswith('// On-the-fly'))
+
+
+def test_a_failed_build_names_the_compilers_error(nothing_built, tmp_path, monkeypatch):
+    if build._missing() is not None:
+        pytest.skip(build._missing())
+    monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path / 'cache'))  # nothing left behind
+    source = tmp_path / 'broken.cpp'
+    source.write_text('int broken( {\n')
+    with pytest.raises(OpsUnavailable,
+                       match=r'building broken\.cpp failed: .*broken\.cpp:1:\d+: error') as caught:
+        build_extension(str(source), name='mmrecprune_test_broken')
+    assert 'ninja: build stopped' not in str(caught.value)

@@ -37,6 +37,7 @@ def test_sparsity_imports_and_works_without_mmcv_mmdet():
         import torch
         from torch import nn
 
+        import mmrecprune.ops  # noqa: F401  (the compiled kernels are plain PyTorch too)
         import mmrecprune.sparsity as sp
 
         model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3))
