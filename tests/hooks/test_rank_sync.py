@@ -1,6 +1,9 @@
 """The one DDP path (``mmrecprune.hooks.rank_sync``) through both hooks: under DDP (2 processes,
 gloo, CPU, ``tools/dist_train.sh``) every rank holds rank 0's masks and identical weights."""
 
+import pytest
+
+from mmrecprune.ops import OpsUnavailable, onthefly_functions
 from mmrecprune.tickets import load_ticket
 from tests.conftest import dist_train, tiny_dist_config
 
@@ -52,15 +55,23 @@ param_scheduler = []
     assert meta['flops_ratio'] <= 0.5 and meta['step'] == 2
 
 
-def test_dist_train_on_the_fly_cut_identical_on_every_rank(tmp_path):
+@pytest.mark.parametrize('compiled_ops', [False, True], ids=['eager', 'compiled_ops'])
+def test_dist_train_on_the_fly_cut_identical_on_every_rank(tmp_path, compiled_ops):
     """On-the-fly pruning under DDP: the penalty trains on both ranks, rank 0 decides the cut,
     both ranks hold its masks, fill values and weights; the validation scores gather over
-    both ranks' shards."""
+    both ranks' shards. With ``compiled_ops``, both ranks compute it with the compiled kernels
+    (built here first, so that the ranks load the cached build)."""
+    if compiled_ops:
+        try:
+            onthefly_functions()
+        except OpsUnavailable as error:
+            pytest.skip(str(error))
     config = tiny_dist_config(
         tmp_path / 'onthefly_tiny.py',
-        'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py', """
+        'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py', f"""
 custom_hooks = [dict(type='mmrecprune.OnTheFlyPruningHook', example_input_shape=(1, 3, 32, 32),
-                     pruner=dict(type='OnTheFlyPruner', sparsity=0.5, warmup_iters=2))]
+                     pruner=dict(type='OnTheFlyPruner', sparsity=0.5, warmup_iters=2,
+                                 compiled_ops={compiled_ops}))]
 param_scheduler = []
 """)
     log = dist_train(config, tmp_path / 'work')
