@@ -11,7 +11,9 @@ custom_hooks = [
     dict(type='mmrecprune.OnTheFlyPruningHook', example_input_shape=(1, 3, 56, 56),
          bn_recalibration_images=0,
          # penalty, margin and warm-up: README "Choices" (the warm-up is one epoch of the 60k
-         # training images at batch 128)
+         # training images at batch 128). compiled_ops=True computes the normalisation and the
+         # penalty with C++ kernels built on first use (g++ and ninja; README "Compiled kernels")
          pruner=dict(type='OnTheFlyPruner', sparsity=sparsity, penalty=10.0, margin=0.5,
-                     warmup_iters=469, update_interval=10, recovery='filter_abs_signed'))
+                     warmup_iters=469, update_interval=10, recovery='filter_abs_signed',
+                     compiled_ops=False))
 ]
