@@ -1,14 +1,17 @@
-"""On-the-fly pruning's per-step weight work in C++ (``csrc/onthefly.cpp``): the autograd
-functions of :mod:`mmrecprune.sparsity.hyperspherical` (``_UnitFilterList``) and
-:mod:`mmrecprune.sparsity.gap_penalty` (``_GapPenalty``) with each of their passes one C++ call
-over all convs instead of one eager kernel per conv and operation.
+"""On-the-fly pruning's per-step weight work in C++ (``csrc/onthefly.cpp``): the unit filters
+of every hyperspherical conv and the gap penalty in one autograd node (the forward reads each
+filter once; the backward adds the penalty's gradient to the convs' and projects both in one
+pass), and drop-ins for the eager autograd functions of
+:mod:`mmrecprune.sparsity.hyperspherical` (``_UnitFilterList``: the same node with no weight
+penalised) and :mod:`mmrecprune.sparsity.gap_penalty` (``_GapPenalty``), for the calls that
+do not go through the one node.
 
-Why: at the embedded default's sizes (ResNet-18 at width 16) a step's 19 conv weights are
+Why: at the embedded default's sizes (ResNet-18 at width 16) a step's 20 conv weights are
 small, and eager PyTorch's cost is the dispatch of each of the dozen operations per weight, not
 the arithmetic; the C++ loops normalise each filter while it sits in L1 and sum the penalty in
-AVX2 lanes. Measured: on-the-fly step / plain step 1.16 eager, 1.05 with these
+AVX2 lanes. Measured: on-the-fly step / plain step 1.16 eager, 1.04 with these
 (configs/onthefly/README.md). The values agree with the eager functions to float rounding
-(tests/ops/test_onthefly_ops.py); they are computed for contiguous float32 CPU tensors only, and
+(tests/ops/test_onthefly.py); they are computed for contiguous float32 CPU tensors only, and
 any other call (CUDA, half precision) runs the eager function.
 """
 from typing import Callable, NamedTuple
@@ -40,29 +43,6 @@ class OnTheFlyFunctions(NamedTuple):
 
 
 def _autograd_functions(kernels):
-
-    class CompiledUnitFilterList(torch.autograd.Function):
-        """``_UnitFilterList`` with one inverse-norm vector for all filters saved: the one
-        node's kernels below with no weight penalised."""
-
-        @staticmethod
-        def forward(ctx, graph, *weights):
-            no_borders = torch.full((len(weights), ), float('nan'))
-            *units, inverse, live, factors, _ = kernels.fused_forward(list(weights),
-                                                                       no_borders, 0.0)
-            ctx.graph = graph
-            ctx.set_materialize_grads(False)  # an unused unit (conv not run) gets no gradient
-            ctx.save_for_backward(*units, inverse, live, factors, no_borders)
-            return tuple(units)
-
-        @staticmethod
-        @torch.autograd.function.once_differentiable
-        def backward(ctx, *grads):
-            if ctx.graph is not None:
-                ctx.graph.consumed = True
-            *units, inverse, live, factors, no_borders = ctx.saved_tensors
-            return (None, *kernels.fused_backward(list(grads), None, units, inverse, live,
-                                                  factors, no_borders, 0.0))
 
     class CompiledGapPenalty(_GapPenalty):
         """``_GapPenalty`` with the forward (penalty and gradient direction) in C++; the
@@ -101,7 +81,7 @@ def _autograd_functions(kernels):
                 list(unit_grads), penalty_grad, units, inverse, live, factors, borders,
                 ctx.margin))
 
-    return CompiledUnitFilterList, CompiledGapPenalty, CompiledUnitsAndPenalty
+    return CompiledGapPenalty, CompiledUnitsAndPenalty
 
 
 _AUTOGRAD = []  # the two compiled autograd functions, once built
@@ -115,19 +95,22 @@ def _compiled():
 
 # module-level, so a model holding them (SharedUnitFilters' hooks) still pickles
 def _unit_filters(graph, *weights):
-    function = _compiled()[0] if compiled_applies(weights) else _UnitFilterList
-    return function.apply(graph, *weights)
+    if not compiled_applies(weights):
+        return _UnitFilterList.apply(graph, *weights)
+    # the one node with no weight penalised (its penalty output, 0, gets no gradient)
+    no_borders = torch.full((len(weights), ), float('nan'))
+    return _compiled()[1].apply(graph, no_borders, 0.0, *weights)[:-1]
 
 
 def _gap_penalty(borders, margin, *units):
-    function = _compiled()[1] if compiled_applies(units) else _GapPenalty
+    function = _compiled()[0] if compiled_applies(units) else _GapPenalty
     return function.apply(borders, margin, *units)
 
 
 def _units_and_penalty(graph, borders, margin, *weights):
     if not compiled_applies(weights):
         return None
-    return _compiled()[2].apply(graph, borders.to(torch.float32).contiguous(), margin,
+    return _compiled()[1].apply(graph, borders.to(torch.float32).contiguous(), margin,
                                 *weights)
 
 

@@ -147,3 +147,23 @@ def test_the_fused_node_alone_and_its_agreement_can_fail(functions):
                                                   off), weights, target_thresholds(weights, 0.5),
                                 0.5)
     assert agreement['fused_penalty'] > 5e-3 and agreement['units'] < 1e-5
+
+
+def test_the_results_do_not_depend_on_the_thread_count(functions):
+    """Filters are split over the intra-op threads, each layer's row sums added in row order:
+    the same bits on 1 and on 2 threads (layers large enough to be split)."""
+    weights = _weights([(256, 256), (128, 64)], seed=7)
+    borders = target_thresholds(weights, 0.5)
+    upstream = [torch.randn_like(w) for w in weights]
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            leaves = [w.clone().requires_grad_() for w in weights]
+            *units, penalty = functions.units_and_penalty(None, borders, 0.5, *leaves)
+            grads = torch.autograd.grad([*units, penalty], leaves, [*upstream, torch.tensor(2.)])
+            results.append([*units, penalty, *grads])
+    finally:
+        torch.set_num_threads(before)
+    assert all(map(torch.equal, *results))

@@ -1,11 +1,13 @@
-// On-the-fly pruning's per-step weight work (mmrecprune.ops.onthefly): the unit-filter
-// normalisation, its backward, and the gap penalty with its gradient, one C++ call each over all
-// convs. Each filter is normalised while it sits in L1 and the penalty's sums run in AVX2 lanes:
-// at small widths eager PyTorch's cost is a dispatch per conv and operation, not arithmetic.
-// Built by mmrecprune.ops.build (-O3 -mavx2 -mfma -fopenmp-simd). Float32 contiguous CPU
-// tensors; sums in float32 lanes, so results agree with the eager functions to rounding.
-// Filters (and the penalty's layers) are split over torch's intra-op threads; each filter's and
-// layer's sums run in one thread in a fixed order, so results do not depend on the thread count.
+// On-the-fly pruning's per-step weight work (mmrecprune.ops.onthefly): the unit filters of all
+// hyperspherical convs and the gap penalty as one node (fused_forward / fused_backward; with no
+// weight penalised, the normalisation alone), and the penalty alone from given unit filters
+// (penalty_forward). Each filter is normalised while it sits in L1 and the penalty's sums run in
+// AVX2 lanes: at small widths eager PyTorch's cost is a dispatch per conv and operation, not
+// arithmetic. Built by mmrecprune.ops.build (-O3 -mavx2 -mfma -fopenmp-simd). Float32
+// contiguous CPU tensors; sums in float32 lanes, so results agree with the eager functions to
+// rounding. Filters (and the penalty's layers) are split over torch's intra-op threads; each
+// filter's and layer's sums run in one thread in a fixed order, and a layer's row sums are
+// added in row order, so results do not depend on the thread count.
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <torch/extension.h>
