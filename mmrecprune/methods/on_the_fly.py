@@ -273,9 +273,17 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
                  update_interval=10, recovery='filter_abs_signed', ranking='layerwise',
                  include=('backbone.*', ), exclude=DEFAULT_EXCLUDE, compiled_ops=False):
         super().__init__(sparsity, recovery, ranking, include, exclude)
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or penalty < 0:
+            raise ValueError(f'penalty must be a number >= 0, got {penalty!r}')
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
+            raise ValueError(f'margin must be a number >= 0, got {margin!r}')
+        for name, value, low in (('warmup_iters', warmup_iters, 0),
+                                 ('update_interval', update_interval, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f'{name} must be an int >= {low}, got {value!r}')
         if not isinstance(compiled_ops, bool):
             raise ValueError(f'compiled_ops must be True or False, got {compiled_ops!r}')
-        self._functions = None
+        self._functions = None  # built last: a bad argument is refused before the build
         if compiled_ops:
             try:
                 self._functions = onthefly_functions()
@@ -285,14 +293,6 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
                     f'here: {error}. Install what is missing, or set compiled_ops=False (the '
                     'same training in eager PyTorch, slower per step)') from error
         self.compiled_ops = compiled_ops
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or penalty < 0:
-            raise ValueError(f'penalty must be a number >= 0, got {penalty!r}')
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
-            raise ValueError(f'margin must be a number >= 0, got {margin!r}')
-        for name, value, low in (('warmup_iters', warmup_iters, 0),
-                                 ('update_interval', update_interval, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f'{name} must be an int >= {low}, got {value!r}')
         self.penalty = float(penalty)
         self.margin = float(margin)
         self.warmup_iters = warmup_iters

@@ -66,7 +66,7 @@ def _autograd_functions(kernels):
             *units, inverse, live, factors, penalty = kernels.fused_forward(
                 list(weights), borders, float(margin))
             ctx.graph, ctx.margin = graph, float(margin)
-            ctx.set_materialize_grads(False)
+            ctx.set_materialize_grads(False)  # an unused output (conv not run) gets no gradient
             ctx.save_for_backward(*units, inverse, live, factors, borders)
             return (*units, penalty)
 
