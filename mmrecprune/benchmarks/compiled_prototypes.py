@@ -12,6 +12,7 @@ import math
 import os.path as osp
 
 import numpy as np
+import torch
 
 from mmrecprune.ops import build_extension
 from mmrecprune.sparsity import init_masks
@@ -74,7 +75,14 @@ def prototype_prune(kernels, params, ratio):
     threshold = np.partition(band, k - below - 1)[k - below - 1]
     for w, mask in zip(flat, masks.values()):
         kernels.prune_at(w, mask.view(-1), float(threshold))
-    excess = below + int(np.count_nonzero(band <= threshold)) - k
+    _restore_ties(flat, masks, scans, threshold, below + int(np.count_nonzero(band <= threshold))
+                  - k)
+    return masks
+
+
+def _restore_ties(flat, masks, scans, threshold, excess):
+    """Put back the last ``excess`` entries tied at ``threshold`` (from the band's signed
+    values), layers and entries from the end: the package's rule for ties."""
     for w, mask, (_, index, value) in zip(reversed(flat), reversed(list(masks.values())),
                                           reversed(scans)):
         if excess <= 0:
@@ -83,4 +91,30 @@ def prototype_prune(kernels, params, ratio):
         w[index[tied]] = value[tied]
         mask.view(-1)[index[tied]] = True
         excess -= tied.numel()
+
+
+def prototype_prune_one_pass(kernels, params, ratio):
+    """:func:`prototype_prune` with one pass over the weights instead of two: the pass prunes
+    what lies below the sample's bracket, keeps the band and collects it; the exact threshold
+    comes from the band, and the band's entries at or below it are pruned by index. The same
+    masks and pruned weights. It needs the bracket to hold: where the band's lower edge lies
+    above the threshold (the sample over-estimated it), entries that should be kept are
+    already zeroed, so this returns None with ``params`` changed (the caller keeps a copy; the
+    package would need the two-pass form, or a copy of what it zeroes, for that case).
+    """
+    masks = {name: torch.empty(p.shape, dtype=torch.bool) for name, p in params.items()}
+    k, lo, hi = prototype_bracket(MagnitudeSelection(params, init_masks(params)), ratio)
+    flat = [p.detach().view(-1) for p in params.values()]
+    scans = [kernels.prune_band(w, m.view(-1), lo, hi) for w, m in zip(flat, masks.values())]
+    below = sum(int(scan[0]) for scan in scans)
+    band = np.abs(np.concatenate([scan[2].numpy() for scan in scans]))
+    if not below < k <= below + band.size:
+        return None
+    threshold = np.partition(band, k - below - 1)[k - below - 1]
+    for w, mask, (_, index, value) in zip(flat, masks.values(), scans):
+        pruned = index[value.abs() <= float(threshold)]
+        w[pruned] = 0.0
+        mask.view(-1)[pruned] = False
+    _restore_ties(flat, masks, scans, threshold, below + int(np.count_nonzero(band <= threshold))
+                  - k)
     return masks

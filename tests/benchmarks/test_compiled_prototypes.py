@@ -7,7 +7,8 @@ import re
 import pytest
 import torch
 
-from mmrecprune.benchmarks.compiled_prototypes import build_prototype, prototype_prune
+from mmrecprune.benchmarks.compiled_prototypes import (build_prototype, prototype_prune,
+                                                       prototype_prune_one_pass)
 from mmrecprune.ops import build
 from mmrecprune.sparsity import apply_masks, global_magnitude_masks, init_masks
 
@@ -51,13 +52,15 @@ def _weights(sizes, seed, step=None):
     ([(256, 256), (256, 128), (64, 320)], 0.002, 0.2),  # > 2**20: the sampled bracket, ties
     ([(256, 256), (256, 128), (64, 320)], None, 0.5),
 ])
-def test_prototype_prune_equals_the_package(sizes, step, ratio):
+@pytest.mark.parametrize('prune', [prototype_prune, prototype_prune_one_pass],
+                         ids=['two_passes', 'one_pass'])
+def test_prototype_prune_equals_the_package(sizes, step, ratio, prune):
     kernels = _built('global_prune_avx2.cpp')
     ours = _weights(sizes, seed=1, step=step)
     theirs = {name: w.clone() for name, w in ours.items()}
     masks = global_magnitude_masks(ours, init_masks(ours), ratio)
     apply_masks(ours, masks)
-    masks_prototype = prototype_prune(kernels, theirs, ratio)
+    masks_prototype = prune(kernels, theirs, ratio)
     assert masks_prototype is not None  # the bracket of a representative sample holds
     for name in ours:
         assert torch.equal(masks_prototype[name], masks[name]), name

@@ -36,7 +36,7 @@ from mmdet.models.backbones import ResNet
 from torch.nn.utils import prune
 
 from mmrecprune.benchmarks.compiled_prototypes import (build_prototype, prototype_bracket,
-                                                       prototype_prune)
+                                                       prototype_prune, prototype_prune_one_pass)
 from mmrecprune.cli import run_tool
 from mmrecprune.sparsity import (apply_masks, global_magnitude_masks, global_magnitude_threshold,
                                  init_masks, prunable_parameters)
@@ -120,9 +120,10 @@ def _time_prototype(params, original, ours, floor, restore, args):
                                restore, args.repeats, args.device)
     # None: the sample's bracket missed the threshold (which the package handles by a second
     # pass and the prototype does not), so there is nothing to compare
-    same = None if masks is None else all(
-        torch.equal(masks[n], masks_ours[n]) and torch.equal(p, original[n] * masks_ours[n])
-        for n, p in params.items())
+    same = _same(masks, masks_ours, params, original)
+    t_one, _, masks = _timed(lambda: prototype_prune_one_pass(kernels, params, args.ratio),
+                             restore, args.repeats, args.device)
+    same_one = _same(masks, masks_ours, params, original)
     # the two passes alone, at the bracket and threshold of this prune (unpruned weights)
     restore()
     _, lo, hi = prototype_bracket(MagnitudeSelection(params, init_masks(params)), args.ratio)
@@ -135,7 +136,14 @@ def _time_prototype(params, original, ours, floor, restore, args):
                      restore, args.repeats, args.device)[0]
     floors.append(_timed(floor, lambda: None, args.repeats, args.device)[0])
     return dict(floor=statistics.median(floors), ours=t_ours, prototype=t_proto, same=same,
-                count=t_count, write=t_write)
+                count=t_count, write=t_write, one_pass=t_one, same_one=same_one)
+
+
+def _same(masks, masks_ours, params, original):
+    """Whether a prototype's masks and pruned weights equal ours (None: it returned none)."""
+    return None if masks is None else all(
+        torch.equal(masks[n], masks_ours[n]) and torch.equal(p, original[n] * masks_ours[n])
+        for n, p in params.items())
 
 
 def main():
@@ -235,6 +243,10 @@ def main():
               f'zero {1e3 * prototype["write"]:.1f} ms ({count:.2f} and {write:.2f} floors; the '
               "rest is the package's Python around them: new masks, the sample, the band's "
               'selection)')
+        print(f'  in one pass (prune below the bracket, keep and collect the band, then the band '
+              f'by index): median {1e3 * prototype["one_pass"]:.1f} ms = '
+              f'{prototype["one_pass"] / prototype["floor"]:.2f} floors; masks and pruned weights '
+              f'{_VERDICTS[prototype["same_one"]]}')
     print(f'torch: median {1e3 * t_torch:8.1f} ms  '
           f'(runs: {", ".join(f"{1e3 * t:.1f}" for t in times_torch)})')
     print(f'ours / floor: {t_ours / t_floor:.2f}  (target <= 3: '
