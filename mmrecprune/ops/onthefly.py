@@ -25,9 +25,10 @@ from .build import build_extension
 
 
 def compiled_applies(tensors):
-    """Whether the kernels take ``tensors``: contiguous float32 CPU tensors of >= 2 dims."""
+    """Whether the kernels take ``tensors``: non-empty contiguous float32 CPU tensors of >= 2
+    dims."""
     return all(t.device.type == 'cpu' and t.dtype == torch.float32 and t.is_contiguous()
-               and t.dim() >= 2 for t in tensors)
+               and t.dim() >= 2 and t.numel() > 0 for t in tensors)
 
 
 class OnTheFlyFunctions(NamedTuple):

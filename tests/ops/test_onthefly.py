@@ -64,6 +64,9 @@ def test_what_the_kernels_do_not_take_runs_eager_pytorch_bit_for_bit(functions):
     weights = [w.requires_grad_() for w in _weights([(16, 8), (8, 16)], 5, torch.float64)]
     assert not compiled_applies(weights)
     assert not compiled_applies([weights[0].float().transpose(0, 1)])  # not contiguous
+    assert not compiled_applies([torch.empty(0, 8, 3, 3)])  # no filters: eager, no crash
+    assert unit_filter_list([torch.empty(0, 8, 3, 3)], functions=functions)[0].shape == (0, 8, 3,
+                                                                                       3)
     thresholds = target_thresholds(weights, 0.5)
     results = []
     for fns in (None, functions):

@@ -23,7 +23,8 @@ constexpr float kNormEps = 1e-12f;  // NORM_EPS of mmrecprune.sparsity.hypersphe
 void check_weights(const std::vector<torch::Tensor>& weights) {
   for (const auto& w : weights)
     TORCH_CHECK(w.device().is_cpu() && w.scalar_type() == torch::kFloat32 && w.is_contiguous() &&
-                    w.dim() >= 2, "the kernels take contiguous float32 CPU conv weights");
+                    w.dim() >= 2 && w.numel() > 0,
+                "the kernels take non-empty contiguous float32 CPU conv weights");
 }
 
 // filters per task of at::parallel_for: about 32k elements, torch's own grain
