@@ -68,16 +68,26 @@ def prototype_prune(kernels, params, ratio):
     k, lo, hi = prototype_bracket(MagnitudeSelection(params, masks), ratio)
     flat = [p.detach().view(-1) for p in params.values()]
     scans = [kernels.count_band(w, lo, hi) for w in flat]
+    selected = _band_threshold(scans, k)
+    if selected is None:
+        return None
+    threshold, excess = selected
+    for w, mask in zip(flat, masks.values()):
+        kernels.prune_at(w, mask.view(-1), float(threshold))
+    _restore_ties(flat, masks, scans, threshold, excess)
+    return masks
+
+
+def _band_threshold(scans, k):
+    """The exact threshold (the k-th smallest magnitude) from the scans' counts below the band
+    and the bands, and how many entries at or below it are one too many (ties); None where the
+    band misses it."""
     below = sum(int(scan[0]) for scan in scans)
     band = np.abs(np.concatenate([scan[2].numpy() for scan in scans]))
     if not below < k <= below + band.size:
         return None
     threshold = np.partition(band, k - below - 1)[k - below - 1]
-    for w, mask in zip(flat, masks.values()):
-        kernels.prune_at(w, mask.view(-1), float(threshold))
-    _restore_ties(flat, masks, scans, threshold, below + int(np.count_nonzero(band <= threshold))
-                  - k)
-    return masks
+    return threshold, below + int(np.count_nonzero(band <= threshold)) - k
 
 
 def _restore_ties(flat, masks, scans, threshold, excess):
@@ -106,15 +116,13 @@ def prototype_prune_one_pass(kernels, params, ratio):
     k, lo, hi = prototype_bracket(MagnitudeSelection(params, init_masks(params)), ratio)
     flat = [p.detach().view(-1) for p in params.values()]
     scans = [kernels.prune_band(w, m.view(-1), lo, hi) for w, m in zip(flat, masks.values())]
-    below = sum(int(scan[0]) for scan in scans)
-    band = np.abs(np.concatenate([scan[2].numpy() for scan in scans]))
-    if not below < k <= below + band.size:
+    selected = _band_threshold(scans, k)
+    if selected is None:
         return None
-    threshold = np.partition(band, k - below - 1)[k - below - 1]
+    threshold, excess = selected
     for w, mask, (_, index, value) in zip(flat, masks.values(), scans):
         pruned = index[value.abs() <= float(threshold)]
         w[pruned] = 0.0
         mask.view(-1)[pruned] = False
-    _restore_ties(flat, masks, scans, threshold, below + int(np.count_nonzero(band <= threshold))
-                  - k)
+    _restore_ties(flat, masks, scans, threshold, excess)
     return masks

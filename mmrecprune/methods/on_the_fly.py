@@ -357,16 +357,17 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
     def regularize(self, loss):
         if self.pruned or self.penalty == 0:
             return loss
-        weights = list(self.params.values())
+        # compiled_ops: the penalty the normalisation's node computed in the forward
         penalty = None if self._shared is None else self._shared.penalty(self._conv_names)
-        units = None if self._shared is None else self._shared.units(self._conv_names)
         if penalty is None:
+            units = None if self._shared is None else self._shared.units(self._conv_names)
             self._select_targets(units)
         coefficient = self.coefficient()
         if coefficient == 0:
             return loss
         if penalty is None:
-            penalty = gap_penalty(weights, self.thresholds, self.margin, units, self._functions)
+            penalty = gap_penalty(list(self.params.values()), self.thresholds, self.margin,
+                                  units, self._functions)
         self._last_penalty = penalty.detach()
         return loss + coefficient * penalty.to(loss.dtype)
 

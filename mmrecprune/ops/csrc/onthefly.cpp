@@ -107,6 +107,18 @@ float root_of(const torch::Tensor& w) {  // sqrt(fan_in), rounded as the eager p
 }
 
 
+// one layer's term of the gap penalty (without the 1 / count) from its four sums (total, on
+// kept, hinge on kept, kept count) over its n entries, and the two factors of its gradient by a
+// unit-filter entry (sqrt(fan_in) / count over the target set's and the kept set's sizes)
+double layer_term(const float* sums, int64_t n, float root, double count, float* to_target,
+                  float* to_kept) {
+  const double n_target = std::max(static_cast<double>(n) - sums[3], 1.0);
+  const double n_kept = std::max(static_cast<double>(sums[3]), 1.0);
+  *to_target = static_cast<float>(root / (count * n_target));
+  *to_kept = static_cast<float>(root / (count * n_kept));
+  return (sums[0] - sums[1]) / n_target - sums[2] / n_kept;
+}
+
 }  // namespace
 
 // one layer of the gap penalty of mmrecprune.sparsity.gap_penalty from its unit filters: its
@@ -118,17 +130,14 @@ double penalty_layer(const torch::Tensor& unit, float border, float margin, doub
   const int64_t n = unit.numel();
   const float root = root_of(unit);
   const float* u = unit.data_ptr<float>();
-  float sums[4];  // total, on kept, hinge on kept, kept count
+  float sums[4];
   row_sums(u, n, root, border, margin, sums);
-  const float total = sums[0], on_kept = sums[1], hinge = sums[2], kept = sums[3];
-  const double n_target = std::max(static_cast<double>(n) - kept, 1.0);
-  const double n_kept = std::max(static_cast<double>(kept), 1.0);
-  const float to_target = static_cast<float>(root / (count * n_target));
-  const float to_kept = static_cast<float>(root / (count * n_kept));
+  float to_target, to_kept;
+  const double term = layer_term(sums, n, root, count, &to_target, &to_kept);
   float* d = direction.data_ptr<float>();
   for (int64_t e = 0; e < n; ++e)
     d[e] = penalty_direction(u[e], root, border, margin, to_target, to_kept);
-  return (total - on_kept) / n_target - hinge / n_kept;
+  return term;
 }
 
 // the gap penalty of all layers, then its gradient by each layer's unit filters; the layers are
@@ -215,18 +224,10 @@ std::vector<torch::Tensor> fused_forward(const std::vector<torch::Tensor>& weigh
       }
     });
     if (penalised) {
-      float total = 0.0f, on_kept = 0.0f, hinge = 0.0f, kept = 0.0f;
-      for (int64_t r = 0; r < rows; ++r) {
-        total += partial[4 * r];
-        on_kept += partial[4 * r + 1];
-        hinge += partial[4 * r + 2];
-        kept += partial[4 * r + 3];
-      }
-      const double n_target = std::max(static_cast<double>(w.numel()) - kept, 1.0);
-      const double n_kept = std::max(static_cast<double>(kept), 1.0);
-      penalty += (total - on_kept) / n_target - hinge / n_kept;
-      fac[2 * i] = static_cast<float>(root / (count * n_target));
-      fac[2 * i + 1] = static_cast<float>(root / (count * n_kept));
+      float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int64_t r = 0; r < rows; ++r)
+        for (int q = 0; q < 4; ++q) sums[q] += partial[4 * r + q];
+      penalty += layer_term(sums, w.numel(), root, count, fac + 2 * i, fac + 2 * i + 1);
     }
     first += rows;
     out.push_back(unit);
