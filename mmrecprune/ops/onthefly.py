@@ -68,7 +68,11 @@ def _autograd_functions(kernels):
                 list(weights), borders, float(margin))
             ctx.graph, ctx.margin = graph, float(margin)
             ctx.set_materialize_grads(False)  # an unused output (conv not run) gets no gradient
-            ctx.save_for_backward(*units, inverse, live, factors, borders)
+            # a frozen weight's unit filters take no gradient (its conv computes none for them)
+            frozen = [not needed for needed in ctx.needs_input_grad[3:]]
+            ctx.mark_non_differentiable(*(u for u, f in zip(units, frozen) if f))
+            ctx.save_for_backward(*units, inverse, live, factors,
+                                  borders.masked_fill(torch.tensor(frozen), float('nan')))
             return (*units, penalty)
 
         @staticmethod
@@ -76,6 +80,7 @@ def _autograd_functions(kernels):
         def backward(ctx, *grads):
             if ctx.graph is not None:
                 ctx.graph.consumed = True
+            # (borders NaN where frozen: the kernel computes nothing for those weights)
             *units, inverse, live, factors, borders = ctx.saved_tensors
             *unit_grads, penalty_grad = grads
             return (None, None, None, *kernels.fused_backward(

@@ -164,10 +164,11 @@ class SharedUnitFilters:
         fixed = [n for n in convs if n not in set(trained)]
         self._graph = UnitFilterGraph()
         self._penalty = None
-        units = self._with_penalty(trained, convs)
+        units = self._with_penalty(trained, fixed, convs)
         if units is None:
             units = dict(zip(trained, unit_filter_list([convs[n].weight for n in trained],
                                                        self._graph, self.functions)))
+        fixed = [n for n in fixed if n not in units]
         with torch.no_grad():
             units.update(zip(fixed, unit_filter_list([convs[n].weight for n in fixed],
                                                      functions=self.functions)))
@@ -175,26 +176,30 @@ class SharedUnitFilters:
         for n, conv in convs.items():
             conv._shared_unit = self._units[n]
 
-    def _with_penalty(self, trained, convs):
-        """``{name: unit}`` of the ``trained`` convs from the one node that also computes the
-        gap penalty (kept for :meth:`penalty`), or None where that does not apply."""
+    def _with_penalty(self, trained, fixed, convs):
+        """``{name: unit}`` of the ``trained`` convs, and of the ``fixed`` ones the penalty
+        covers (a frozen stage: its terms count in the penalty, its weights get no gradient),
+        from the one node that also computes the gap penalty (kept for :meth:`penalty`), or
+        None where that does not apply."""
         fused = getattr(self.functions, 'units_and_penalty', None)
         request = (None if fused is None or self.penalty_request is None or not trained
                    else self.penalty_request())
         if request is None:
             return None
         names, borders, margin = request
-        index = {n: i for i, n in enumerate(trained)}
-        if not set(names) <= set(index):
+        covered = set(names)
+        inputs = trained + [n for n in fixed if n in covered]
+        index = {n: i for i, n in enumerate(inputs)}
+        if not covered <= set(index):
             return None
-        per_weight = torch.full((len(trained), ), float('nan'))
+        per_weight = torch.full((len(inputs), ), float('nan'))
         per_weight[[index[n] for n in names]] = borders.detach().float().cpu()
-        out = fused(self._graph, per_weight, margin, *(convs[n].weight for n in trained))
+        out = fused(self._graph, per_weight, margin, *(convs[n].weight for n in inputs))
         if out is None:  # weights the kernels do not take
             return None
         *units, penalty = out
         self._penalty = (penalty, tuple(names))
-        return dict(zip(trained, units))
+        return dict(zip(inputs, units))
 
     def penalty(self, names):
         """The gap penalty of the convs ``names`` computed with the unit filters of the last

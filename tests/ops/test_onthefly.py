@@ -87,7 +87,10 @@ def _classifier():
                            in_channels=64, num_classes=4)
 
 
-def test_a_training_step_with_compiled_ops_equals_the_eager_one(functions):
+@pytest.mark.parametrize('frozen_stage', [False, True], ids=['all_trained', 'layer1_frozen'])
+def test_a_training_step_with_compiled_ops_equals_the_eager_one(functions, frozen_stage):
+    """With a frozen stage too (mmdet's and mmseg's ``frozen_stages=1``): its prunable convs
+    count in the penalty, get no gradient, and the one node still computes the penalty."""
     torch.manual_seed(1)
     x, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     losses, grads = [], []
@@ -96,6 +99,8 @@ def test_a_training_step_with_compiled_ops_equals_the_eager_one(functions):
     # error; the run test below follows the borders each run selects)
     for compiled in (False, True):
         model = _classifier()
+        if frozen_stage:
+            model.backbone.layer1.requires_grad_(False)
         pruner = OnTheFlyPruner(sparsity=0.5, penalty=3.0, compiled_ops=compiled)
         pruner.attach(model)
         weights = list(pruner.params.values())
@@ -109,11 +114,14 @@ def test_a_training_step_with_compiled_ops_equals_the_eager_one(functions):
         loss.backward()
         losses.append(loss.detach())
         grads.append([p.grad for p in model.parameters()])
+        assert all((p.grad is None) == frozen_stage
+                   for p in model.backbone.layer1.parameters())
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=0)
     # float32 rounding, which batch norm over a batch of 4 amplifies: the same 3e-5 with the
     # penalty's coefficient at 0, and 1e-2 between the penalty on and off
     for a, b in zip(*grads):
-        assert (b - a).norm() <= 2e-4 * a.norm()
+        assert (a is None) == (b is None)
+        assert a is None or (b - a).norm() <= 2e-4 * a.norm()
     # a model whose convs share compiled unit filters still copies (EMA) and pickles
     copy.deepcopy(model)
     assert pickle.loads(pickle.dumps(model))._forward_pre_hooks
