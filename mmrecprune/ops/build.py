@@ -12,6 +12,7 @@ import os
 import os.path as osp
 import re
 import shutil
+import time
 
 import torch
 
@@ -21,6 +22,10 @@ CSRC = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc')
 #: the kernels' compiler flags (the loops are written for AVX2 lanes; -fopenmp-simd lets the
 #: compiler vectorise the ``omp simd`` reductions without linking OpenMP)
 CFLAGS = ('-O3', '-mavx2', '-mfma', '-fopenmp-simd')
+
+#: a lock older than this was left by a killed build (a build takes well under a minute);
+#: torch's own wait for it would never end
+STALE_LOCK_SECONDS = 600
 
 _BUILT = {}
 
@@ -62,13 +67,10 @@ def build_extension(source, name=None):
     if missing is not None:
         raise OpsUnavailable(missing)
     from torch.utils.cpp_extension import load
-    stem = name or 'mmrecprune_' + osp.splitext(osp.basename(path))[0]
-    # the cache is keyed by name and sources, not by torch: a build for another torch would
-    # load and break, so the version is in the name
-    version = re.sub(r'\W', '_', torch.__version__)
+    extension = extension_name(name or 'mmrecprune_' + osp.splitext(osp.basename(path))[0])
+    _wait_for_another_build(extension)
     try:
-        module = load(f'{stem}_torch{version}', [path], extra_cflags=list(CFLAGS),
-                      verbose=False)
+        module = load(extension, [path], extra_cflags=list(CFLAGS), verbose=False)
     except (OSError, RuntimeError, ImportError) as error:
         # the compiler's first error, not ninja's closing line
         lines = str(error).strip().splitlines()
@@ -78,3 +80,28 @@ def build_extension(source, name=None):
                              ) from error
     _BUILT[path] = module
     return module
+
+
+def extension_name(stem):
+    """The name an extension is built and cached under: torch's cache is keyed by name and
+    sources, not by torch, and a build for another torch would load and break, so the version
+    is in the name."""
+    return f'{stem}_torch{re.sub(r"[^0-9A-Za-z]", "_", torch.__version__)}'
+
+
+def _wait_for_another_build(extension):
+    """Wait while another process builds ``extension`` (its lock file exists), as torch would,
+    but not for a lock that a killed build left behind: torch waits for that one forever."""
+    from torch.utils.cpp_extension import _get_build_directory
+    lock = osp.join(_get_build_directory(extension, verbose=False), 'lock')
+    while True:
+        try:
+            age = time.time() - os.path.getmtime(lock)
+        except FileNotFoundError:
+            return
+        if age > STALE_LOCK_SECONDS:
+            raise OpsUnavailable(
+                f'{lock} is {age / 60:.0f} min old: a build of the kernels was interrupted and '
+                'left its lock behind. Remove that file (when no build is running) and run '
+                'again')
+        time.sleep(0.5)

@@ -1,5 +1,7 @@
 """Building the compiled kernels: what stops a build is named, with the way on without them."""
+import os
 import re
+import time
 
 import pytest
 import torch
@@ -59,3 +61,22 @@ def test_a_failed_build_names_the_compilers_error(nothing_built, tmp_path, monke
                        match=r'building broken\.cpp failed: .*broken\.cpp:1:\d+: error') as caught:
         build_extension(str(source), name='mmrecprune_test_broken')
     assert 'ninja: build stopped' not in str(caught.value)
+
+
+def test_a_lock_left_by_a_killed_build_is_named_not_waited_for(nothing_built, tmp_path,
+                                                               monkeypatch):
+    """torch waits for a build's lock file forever; one left by a killed build (older than
+    any build takes) is reported with the file to remove."""
+    if build._missing() is not None:
+        pytest.skip(build._missing())
+    monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path / 'cache'))
+    lock = tmp_path / 'cache' / build.extension_name('mmrecprune_test_locked') / 'lock'
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    stale = time.time() - build.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (stale, stale))
+    source = tmp_path / 'locked.cpp'
+    source.write_text('int locked() { return 0; }\n')
+    with pytest.raises(OpsUnavailable, match=re.escape(f'{lock} is 11 min old')):
+        build_extension(str(source), name='mmrecprune_test_locked')
+    assert lock.exists()  # reported, not removed: another process might hold it
