@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from mmrecprune.ops import OpsUnavailable
 from mmrecprune.sparsity import parse_nm_pattern
 
 
@@ -315,3 +316,25 @@ def check_pattern(pattern, owner):
         raise ValueError(f'{owner}: pattern must be None (unstructured) or an N:M pattern; '
                          f'{err}') from None
     return pattern
+
+
+def compiled_functions(compiled_ops, build, owner, without):
+    """The kernels ``build()`` returns (:mod:`mmrecprune.ops`) for ``compiled_ops=True``, None
+    for False; call it after every other argument is checked, so that a bad one is refused
+    before a build. ``without`` says what ``compiled_ops=False`` does instead.
+
+    Raises:
+        ValueError: ``compiled_ops`` is not a bool.
+        OpsUnavailable: the kernels cannot be built here (the message names what is missing,
+            and the fix).
+    """
+    if not isinstance(compiled_ops, bool):
+        raise ValueError(f'compiled_ops must be True or False, got {compiled_ops!r}')
+    if not compiled_ops:
+        return None
+    try:
+        return build()
+    except OpsUnavailable as error:
+        raise OpsUnavailable(
+            f'{owner}(compiled_ops=True): the compiled kernels cannot be built here: {error}. '
+            f'Install what is missing, or set compiled_ops=False ({without})') from error

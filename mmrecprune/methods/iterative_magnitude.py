@@ -3,7 +3,9 @@ self-supervised method (they differ in the training loss, not here). The ranking
 configurable (``importance=``): magnitude by default, Taylor saliency, random, or a plugin's."""
 import torch
 
-from mmrecprune.methods.base import IterativePruner, PruningPlan, check_pattern
+from mmrecprune.methods.base import (IterativePruner, PruningPlan, check_pattern,
+                                    compiled_functions)
+from mmrecprune.ops import mask_functions
 from mmrecprune.sparsity.reinit import reinitialise
 from mmrecprune.registry import CRITERIA, PRUNERS
 from mmrecprune.sparsity import (DEFAULT_EXCLUDE, MAGNITUDE_RANKINGS, GradientScores, WeightMasks,
@@ -116,12 +118,17 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
             averaged over the optimizer steps of the round), ``dict(type='Random', seed=0)``
             (the random-pruning control) or a plugin's own criterion that scores weights.
             Ranking and N:M patterns apply to the scores as they do to magnitudes.
+        compiled_ops (bool): Enforce the masks around every optimizer step, and run the
+            magnitude selection's pass, with the compiled CPU kernels of :mod:`mmrecprune.ops`
+            (built on first use: needs a C++ compiler and ninja; an error here names what is
+            missing). The same masks and weights, bit for bit; CUDA and non-float32 weights
+            still run eager PyTorch. Defaults to False.
     """
     kind = 'unstructured'
 
     def __init__(self, prune_ratio=0.2, include=('backbone.*', ), exclude=DEFAULT_EXCLUDE,
                  rewind_to='pretrained', rewind_iter=0, ranking='global', method='imp',
-                 seed=None, pattern=None, importance=None):
+                 seed=None, pattern=None, importance=None, compiled_ops=False):
         super().__init__()
         self.pattern = check_pattern(pattern, type(self).__name__)
         if not isinstance(prune_ratio, (int, float)) or not 0.0 < prune_ratio < 1.0:
@@ -144,6 +151,11 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
         self.params = {}
         self.enforced = None
         self.rewind_state = None  # the whole model state (BN, head) to rewind to
+        # built last: a bad argument is refused before the build
+        self._functions = compiled_functions(
+            compiled_ops, mask_functions, type(self).__name__,
+            'the same masks in eager PyTorch, slower per step')
+        self.compiled_ops = compiled_ops
 
     def attach(self, model, example_input=None):
         if self.rewind_to == 'reinit':
@@ -153,7 +165,8 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
             raise ValueError(f'no prunable conv weights match include={self.include}, '
                              f'exclude={self.exclude}')
         self.model = model
-        self.enforced = WeightMasks(self.params, init_masks(self.params))
+        self.enforced = WeightMasks(self.params, init_masks(self.params),
+                                    functions=self._functions)
         self.gradient_scores.reset()
 
     @property
@@ -181,7 +194,8 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
             masks = nm_magnitude_masks(scores, self.masks, self.pattern, self.prune_ratio,
                                        self.ranking)
         else:
-            masks = RANKINGS[self.ranking](scores, self.masks, self.prune_ratio)
+            masks = RANKINGS[self.ranking](scores, self.masks, self.prune_ratio,
+                                           functions=self._functions)
         return PruningPlan(step=self.step_count + 1, masks=masks)
 
     @property
@@ -202,7 +216,7 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
                              (self.seed or 0) + plan.step)
             else:
                 rewind(self.params, self.rewind_state, plan.masks)
-        self.enforced = WeightMasks(self.params, plan.masks)
+        self.enforced = WeightMasks(self.params, plan.masks, functions=self._functions)
         self.enforced.apply()
         self.step_count = plan.step
         self.gradient_scores.reset()
@@ -244,7 +258,7 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
     def load_state_dict(self, state):
         masks = {n: unpack_mask(bits, self.params[n].shape).to(self.params[n].device)
                  for n, bits in state['masks'].items() if n in self.params}
-        self.enforced = WeightMasks(self.params, masks)
+        self.enforced = WeightMasks(self.params, masks, functions=self._functions)
         # 'round': the key of checkpoints written before the counter had one name
         self.step_count = int(state['step'] if 'step' in state else state['round'])
         self.rewind_state = state.get('rewind_state')

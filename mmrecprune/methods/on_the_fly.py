@@ -15,9 +15,10 @@ Our reading of the abstract (configs/onthefly/README.md measures every choice):
 """
 import torch
 
-from mmrecprune.methods.base import PruningPlan, RetrainingFreePruner, check_pattern
+from mmrecprune.methods.base import (PruningPlan, RetrainingFreePruner, check_pattern,
+                                    compiled_functions)
 from mmrecprune.methods.iterative_magnitude import ElementScoring
-from mmrecprune.ops import OpsUnavailable, onthefly_functions
+from mmrecprune.ops import onthefly_functions
 from mmrecprune.registry import PRUNERS
 from mmrecprune.sparsity import (DEFAULT_EXCLUDE, MAGNITUDE_RANKINGS, HypersphericalConv2d,
                                  WeightMasks, apply_recovery, check_recovery, fold_conv, gap_penalty,
@@ -281,17 +282,10 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
                                  ('update_interval', update_interval, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f'{name} must be an int >= {low}, got {value!r}')
-        if not isinstance(compiled_ops, bool):
-            raise ValueError(f'compiled_ops must be True or False, got {compiled_ops!r}')
-        self._functions = None  # built last: a bad argument is refused before the build
-        if compiled_ops:
-            try:
-                self._functions = onthefly_functions()
-            except OpsUnavailable as error:
-                raise OpsUnavailable(
-                    f'OnTheFlyPruner(compiled_ops=True): the compiled kernels cannot be built '
-                    f'here: {error}. Install what is missing, or set compiled_ops=False (the '
-                    'same training in eager PyTorch, slower per step)') from error
+        # built last: a bad argument is refused before the build
+        self._functions = compiled_functions(
+            compiled_ops, onthefly_functions, 'OnTheFlyPruner',
+            'the same training in eager PyTorch, slower per step')
         self.compiled_ops = compiled_ops
         self.penalty = float(penalty)
         self.margin = float(margin)

@@ -16,6 +16,9 @@ kernels write bools several times slower than one read of the weights. Other dev
 dtypes without a NumPy equivalent (``bfloat16``) take the same steps with whole-tensor
 PyTorch operations. Ties at the threshold are broken by position (the order of the weights,
 then row-major order inside a weight: earlier entries are pruned first).
+
+Given ``functions`` (:func:`mmrecprune.ops.mask_functions`, opt-in), the pass over a float32
+weight runs as one compiled read instead (the same mask, count and band).
 """
 import math
 
@@ -55,13 +58,17 @@ class MagnitudeSelection:
         params (dict[str, Tensor]): Weights by name.
         masks (dict[str, BoolTensor]): Current masks (``True``: surviving), same keys and
             shapes; pruned entries take no part in the ranking and stay pruned.
+        functions (MaskFunctions, optional): Compiled kernels for the pass
+            (:func:`mmrecprune.ops.mask_functions`); None: NumPy / PyTorch.
 
     Magnitudes are compared in float64 if any weight is float64, else in float32 (float16 and
     bfloat16 convert to it exactly).
     """
 
-    def __init__(self, params, masks):
+    def __init__(self, params, masks, functions=None):
         wide = any(p.dtype == torch.float64 for p in params.values())
+        # (the kernels compare in float32: not where any weight ranks in float64)
+        self.functions = None if wide else functions
         self.dtype = torch.float64 if wide else torch.float32
         self.np_dtype = np.float64 if wide else np.float32
         self.items, self.shapes = [], {}
@@ -146,6 +153,10 @@ class MagnitudeSelection:
     def _scan(self, weight, keep, out, lo, hi):
         """Write ``keep & (|weight| >= lo)`` into ``out``; return how many entries it keeps,
         and the positions and magnitudes of those also ``<= hi`` (the band)."""
+        if self.functions is not None:
+            scanned = self.functions.magnitude_scan(weight, keep, out, lo, hi)
+            if scanned is not None:
+                return scanned
         views = [_numpy_view(t) for t in (weight, out)]
         if keep is not None:
             views.append(_numpy_view(keep))

@@ -22,7 +22,7 @@ def check_masks(params, masks):
 
 
 @torch.no_grad()
-def apply_masks(tensors, masks):
+def apply_masks(tensors, masks, functions=None):
     """Zero, in place, the entries of each tensor where its mask is ``False``.
 
     The one function that enforces masks. ``tensors`` is usually the pruned weights, but any
@@ -33,6 +33,9 @@ def apply_masks(tensors, masks):
     Args:
         tensors (dict[str, Tensor]): Tensors to mask, modified in place.
         masks (dict[str, BoolTensor]): Masks by name.
+        functions (MaskFunctions, optional): Compiled kernels (:func:`mmrecprune.ops.
+            mask_functions`): all tensors zeroed in one call, where they take them (the same
+            bits); None: eager.
     """
     for name, mask in masks.items():
         if name not in tensors:
@@ -41,6 +44,9 @@ def apply_masks(tensors, masks):
         if mask.shape != tensor.shape:
             raise ValueError(f'mask of {name!r} has shape {tuple(mask.shape)}, but the tensor '
                              f'has shape {tuple(tensor.shape)}')
+    if functions is not None and functions.zero_pruned([tensors[n] for n in masks],
+                                                       list(masks.values())):
+        return
     for name, mask in masks.items():  # one tensor at a time: the bits live briefly
         tensor, mask = tensors[name], mask.to(tensors[name].device)
         if tensor.element_size() in _BITS_DTYPES:

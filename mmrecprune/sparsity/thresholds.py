@@ -73,7 +73,7 @@ def global_magnitude_threshold(params, masks, ratio):
     return layers.kth_smallest_surviving(k)
 
 
-def global_magnitude_masks(params, masks, ratio):
+def global_magnitude_masks(params, masks, ratio, functions=None):
     """Prune ``ratio`` of the surviving weights with the smallest magnitude, across all layers.
 
     Exactly ``round(ratio * n_surviving)`` weights are pruned; ties at the threshold are broken
@@ -84,15 +84,17 @@ def global_magnitude_masks(params, masks, ratio):
         params (dict[str, Tensor]): Weights by name (the magnitudes to rank).
         masks (dict[str, BoolTensor]): Current masks, same keys and shapes.
         ratio (float): Fraction of the surviving weights to prune, in ``[0, 1)``.
+        functions (MaskFunctions, optional): Compiled kernels for the selection's pass
+            (:func:`mmrecprune.ops.mask_functions`; the same masks); None: eager.
 
     Returns:
         dict[str, BoolTensor]: New masks, one new tensor per name, on each weight's device.
     """
     ratio = _check_inputs(params, masks, ratio)
-    return _prune_smallest(MagnitudeSelection(params, masks), ratio)
+    return _prune_smallest(MagnitudeSelection(params, masks, functions), ratio)
 
 
-def layerwise_magnitude_masks(params, masks, ratios):
+def layerwise_magnitude_masks(params, masks, ratios, functions=None):
     """Prune a fraction of each layer's surviving weights with the smallest magnitude.
 
     Args:
@@ -101,6 +103,7 @@ def layerwise_magnitude_masks(params, masks, ratios):
         ratios (float | dict[str, float]): One ratio for every layer, or ratios by name; layers
             missing from the dict are not pruned, names that are not in ``params`` are an
             error. Each ratio is in ``[0, 1)`` and applies to that layer's surviving weights.
+        functions (MaskFunctions, optional): As for :func:`global_magnitude_masks`.
 
     Returns:
         dict[str, BoolTensor]: New masks, one new tensor per name.
@@ -117,7 +120,7 @@ def layerwise_magnitude_masks(params, masks, ratios):
         ratios = dict.fromkeys(params, ratio)
     new_masks = {}
     for name, p in params.items():
-        layer = MagnitudeSelection({name: p}, {name: masks[name]})
+        layer = MagnitudeSelection({name: p}, {name: masks[name]}, functions)
         new_masks.update(_prune_smallest(layer, ratios[name]))
     return new_masks
 

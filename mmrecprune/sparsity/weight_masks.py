@@ -31,12 +31,16 @@ class WeightMasks:
         fill_values (dict[str, Tensor], optional): For some masks, the value their pruned
             entries hold instead of 0 (broadcasting to the weight; ticket format v2). Held in
             the weight's dtype (a float64 fill is held as the float32 weight rounds it).
+        functions (MaskFunctions, optional): Compiled kernels (:func:`mmrecprune.ops.
+            mask_functions`) that zero all masked tensors in one call from the bool masks
+            (the same bits); where they do not apply (CUDA, other dtypes) the bitwise AND runs.
     """
 
-    def __init__(self, params, masks, fill_values=None):
+    def __init__(self, params, masks, fill_values=None, functions=None):
         check_masks(params, masks)
         self.params = dict(params)
         self.masks = dict(masks)
+        self.functions = functions
         self.fills = {name: torch.as_tensor(fill).to(dtype=params[name].dtype)
                       for name, fill in (fill_values or {}).items()}
         self._param_ids = frozenset(id(p) for p in self.params.values())
@@ -56,17 +60,40 @@ class WeightMasks:
                                     dtype=self.params[name].dtype)
                       for name, fill in self.fills.items()}
         zeroed = [name for name in self.masks if name not in self.fills]
-        bits = {name: keep_bits(mask, self.params[name].dtype)
-                for name, mask in self.masks.items()}
         self._hot_params = [self.params[name] for name in zeroed]
-        self._hot_bits = [bits[name] for name in zeroed]
+        self._hot_masks = [self.masks[name] for name in zeroed]
         # fill values: the pruned entries' values, in mask order, for one masked_scatter_
         self._fill_params = [self.params[name] for name in self.fills]
         self._fill_pruned = [~self.masks[name] for name in self.fills]
         self._fill_values = [torch.broadcast_to(fill, self.params[name].shape)[~self.masks[name]]
                              for name, fill in self.fills.items()]
         self._grad_params = [self.params[name] for name in self.masks]
-        self._grad_bits = [bits[name] for name in self.masks]
+        self._bits = None
+        if self.functions is None:  # the eager hot path's bits, ahead of the first step
+            self._keep_bits()
+
+    def _keep_bits(self):
+        """The masks as :func:`keep_bits` in their parameters' dtypes, as two lists: of the
+        zeroed weights and of all gradients (made on first use where the kernels zero: only a
+        call they do not take needs them)."""
+        if self._bits is None:
+            bits = {name: keep_bits(mask, self.params[name].dtype)
+                    for name, mask in self.masks.items()}
+            self._bits = ([bits[name] for name in self.masks if name not in self.fills],
+                          list(bits.values()))
+        return self._bits
+
+    @property
+    def _hot_bits(self):
+        return self._keep_bits()[0]
+
+    @property
+    def _grad_bits(self):
+        return self._keep_bits()[1]
+
+    def _compiled_zero(self, tensors, masks):
+        """Zero with the kernels; False where there are none or they do not take these."""
+        return self.functions is not None and bool(self.functions.zero_pruned(tensors, masks))
 
     def _follow_the_parameters(self):
         if self._layout() != self._cached_layout:
@@ -76,7 +103,8 @@ class WeightMasks:
     def apply(self):
         """Set the pruned weights to 0 (or their fill value, exactly) in place."""
         self._follow_the_parameters()
-        zero_pruned_bits_(self._hot_params, self._hot_bits)
+        if not self._compiled_zero(self._hot_params, self._hot_masks):
+            zero_pruned_bits_(self._hot_params, self._hot_bits)
         for param, pruned, values in zip(self._fill_params, self._fill_pruned,
                                          self._fill_values):
             param.masked_scatter_(pruned, values)
@@ -84,6 +112,11 @@ class WeightMasks:
     def zero_gradients(self):
         """Zero the gradients of pruned entries (parameters without a gradient are skipped)."""
         self._follow_the_parameters()
+        if self.functions is not None:
+            grads = [(p.grad, mask) for p, mask in zip(self._grad_params, self.masks.values())
+                     if p.grad is not None]
+            if self._compiled_zero([g for g, _ in grads], [m for _, m in grads]):
+                return
         with_grad = [(p.grad, bits if p.grad.element_size() == bits.element_size()
                       else keep_bits(bits != 0, p.grad.dtype))  # a grad of another size: rare
                      for p, bits in zip(self._grad_params, self._grad_bits)

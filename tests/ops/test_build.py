@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from mmrecprune.methods import OnTheFlyPruner
-from mmrecprune.ops import OpsUnavailable, build, build_extension, onthefly
+from mmrecprune.methods import IterativeMagnitudePruner, OnTheFlyPruner
+from mmrecprune.ops import OpsUnavailable, build, build_extension, masks, onthefly
 
 EXPECTED = ('AVX2' if torch.backends.cpu.get_cpu_capability() not in ('AVX2', 'AVX512')
             else 'no C++ compiler')
@@ -18,6 +18,7 @@ def nothing_built(monkeypatch):
     """No build cached in this process (a test before may have built the kernels)."""
     monkeypatch.setattr(build, '_BUILT', {})
     monkeypatch.setattr(onthefly, '_AUTOGRAD', [])
+    monkeypatch.setattr(masks, '_KERNELS', [])
 
 
 def test_a_missing_source_is_named(nothing_built, tmp_path):
@@ -31,24 +32,38 @@ def test_a_missing_compiler_is_named(nothing_built, monkeypatch):
         build_extension('onthefly.cpp')
 
 
-def test_the_pruner_refuses_compiled_ops_it_cannot_build_and_names_the_fix(nothing_built,
-                                                                          monkeypatch):
+PRUNERS = [OnTheFlyPruner, IterativeMagnitudePruner]
+
+
+@pytest.mark.parametrize('pruner', PRUNERS)
+def test_the_pruner_refuses_compiled_ops_it_cannot_build_and_names_the_fix(
+        pruner, nothing_built, monkeypatch):
     monkeypatch.setenv('CXX', '/nonexistent/c++')
     with pytest.raises(OpsUnavailable, match=re.escape(EXPECTED)) as caught:
-        OnTheFlyPruner(compiled_ops=True)
+        pruner(compiled_ops=True)
+    assert f'{pruner.__name__}(compiled_ops=True)' in str(caught.value)
     assert 'set compiled_ops=False' in str(caught.value)
-    assert OnTheFlyPruner(compiled_ops=False).compiled_ops is False  # eager needs no compiler
+    assert pruner(compiled_ops=False).compiled_ops is False  # eager needs no compiler
 
 
+@pytest.mark.parametrize('pruner', PRUNERS)
 @pytest.mark.parametrize('value', ['yes', 1, None])
-def test_compiled_ops_must_be_a_bool(value):
+def test_compiled_ops_must_be_a_bool(pruner, value):
     with pytest.raises(ValueError, match='compiled_ops must be True or False'):
-        OnTheFlyPruner(compiled_ops=value)
+        pruner(compiled_ops=value)
 
 
-def test_the_kernels_source_ships_inside_the_package():
+def test_a_bad_argument_is_refused_before_the_build(nothing_built, monkeypatch):
+    monkeypatch.setenv('CXX', '/nonexistent/c++')  # a build would raise OpsUnavailable
+    with pytest.raises(ValueError, match='prune_ratio'):
+        IterativeMagnitudePruner(prune_ratio=2.0, compiled_ops=True)
+
+
+@pytest.mark.parametrize('source, opening', [('onthefly.cpp', '// On-the-fly'),
+                                             ('masks.cpp', "// Unstructured masks'")])
+def test_the_kernels_source_ships_inside_the_package(source, opening):
     assert (build.CSRC.endswith('mmrecprune/ops/csrc')
-            and open(f'{build.CSRC}/onthefly.cpp').read().startswith('// On-the-fly'))
+            and open(f'{build.CSRC}/{source}').read().startswith(opening))
 
 
 def test_a_failed_build_names_the_compilers_error(nothing_built, tmp_path, monkeypatch):

@@ -11,6 +11,10 @@ Each side runs ``--repeats`` times on the same weights (restored between runs, u
 median is reported, next to the floor measured in the same run: the time to read every prunable
 weight once (one ``sum`` per weight, nothing written), which no prune can beat since it must
 read every magnitude at least once, and ours step by step (each of the three alone, in floors).
+With ``--compiled-ops`` it also times ours with the package's compiled kernels
+(:func:`mmrecprune.ops.mask_functions`, opt-in as ``IterativeMagnitudePruner(compiled_ops=True)``:
+the selection's pass and the zeroing in C++), beside ours and the floor; its masks and pruned
+weights must equal ours, bit for bit.
 With ``--compiled-prototype`` it also times the C++ prototype of issue 22's option (a)
 (``tools/benchmarks/prototypes/global_prune_avx2.cpp``, built on first use): the same sample
 and exact selection, its two passes (count and band; mask and zero) in AVX2 loops; its masks
@@ -38,6 +42,7 @@ from torch.nn.utils import prune
 from mmrecprune.benchmarks.compiled_prototypes import (build_prototype, prototype_bracket,
                                                        prototype_prune, prototype_prune_one_pass)
 from mmrecprune.cli import run_tool
+from mmrecprune.ops import OpsUnavailable, mask_functions
 from mmrecprune.sparsity import (apply_masks, global_magnitude_masks, global_magnitude_threshold,
                                  init_masks, prunable_parameters)
 from mmrecprune.sparsity.magnitude_selection import MagnitudeSelection
@@ -53,6 +58,9 @@ def parse_args():
                         help='torch CPU threads for both sides (default: torch default)')
     parser.add_argument('--device', default='cpu', help='device of the weights (default cpu)')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--compiled-ops', action='store_true',
+                        help="also time ours with the package's compiled kernels (AVX2, CPU; "
+                        'built on first use: needs g++ and ninja)')
     parser.add_argument('--compiled-prototype', action='store_true',
                         help='also time the C++ prototype (AVX2, CPU; needs g++ and ninja)')
     return parser.parse_args()
@@ -100,6 +108,41 @@ def _timed_numpy_passes(params, repeats):
 
 _VERDICTS = {True: 'equal to ours', False: 'DIFFER from ours',
              None: 'not compared (the sample missed the threshold; the prototype has no rerun)'}
+
+
+def _time_compiled(params, original, ours, floor, restore, args):
+    """Ours with the compiled kernels, timed beside ours and the floor (before and after
+    them), and whether its masks and pruned weights equal ours; None (with the reason printed)
+    where they cannot be built or do not apply."""
+    if torch.device(args.device).type != 'cpu':
+        print('compiled kernels not run: they are CPU code (--device cpu)')
+        return None
+    try:
+        functions = mask_functions()
+    except OpsUnavailable as error:
+        print(f'compiled kernels not run: {error}')
+        return None
+
+    def compiled():
+        masks = global_magnitude_masks(params, init_masks(params), args.ratio,
+                                       functions=functions)
+        apply_masks(params, masks, functions=functions)
+        return masks
+
+    compiled()  # warm-up
+    floors = [_timed(floor, lambda: None, args.repeats, args.device)[0]]
+    t_ours, _, masks_ours = _timed(ours, restore, args.repeats, args.device)
+    t_compiled, _, masks = _timed(compiled, restore, args.repeats, args.device)
+    same = _same(masks, masks_ours, params, original)
+    all_kept = init_masks(params)
+    t_select = _timed(lambda: global_magnitude_masks(params, all_kept, args.ratio,
+                                                     functions=functions),
+                      restore, args.repeats, args.device)[0]
+    t_apply = _timed(lambda: apply_masks(params, masks_ours, functions=functions), restore,
+                     args.repeats, args.device)[0]
+    floors.append(_timed(floor, lambda: None, args.repeats, args.device)[0])
+    return dict(floor=statistics.median(floors), ours=t_ours, compiled=t_compiled, same=same,
+                select=t_select, apply=t_apply)
 
 
 def _time_prototype(params, original, ours, floor, restore, args):
@@ -198,6 +241,8 @@ def main():
     t_apply = _timed(lambda: apply_masks(params, masks_ours), restore, args.repeats,
                      args.device)[0]
     t_floor = statistics.median(times_floor + times_floor_after)
+    compiled = (_time_compiled(params, original, ours, floor, restore, args)
+                if args.compiled_ops else None)
     prototype = (_time_prototype(params, original, ours, floor, restore, args)
                  if args.compiled_prototype else None)
     t_abs, t_compare = (_timed_numpy_passes(params, args.repeats)
@@ -232,6 +277,18 @@ def main():
         print(f'eager lower bounds: NumPy |w| in L2-sized chunks {1e3 * t_abs:.1f} ms, |w| >= t '
               f'into a bool mask and its count {1e3 * t_compare:.1f} ms ({t_abs / t_floor:.1f} '
               f'and {t_compare / t_floor:.1f} floors; any mask must at least be written once)')
+    if compiled is not None:
+        floors = {key: compiled[key] / compiled['floor'] for key in ('compiled', 'ours')}
+        print(f'ours, compiled kernels (compiled_ops=True): median '
+              f'{1e3 * compiled["compiled"]:.1f} ms = {floors["compiled"]:.2f} floors (target '
+              f'<= 3: {"met" if floors["compiled"] <= 3 else "NOT met"}); ours beside it '
+              f'{1e3 * compiled["ours"]:.1f} ms = {floors["ours"]:.2f} floors (floor around them '
+              f'{1e3 * compiled["floor"]:.1f} ms); masks and pruned weights '
+              f'{_VERDICTS[compiled["same"]]}')
+        print(f'  its steps alone: global_magnitude_masks {1e3 * compiled["select"]:.1f} ms, '
+              f'apply_masks {1e3 * compiled["apply"]:.1f} ms '
+              f'({compiled["select"] / compiled["floor"]:.2f} and '
+              f'{compiled["apply"] / compiled["floor"]:.2f} floors)')
     if prototype is not None:
         print(f'compiled prototype (AVX2): median {1e3 * prototype["prototype"]:.1f} ms = '
               f'{prototype["prototype"] / prototype["floor"]:.2f} floors; ours beside it '
@@ -258,7 +315,8 @@ def main():
     print(f'masks differ at {n_diff} entries, {diff_off_threshold} of them off the threshold '
           f'magnitude -> {"agree up to ties" if diff_off_threshold == 0 else "DISAGREE"}')
     if (diff_off_threshold or pruned_ours != pruned_torch
-            or (prototype is not None and prototype['same'] is False)):
+            or (prototype is not None and prototype['same'] is False)
+            or (compiled is not None and not compiled['same'])):
         raise SystemExit(1)
 
 

@@ -24,9 +24,11 @@ kernel's barrier for a core, so ``--threads 1`` measures the ratios more faithfu
 on-the-fly pruner add to a plain step (torch.profiler self time per step); ``--torch-compile``
 times the normalisation and the gap penalty against ``torch.compile`` of the same formulas (the
 fused kernels a compiler makes, where a C++ compiler is installed). ``--compiled-ops``
-adds two variants, sphere and onthefly with the normalisation and the gap penalty computed by
+adds three variants, sphere and onthefly with the normalisation and the gap penalty computed by
 the package's compiled kernels (``OnTheFlyPruner(compiled_ops=True)``, :mod:`mmrecprune.ops`),
-their ratios to plain and what the penalty adds to a step (compiled, it is computed in the
+and masked with the masks enforced by them (``IterativeMagnitudePruner(compiled_ops=True)``),
+their ratios to plain, what the compiled masked pruner adds alone, and what the penalty adds
+to a step (compiled, it is computed in the
 normalisation's node, so the difference of the step medians with and without it), and stops
 with an error if the kernels' unit filters, gradients or penalty differ from eager PyTorch's by
 more than 1e-4 relative.
@@ -52,7 +54,7 @@ from mmrecprune.benchmarks.op_profile import added_op_times, op_times
 from mmrecprune.benchmarks.stats import median_interval
 from mmrecprune.cli import merge_cfg_options, run_tool
 from mmrecprune.hooks import LotteryTicketHook, OnTheFlyPruningHook
-from mmrecprune.ops import OpsUnavailable, eager_agreement, onthefly_functions
+from mmrecprune.ops import OpsUnavailable, eager_agreement, mask_functions, onthefly_functions
 from mmrecprune.optim import PruningOptimWrapper
 from mmrecprune.registry import MODELS
 from mmrecprune.sparsity.gap_penalty import gap_penalty, target_thresholds
@@ -75,13 +77,14 @@ def make_batch(batch_size, size):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def variant(model, masked, rounds=7):
+def variant(model, masked, rounds=7, compiled_ops=False):
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     if not masked:
         return SimpleNamespace(model=model, wrapper=OptimWrapper(opt), hook=None)
     wrapper = PruningOptimWrapper(opt)
     hook = LotteryTicketHook(rounds=rounds, epochs_per_round=1,
-                             pruner=dict(type='IterativeMagnitudePruner', rewind_to='none'))
+                             pruner=dict(type='IterativeMagnitudePruner', rewind_to='none',
+                                         compiled_ops=compiled_ops))
     pruner = hook.pruner
     pruner.attach(model)
     for _ in range(rounds):
@@ -170,8 +173,8 @@ def main():
                         help='also time torch.compile of the normalisation and the gap penalty '
                         '(needs a C++ compiler; about 20 s to compile)')
     parser.add_argument('--compiled-ops', action='store_true',
-                        help='also time sphere and on-the-fly with the compiled kernels of '
-                        'mmrecprune.ops (AVX2, CPU; built on first use: needs g++ and ninja)')
+                        help='also time sphere, on-the-fly and masked with the compiled kernels '
+                        'of mmrecprune.ops (AVX2, CPU; built on first use: needs g++ and ninja)')
     parser.add_argument('--by-operator', action='store_true',
                         help='after the timing, print the operators that the hyperspherical '
                         'convs and the on-the-fly pruner add to a plain step (torch.profiler)')
@@ -195,12 +198,16 @@ def main():
     if args.compiled_ops:
         try:
             onthefly_functions()
+            mask_functions()
         except OpsUnavailable as error:
             print(f'compiled kernels not run: {error}')
         else:
             compiled = True
             for name, penalty in (('sphere_compiled', False), ('onthefly_compiled', True)):
                 variants[name] = on_the_fly_variant(build(ONTHEFLY, opts), penalty, True)
+            variants['masked_compiled'] = variant(
+                build('configs/imp/imp_r18-w16_7r-1e_fashionmnist.py', opts), True,
+                compiled_ops=True)
     batch = make_batch(args.batch_size, args.size)
     runner = SimpleNamespace(iter=10**6)
     times = {k: [] for k in variants}
@@ -229,7 +236,9 @@ def main():
             ('on-the-fly (hyperspherical + gap penalty + hook) / plain', 'onthefly', 'plain',
              1.05)]
     if compiled:
-        rows += [('hyperspherical convs, compiled kernels / plain', 'sphere_compiled', 'plain',
+        rows += [('masked training, compiled kernels (compiled_ops=True) / plain',
+                  'masked_compiled', 'plain', 1.02),
+                 ('hyperspherical convs, compiled kernels / plain', 'sphere_compiled', 'plain',
                   None),
                  ('on-the-fly, compiled kernels (compiled_ops=True) / plain', 'onthefly_compiled',
                   'plain', 1.05)]
@@ -239,6 +248,10 @@ def main():
           f'({masked_ms / med["plain"]:.2%} of a plain step); the gap penalty (forward + '
           f'backward) {1000 * penalty_ms:.1f} ms ({penalty_ms / med["plain"]:.1%})')
     if compiled:
+        masked_compiled_ms = masked_work_time(variants['masked_compiled'])
+        print(f'measured alone: the masked pruner + hook with the compiled kernels add '
+              f'{1000 * masked_compiled_ms:.2f} ms per step '
+              f'({masked_compiled_ms / med["plain"]:.2%} of a plain step)')
         # compiled, the penalty is computed inside the normalisation's node (its forward in the
         # model's forward), so it has no time alone: what it adds is the difference of the
         # interleaved steps with and without it, given for eager beside it
