@@ -74,6 +74,35 @@ def test_resume_mid_round_matches_uninterrupted_run(tmp_path, pretrained):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
 
 
+def test_compiled_ops_give_the_eager_runs_tickets_and_resume_bit_identical(tmp_path,
+                                                                           pretrained):
+    from mmrecprune.ops import OpsUnavailable, mask_functions
+    try:
+        mask_functions()
+    except OpsUnavailable as error:
+        pytest.skip(str(error))
+    runs = {}
+    for name, compiled, resume in (('eager', False, False), ('compiled', True, False),
+                                   ('resumed', True, True)):
+        cfg = lottery_cfg(tmp_path / name, pretrained, rounds=2, epochs_per_round=2)
+        cfg.custom_hooks[0].pruner.compiled_ops = compiled
+        if resume:
+            cfg.resume = True
+            cfg.load_from = str(tmp_path / 'compiled' / 'epoch_3.pth')  # middle of round 2
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        hook = next(h for h in runner.hooks if isinstance(h, LotteryTicketHook))
+        assert hook.pruner.compiled_ops is compiled
+        runs[name] = runner.model.state_dict()
+    for name in ('compiled', 'resumed'):  # (one process, one thread count: the same bits)
+        for key, value in runs['eager'].items():
+            assert torch.equal(value, runs[name][key]), (name, key)
+    for r in (1, 2):
+        eager, compiled = (load_ticket(str(tmp_path / name / 'tickets' / f'round_{r}.pth'))
+                           for name in ('eager', 'compiled'))
+        assert all(torch.equal(m, compiled.masks[n]) for n, m in eager.masks.items())
+
+
 class PrunerProbe(Hook):
     """Records the lottery hook's pruner at ``after_load_checkpoint`` (run after the lottery
     hook's, priority LOWEST) and at ``before_train``."""

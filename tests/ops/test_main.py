@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mmrecprune.ops import OpsUnavailable, onthefly_functions
+from mmrecprune.ops import OpsUnavailable, mask_functions, onthefly_functions
 from tests.conftest import REPO
 
 
@@ -18,12 +18,14 @@ def _run(**env):
 def test_it_builds_and_checks_the_kernels():
     try:
         onthefly_functions()  # built in this process first: the subprocess loads the cache
+        mask_functions()
     except OpsUnavailable as error:
         pytest.skip(str(error))
     proc = _run()
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert 'onthefly kernels ready' in proc.stdout
+    assert 'onthefly and masks kernels ready' in proc.stdout
     assert 'fused weight grads' in proc.stdout  # the one node was compared too
+    assert 'global masks and zeroed weights equal, bit for bit' in proc.stdout
 
 
 def test_without_a_compiler_it_says_so_and_exits_1():
