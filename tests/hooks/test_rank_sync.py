@@ -3,16 +3,26 @@ gloo, CPU, ``tools/dist_train.sh``) every rank holds rank 0's masks and identica
 
 import pytest
 
-from mmrecprune.ops import OpsUnavailable, onthefly_functions
+from mmrecprune.ops import OpsUnavailable, mask_functions, onthefly_functions
 from mmrecprune.tickets import load_ticket
 from tests.conftest import dist_train, tiny_dist_config
 
 
-def test_dist_train_masks_identical_on_every_rank(tmp_path):
+@pytest.mark.parametrize('compiled_ops', [False, True], ids=['eager', 'compiled_ops'])
+def test_dist_train_masks_identical_on_every_rank(tmp_path, compiled_ops):
+    """With ``compiled_ops``, both ranks enforce and select the masks with the compiled mask
+    kernels (built here first, so that the ranks load the cached build)."""
+    if compiled_ops:
+        try:
+            mask_functions()
+        except OpsUnavailable as error:
+            pytest.skip(str(error))
+    pruner = ("pruner=dict(type='IterativeMagnitudePruner', method='imp', compiled_ops=True)"
+              if compiled_ops else "method='imp'")
     config = tiny_dist_config(
-        tmp_path / 'imp_tiny.py', 'configs/imp/imp_r18-w16_7r-1e_fashionmnist.py', """
+        tmp_path / 'imp_tiny.py', 'configs/imp/imp_r18-w16_7r-1e_fashionmnist.py', f"""
 rounds = 2
-custom_hooks = [dict(type='LotteryTicketHook', rounds=2, epochs_per_round=1, method='imp')]
+custom_hooks = [dict(type='LotteryTicketHook', rounds=2, epochs_per_round=1, {pruner})]
 """)
     log = dist_train(config, tmp_path / 'work')
     assert log.count('masks identical on 2 ranks (weights too)') == 2, log[-3000:]
