@@ -207,3 +207,17 @@ def test_a_compiled_pruner_pickles_and_copies(functions):
     for clone in (pickle.loads(pickle.dumps(pruner)), copy.deepcopy(pruner)):
         assert clone.compiled_ops and clone.enforced.functions is not None
         assert all(torch.equal(clone.masks[n], pruner.masks[n]) for n in pruner.masks)
+
+
+def test_a_keep_byte_other_than_one_counts_as_kept_as_in_numpy(functions):
+    # a bool tensor viewed from bytes can hold 2; NumPy's logical_and takes it as True
+    n = 100
+    w = _special(n, seed=6)
+    keep = (torch.arange(n) % 3).to(torch.uint8).view(torch.bool)
+    eager_out, compiled_out = (torch.zeros(n, dtype=torch.bool) for _ in range(2))
+    layer = MagnitudeSelection({'w': w}, {'w': torch.ones(n, dtype=torch.bool)})
+    eager = layer._scan_numpy(w.numpy(), keep.numpy(), eager_out.numpy(), 0.01, 0.05)
+    compiled = functions.magnitude_scan(w, keep, compiled_out, 0.01, 0.05)
+    assert torch.equal(compiled_out.view(torch.uint8), eager_out.view(torch.uint8))
+    assert compiled[0] == eager[0]
+    np.testing.assert_array_equal(compiled[1], eager[1])

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -93,9 +94,10 @@ void scan_range(const float* x, const uint8_t* keep, uint8_t* out, float lo, flo
                                                        _mm256_packs_epi32(m[2], m[3])),
                                     order),
         one);
-    if constexpr (kHasKeep)
+    if constexpr (kHasKeep)  // (min with 1: any nonzero keep byte counts as true)
       bytes = _mm256_and_si256(
-          bytes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keep + i)));
+          bytes, _mm256_min_epu8(
+                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(keep + i)), one));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), bytes);
     kept += __builtin_popcount(
         static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7))));
