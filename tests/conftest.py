@@ -48,6 +48,17 @@ def config_has_key(cfg, dotted):
     return True
 
 
+def kernels_or_skip(*builds):
+    """The compiled kernels each of ``builds`` (:mod:`mmrecprune.ops` builders) returns, the
+    last one's result; the test skips, with the build's own error as the reason, where a
+    compiler, ninja or AVX2 is missing."""
+    from mmrecprune.ops import OpsUnavailable
+    try:
+        return [build() for build in builds][-1]
+    except OpsUnavailable as error:
+        pytest.skip(str(error))
+
+
 def repo_path(*parts):
     return osp.join(REPO, *parts)
 

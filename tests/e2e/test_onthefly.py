@@ -9,9 +9,10 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-from mmrecprune.ops import OpsUnavailable, onthefly_functions
+from mmrecprune.ops import onthefly_functions
 from mmrecprune.tickets import load_ticket
-from tests.conftest import REPO, assert_fills_kept, tiny_cls_cfg, train_downstream
+from tests.conftest import (REPO, assert_fills_kept, kernels_or_skip, tiny_cls_cfg,
+                            train_downstream)
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 CONFIG = 'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py'
@@ -196,10 +197,7 @@ def test_compiled_ops_train_export_and_resume_exactly(tmp_path):
     is bit-identical to the uninterrupted one. (Not compared with the eager run: this shrunk
     run amplifies rounding, so eager on 1 and on 2 threads already end 14 % apart in the
     median conv weight; a step is compared in tests/ops/test_onthefly.py.)"""
-    try:
-        onthefly_functions()
-    except OpsUnavailable as error:
-        pytest.skip(str(error))
+    kernels_or_skip(onthefly_functions)
 
     def cfg(folder, max_epochs):
         out = _cfg(tmp_path / folder, max_epochs=max_epochs)

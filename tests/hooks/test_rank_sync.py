@@ -3,9 +3,9 @@ gloo, CPU, ``tools/dist_train.sh``) every rank holds rank 0's masks and identica
 
 import pytest
 
-from mmrecprune.ops import OpsUnavailable, mask_functions, onthefly_functions
+from mmrecprune.ops import mask_functions, onthefly_functions
 from mmrecprune.tickets import load_ticket
-from tests.conftest import dist_train, tiny_dist_config
+from tests.conftest import dist_train, kernels_or_skip, tiny_dist_config
 
 
 @pytest.mark.parametrize('compiled_ops', [False, True], ids=['eager', 'compiled_ops'])
@@ -13,10 +13,7 @@ def test_dist_train_masks_identical_on_every_rank(tmp_path, compiled_ops):
     """With ``compiled_ops``, both ranks enforce and select the masks with the compiled mask
     kernels (built here first, so that the ranks load the cached build)."""
     if compiled_ops:
-        try:
-            mask_functions()
-        except OpsUnavailable as error:
-            pytest.skip(str(error))
+        kernels_or_skip(mask_functions)
     pruner = ("pruner=dict(type='IterativeMagnitudePruner', method='imp', compiled_ops=True)"
               if compiled_ops else "method='imp'")
     config = tiny_dist_config(
@@ -72,10 +69,7 @@ def test_dist_train_on_the_fly_cut_identical_on_every_rank(tmp_path, compiled_op
     both ranks' shards. With ``compiled_ops``, both ranks compute it with the compiled kernels
     (built here first, so that the ranks load the cached build)."""
     if compiled_ops:
-        try:
-            onthefly_functions()
-        except OpsUnavailable as error:
-            pytest.skip(str(error))
+        kernels_or_skip(onthefly_functions)
     config = tiny_dist_config(
         tmp_path / 'onthefly_tiny.py',
         'configs/onthefly/onthefly_r18-w16_1xb128-6e_fashionmnist.py', f"""

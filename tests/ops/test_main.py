@@ -4,10 +4,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-from mmrecprune.ops import OpsUnavailable, mask_functions, onthefly_functions
-from tests.conftest import REPO
+from mmrecprune.ops import mask_functions, onthefly_functions
+from tests.conftest import REPO, kernels_or_skip
 
 
 def _run(**env):
@@ -16,11 +14,8 @@ def _run(**env):
 
 
 def test_it_builds_and_checks_the_kernels():
-    try:
-        onthefly_functions()  # built in this process first: the subprocess loads the cache
-        mask_functions()
-    except OpsUnavailable as error:
-        pytest.skip(str(error))
+    # built in this process first: the subprocess loads the cache
+    kernels_or_skip(onthefly_functions, mask_functions)
     proc = _run()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'onthefly and masks kernels ready' in proc.stdout

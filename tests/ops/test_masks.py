@@ -12,21 +12,19 @@ import torch
 
 from mmrecprune.methods import IterativeMagnitudePruner
 from mmrecprune.models import ImageClassifier
-from mmrecprune.ops import OpsUnavailable, mask_functions
+from mmrecprune.ops import mask_functions
 from mmrecprune.sparsity import (WeightMasks, apply_masks, global_magnitude_masks, init_masks,
                                  layerwise_magnitude_masks)
 from mmrecprune.sparsity.mask_enforcement import keep_bits, zero_pruned_bits_
 from mmrecprune.sparsity.magnitude_selection import MagnitudeSelection
+from tests.conftest import kernels_or_skip
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 @pytest.fixture(scope='module')
 def functions():
-    try:
-        return mask_functions()
-    except OpsUnavailable as error:
-        pytest.skip(str(error))
+    return kernels_or_skip(mask_functions)
 
 
 def _special(n, seed):

@@ -10,21 +10,19 @@ import torch
 
 from mmrecprune.methods import OnTheFlyPruner
 from mmrecprune.models import ImageClassifier
-from mmrecprune.ops import OpsUnavailable, compiled_applies, eager_agreement, onthefly_functions
+from mmrecprune.ops import compiled_applies, eager_agreement, onthefly_functions
 from mmrecprune.ops.onthefly import OnTheFlyFunctions
-from mmrecprune.sparsity import hyperspherical_convs, target_thresholds
+from mmrecprune.sparsity import target_thresholds
 from mmrecprune.sparsity.gap_penalty import _GapPenalty, gap_penalty
 from mmrecprune.sparsity.hyperspherical import unit_filter_list
+from tests.conftest import kernels_or_skip
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 @pytest.fixture(scope='module')
 def functions():
-    try:
-        return onthefly_functions()
-    except OpsUnavailable as error:
-        pytest.skip(str(error))
+    return kernels_or_skip(onthefly_functions)
 
 
 def _weights(sizes, seed, dtype=torch.float32):
