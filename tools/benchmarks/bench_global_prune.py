@@ -110,17 +110,25 @@ _VERDICTS = {True: 'equal to ours', False: 'DIFFER from ours',
              None: 'not compared (the sample missed the threshold; the prototype has no rerun)'}
 
 
+def _built_for_cpu(what, device, build, errors):
+    """``build()``, or None with the reason printed: ``what`` is CPU code, or cannot be built
+    here (``errors``)."""
+    if torch.device(device).type != 'cpu':
+        print(f'{what} not run: it is CPU code (--device cpu)')
+        return None
+    try:
+        return build()
+    except errors as error:
+        print(f'{what} not run: {error}')
+        return None
+
+
 def _time_compiled(params, original, ours, floor, restore, args):
     """Ours with the compiled kernels, timed beside ours and the floor (before and after
     them), and whether its masks and pruned weights equal ours; None (with the reason printed)
     where they cannot be built or do not apply."""
-    if torch.device(args.device).type != 'cpu':
-        print('compiled kernels not run: they are CPU code (--device cpu)')
-        return None
-    try:
-        functions = mask_functions()
-    except OpsUnavailable as error:
-        print(f'compiled kernels not run: {error}')
+    functions = _built_for_cpu('compiled kernels', args.device, mask_functions, OpsUnavailable)
+    if functions is None:
         return None
 
     def compiled():
@@ -149,13 +157,9 @@ def _time_prototype(params, original, ours, floor, restore, args):
     """``prototype_prune`` timed beside ours and the floor (before and after it), and whether
     its masks and pruned weights equal ours; None (with the reason printed) where it cannot
     be built or run."""
-    if torch.device(args.device).type != 'cpu':
-        print('compiled prototype not run: it is CPU code (--device cpu)')
-        return None
-    try:
-        kernels = build_prototype('global_prune_avx2.cpp')
-    except RuntimeError as error:
-        print(f'compiled prototype not run: {error}')
+    kernels = _built_for_cpu('compiled prototype', args.device,
+                             lambda: build_prototype('global_prune_avx2.cpp'), RuntimeError)
+    if kernels is None:
         return None
     floors = [_timed(floor, lambda: None, args.repeats, args.device)[0]]
     t_ours, _, masks_ours = _timed(ours, restore, args.repeats, args.device)
