@@ -198,14 +198,20 @@ def check_backbone_cfg(cfg, where='ticket backbone'):
     return dict(checked, type=name)
 
 
-def build_ticket_backbone(cfg):
+def build_ticket_backbone(cfg, device=None):
     """Build a backbone from a config that :func:`check_backbone_cfg` accepts (it is checked
-    again here), constructing its class from the closed table, not through a registry."""
+    again here), constructing its class from the closed table, not through a registry;
+    ``device='meta'``: shapes only, nothing allocated."""
     import importlib
     cfg = check_backbone_cfg(cfg)
     module, cls_name, _ = BACKBONES[cfg.pop('type')]
+    # imported outside the device context: tensors a module makes at import (mmcv.ops has
+    # some) must not become meta tensors for the rest of the process
     cls = getattr(importlib.import_module(module), cls_name)
-    return cls(**cfg)
+    if device is None:
+        return cls(**cfg)
+    with torch.device(device):
+        return cls(**cfg)
 
 
 # -- the ticket header -------------------------------------------------------------------------
@@ -260,11 +266,50 @@ def check_meta(meta, where):
 
 
 def check_state_dict(state_dict, where):
+    """The ticket's weights: named tensors, at least one, each what a backbone's state_dict
+    holds under its name (:func:`check_weight`); raise TicketError naming the first that is
+    not."""
     if not isinstance(state_dict, dict) or not all(
             type(k) is str and len(k) <= MAX_NAME and type(v) is torch.Tensor
             for k, v in state_dict.items()):
         _fail(where, 'ticket has no state_dict of named tensors')
+    if not state_dict:
+        # every backbone of the schema has weights, and a ticket carries them all
+        _fail(where, 'ticket holds no weights (empty state_dict); a ticket is the backbone\'s '
+                     'weights with its config: export it again from the pruning run')
+    for name, value in state_dict.items():
+        check_weight(name, value, f'{where} state_dict entry {name!r}')
     return dict(state_dict)
+
+
+_REEXPORT = 'the file is corrupted or was edited: export the ticket again from the pruning run'
+
+
+def check_weight(name, value, where):
+    """Raise TicketError unless ``value`` is what a backbone state_dict holds under ``name``:
+    BatchNorm's ``num_batches_tracked`` an int64 scalar >= 0; every other entry (weights,
+    biases, running statistics) a dense floating point tensor (a dtype of
+    :data:`FLOAT_DTYPES`, which exports keep) of finite values, a ``running_var`` >= 0.
+    Loading casts into the backbone's dtype, so an int or bool tensor would pass as weights
+    and a float step count wrap around: the dtype is checked, not converted."""
+    if value.layout is not torch.strided:
+        _fail(where, f'must be a dense tensor, got layout {value.layout}; {_REEXPORT}')
+    if name.rpartition('.')[2] == 'num_batches_tracked':
+        if value.dtype != torch.int64 or value.dim() != 0 or int(value) < 0:
+            _fail(where, f'must be an int64 scalar >= 0 (BatchNorm\'s count of training '
+                         f'batches), got a {value.dtype} tensor of shape {list(value.shape)}'
+                         + (f' holding {value.item()}' if value.numel() == 1 else '')
+                         + f'; {_REEXPORT}')
+        return
+    if value.dtype not in FLOAT_DTYPES:
+        _fail(where, f'must be a floating point tensor ({", ".join(map(str, FLOAT_DTYPES))}), '
+                     f'got {value.dtype}: loading would cast it silently; {_REEXPORT}')
+    if not torch.isfinite(value).all():
+        _fail(where, 'holds NaN or infinite values: the run that exported it diverged or '
+                     f'{_REEXPORT}')
+    if name.rpartition('.')[2] == 'running_var' and (value < 0).any():
+        _fail(where, f'holds negative values (min {value.min().item():.3g}); a variance is >= 0: '
+                     f'{_REEXPORT}')
 
 
 def check_masks_entries(masks, state_dict, where):

@@ -33,8 +33,10 @@ def load_models(path, cfg_options=None):
     elif cfg_options:
         raise CLIError(f'--cfg-options apply to a config; {path} is a ticket (no config)')
     ticket = load_ticket(path)
-    dense = _build(ticket.backbone_cfg)
+    # the pruned one first: its build checks the config against the ticket's weights before
+    # allocating, so a config wider than the file's weights is refused before the dense build
     pruned = build_backbone_from_ticket(ticket)
+    dense = _build(ticket.backbone_cfg)
     return dense, pruned, ticket
 
 

@@ -6,8 +6,10 @@ attack is in what they *name*, e.g. ``backbone.type = 'subprocess.run'``, which 
 registry would resolve to the real function and call with the file's keyword arguments.
 """
 import copy
+import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -179,3 +181,232 @@ def test_tools_refuse_ticket(tmp_path, good_ticket, tool):
     assert result.returncode != 0
     assert 'subprocess.run' in result.stderr and 'not a supported backbone' in result.stderr
     assert not marker.exists()
+
+
+# -- the weights: each entry what a backbone state_dict holds under its name --------------------
+W = 'layer1.0.conv1.weight'
+
+
+def _set(name, value):
+    return lambda p: p['state_dict'].__setitem__(name, value)
+
+
+def _fill(name, value):
+    return lambda p: p['state_dict'][name].fill_(value)
+
+
+#: ``{attack: (edit of a good ticket, entry the refusal names, what it says)}``; without the
+#: checks each loaded silently: cast to float, NaN in the outputs, a step count of -2**63
+WEIGHT_ATTACKS = {
+    'int64 conv weight (cast silently)': (
+        _set(W, torch.zeros(8, 8, 3, 3, dtype=torch.int64)), W, 'floating point.*int64'),
+    'bool conv weight (cast silently)': (
+        _set(W, torch.ones(8, 8, 3, 3, dtype=torch.bool)), W, 'floating point.*bool'),
+    'uint8 BN bias': (_set('bn1.bias', torch.zeros(8, dtype=torch.uint8)), 'bn1.bias',
+                      'floating point'),
+    'NaN conv weight': (_fill(W, float('nan')), W, 'NaN or infinite'),
+    'infinite BN running_mean': (_fill('bn1.running_mean', float('inf')),
+                                 'bn1.running_mean', 'NaN or infinite'),
+    'NaN in one entry of a half-precision weight': (
+        lambda p: (_set(W, p['state_dict'][W].half())(p), p['state_dict'][W].view(-1)
+                   .__setitem__(5, float('nan'))), W, 'NaN or infinite'),
+    'negative BN running_var': (_fill('bn1.running_var', -1.0), 'bn1.running_var',
+                                'negative values'),
+    'float num_batches_tracked 1e30 (wraps to -2**63)': (
+        _set('bn1.num_batches_tracked', torch.tensor(1e30)), 'bn1.num_batches_tracked',
+        'int64 scalar >= 0.*float32'),
+    'negative num_batches_tracked': (
+        _set('bn1.num_batches_tracked', torch.tensor(-5)), 'bn1.num_batches_tracked',
+        'int64 scalar >= 0.*holding -5'),
+    'num_batches_tracked that is no scalar': (
+        _set('bn1.num_batches_tracked', torch.zeros(3, dtype=torch.int64)),
+        'bn1.num_batches_tracked', r'int64 scalar >= 0.*shape \[3\]'),
+}
+
+
+@pytest.mark.parametrize('name', list(WEIGHT_ATTACKS))
+def test_weight_entry_refused_by_name(tmp_path, good_ticket, name):
+    edit, entry, problem = WEIGHT_ATTACKS[name]
+    payload = copy.deepcopy(good_ticket)
+    edit(payload)
+    path = tmp_path / 'crafted.pth'
+    torch.save(payload, path)
+    torch.load(path, weights_only=True)  # plain data: a weights-only load accepts it
+    said = rf"state_dict entry '{entry}': .*{problem}"
+    with pytest.raises(TicketError, match=said):
+        load_ticket(str(path))
+    with pytest.raises(TicketError, match=said):
+        build_backbone_from_ticket(ticket=str(path), out_indices=(0, 1, 2, 3))
+    # the project's own writer refuses it too (what it writes, it can read back)
+    with pytest.raises(TicketError, match=said):
+        save_ticket(str(tmp_path / 'resaved.pth'), CFG, payload['state_dict'], method='x')
+
+
+def test_weight_entry_refused_in_a_carried_header(tmp_path, good_ticket):
+    """A detector checkpoint that carries the ticket: its backbone weights are the ticket's and
+    are checked alike before anything is built from them."""
+    from mmdet.apis import init_detector
+    from mmengine.config import Config
+    header = {k: copy.deepcopy(good_ticket[k]) for k in ('meta', 'channel_structure', 'masks')}
+    state = {f'backbone.{k}': v.clone() for k, v in good_ticket['state_dict'].items()}
+    state[f'backbone.{W}'].view(-1)[0] = float('nan')
+    state['backbone.ticket'] = torch.frombuffer(bytearray(ticket_bytes(header)),
+                                                dtype=torch.uint8)
+    torch.save(dict(state_dict=state, meta={}), tmp_path / 'detector.pth')
+    cfg = Config.fromfile(DET_CFG)
+    cfg.model.backbone.ticket = str(tmp_path / 'absent.pth')
+    with pytest.raises(TicketError, match=rf"'{W}': holds NaN"):
+        init_detector(cfg, str(tmp_path / 'detector.pth'), device='cpu')
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64])
+def test_tickets_of_every_float_dtype_still_load(tmp_path, dtype):
+    """What the checks must not refuse: a backbone exported in another precision (its BN step
+    counts stay int64: ``Module.to(dtype)`` casts floating point tensors only)."""
+    from mmdet.models.backbones import ResNet
+    net = ResNet(depth=18, base_channels=8).to(dtype)
+    path = save_ticket(str(tmp_path / 't.pth'), CFG, net.state_dict(), method='test')
+    backbone = build_backbone_from_ticket(ticket=path)
+    for name, value in net.state_dict().items():
+        assert torch.equal(backbone.state_dict()[name], value.to(torch.float32)
+                           if value.is_floating_point() else value), name
+
+
+# -- the config's size: bounded by the weights the file holds -----------------------------------
+#: Builds each ticket in a fresh process whose address space may grow by at most 1 GiB: a
+#: regression that builds the ticket's config before comparing it with the weights asks for
+#: hundreds of GB and fails there with an allocation error (or is killed), never on this machine.
+_BOUNDED_CHILD = r'''
+import json, resource, sys
+import torch
+torch.set_num_threads(1)
+from mmrecprune.analysis import load_models
+from mmrecprune.models.pruned_backbone import build_backbone_from_ticket
+def vm_bytes():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith('VmSize:'))
+limit = vm_bytes() + 2 ** 30
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for path, how in json.loads(sys.argv[1]):
+    try:
+        if how == 'analyze':  # what tools/analysis_tools/analyze_ticket.py does
+            load_models(path)
+        else:
+            net = build_backbone_from_ticket(ticket=path, out_indices=(0, 1, 2, 3))
+            torch.save(net.state_dict(), path + '.built')
+        result = dict(outcome='built')
+    except BaseException as err:
+        result = dict(outcome=type(err).__name__, message=str(err))
+    growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    print(json.dumps(dict(result, path=path, how=how, growth=growth)), flush=True)
+'''
+
+WIDE = dict(type='mmdet.ResNet', depth=152, base_channels=4096)  # ~ 1 TB of float32 weights
+
+
+def _build_bounded(cases):
+    result = subprocess.run([sys.executable, '-c', _BOUNDED_CHILD, json.dumps(cases)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'))
+    done = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+    assert len(done) == len(cases), f'the child died (rc {result.returncode}) after ' \
+                                    f'{len(done)} of {len(cases)}: {result.stderr[-2000:]}'
+    return done
+
+
+def _wide_tickets(folder, good):
+    """``{name: (path, what the refusal says)}``: small files whose config is ``WIDE`` (or as
+    wide), each accepted by the schema; written with ``save_ticket`` where it accepts them."""
+    from mmdet.models.backbones import ResNet
+    small = {k: v.clone() for k, v in good['state_dict'].items()}
+    with torch.device('meta'):  # only the names
+        wide_names = list(ResNet(**{k: v for k, v in WIDE.items() if k != 'type'})
+                          .state_dict())
+    scalars = {k: torch.tensor(0) if k.endswith('num_batches_tracked') else torch.ones(1)
+               for k in wide_names}
+    empty = copy.deepcopy(good)
+    empty['state_dict'], empty['meta']['backbone'] = {}, dict(WIDE)
+    torch.save(empty, osp.join(folder, 'empty.pth'))  # save_ticket refuses it: crafted
+    return {
+        'no weights at all': (osp.join(folder, 'empty.pth'), r'holds no weights'),
+        "ResNet-18's weights under a ResNet-152 config": (
+            save_ticket(osp.join(folder, 'deeper.pth'), WIDE, small, method='x'),
+            r'ticket weights do not fit the backbone.*depth=152, base_channels=4096.*'
+            r'missing \[.*Nothing was built'),
+        'the same names at 1/512 of the width': (
+            save_ticket(osp.join(folder, 'wider.pth'), dict(CFG, base_channels=4096), small,
+                        method='x'),
+            r"ticket weight 'conv1.weight' has shape \(8, 3, 7, 7\).*expects "
+            r'\(4096, 3, 7, 7\).*nothing was built'),
+        "every name of the wide backbone, one value each": (
+            save_ticket(osp.join(folder, 'scalars.pth'), WIDE, scalars, method='x'),
+            r"ticket weight 'conv1.weight' has shape \(1,\).*expects \(4096, 3, 7, 7\)"),
+    }
+
+
+def test_config_wider_than_its_weights_is_refused_before_allocating(tmp_path, good_ticket):
+    """A 1 KB file may describe a backbone of hundreds of GB: depth and base_channels within
+    the schema's ranges. The config is compared with the file's weights before any memory is
+    taken, on every path that builds from a ticket (PrunedBackbone and analyze_ticket)."""
+    tickets = _wide_tickets(str(tmp_path), good_ticket)
+    cases = [[path, how] for path, _ in tickets.values() for how in ('build', 'analyze')]
+    said = {path: problem for path, problem in tickets.values()}
+    for case in _build_bounded(cases):
+        assert case['outcome'] == 'TicketError', case
+        assert re.search(said[case['path']], case['message']), case
+        assert case['growth'] < 256 * 2 ** 20, case  # nothing of the config's size was built
+    for path, _ in tickets.values():
+        assert os.path.getsize(path) < 2 ** 20  # files under 1 MB, configs of ~1 TB
+
+
+def test_structured_ticket_allocates_its_slim_shapes_only(tmp_path):
+    """The legitimate extreme: a structured ticket whose dense backbone (base_channels 4096,
+    about 180 GB) was slimmed to a few thousand weights per layer builds, and exactly the slim
+    model is allocated: the dense one never is (the memory-bounded child would fail)."""
+    from mmdet.models.backbones import ResNet
+    slim = ResNet(depth=18, base_channels=8)
+    with torch.no_grad():  # statistics other than the initial ones, which a build also has
+        for name, buf in slim.named_buffers():
+            if name.endswith(('running_mean', 'running_var')):
+                buf.uniform_(0.5, 1.5)
+    structure = {name: dict(zip(('in', 'out'), _widths(m))) for name, m in slim.named_modules()
+                 if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))}
+    path = save_ticket(str(tmp_path / 'slim.pth'), dict(CFG, base_channels=4096),
+                       slim.state_dict(), channel_structure=structure, method='x')
+    [case] = _build_bounded([[path, 'build']])
+    assert case['outcome'] == 'built', case
+    assert case['growth'] < 256 * 2 ** 20, case
+    built = torch.load(path + '.built', weights_only=True)
+    assert set(built) == set(slim.state_dict()) | {'ticket'}
+    for name, value in slim.state_dict().items():
+        assert torch.equal(built[name], value), name
+
+
+def _widths(module):
+    if isinstance(module, torch.nn.Conv2d):
+        return module.in_channels, module.out_channels
+    return module.num_features, module.num_features
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(type='mmdet.ResNet', depth=50, base_channels=8, norm_cfg=dict(type='GN', num_groups=2)),
+    dict(type='mmdet.ResNetV1d', depth=50, base_channels=8),
+    dict(type='mmdet.MobileNetV2', widen_factor=0.25),
+    dict(type='mmseg.ResNet', depth=18, base_channels=8, stem_channels=8),
+    dict(type='mmseg.ResNetV1c', depth=18, base_channels=8, stem_channels=8),
+    dict(type='mmseg.ResNetV1d', depth=18, base_channels=8, stem_channels=8),
+], ids=lambda cfg: cfg['type'])
+def test_every_schema_backbone_builds_from_its_ticket(tmp_path, cfg):
+    """Built on the meta device, checked, then given memory and the ticket's weights: every
+    backbone type of the schema computes what the network it was exported from computes."""
+    from mmrecprune.ticket_schema import build_ticket_backbone
+    torch.manual_seed(0)
+    net = build_ticket_backbone(dict(cfg))
+    path = save_ticket(str(tmp_path / 't.pth'), cfg, net.state_dict(), method='test')
+    backbone = build_backbone_from_ticket(ticket=path)
+    net.eval(), backbone.eval()  # not chained: mmdet's ResNet.train() returns None
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        for got, expected in zip(backbone(x), net(x)):
+            torch.testing.assert_close(got, expected, rtol=0, atol=0)

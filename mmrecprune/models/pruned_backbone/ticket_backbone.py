@@ -1,10 +1,13 @@
 """The backbone of a loaded ticket: built from its config and the downstream options, given
 its channel structure and weights (strictly), its stages frozen again, its masks held, and
 the ticket header attached for the model's checkpoints."""
+import itertools
+
+import torch
 from mmengine.logging import print_log
 
 from mmrecprune.sparsity import apply_channel_structure, freeze_masks
-from mmrecprune.ticket_schema import build_ticket_backbone
+from mmrecprune.ticket_schema import build_ticket_backbone, check_state_dict
 from mmrecprune.tickets import TicketError, clean_backbone_cfg, plain_values
 from .carried_ticket import attach_ticket_state, ticket_header
 from .consumer_widths import check_consumer_widths_once, stage_widths
@@ -31,18 +34,7 @@ def assemble_backbone(ticket, keep_masks, behaviour, attach=True, quiet=False,
         cfg['type'] = _MMSEG_TWINS[cfg['type']]
         # mmseg's stem defaults to 64 channels whatever base_channels is; mmdet's follows it
         cfg.setdefault('stem_channels', cfg.get('base_channels', 64))
-    backbone = build_ticket_backbone(cfg)
-    if ticket.channel_structure:
-        try:
-            apply_channel_structure(backbone, ticket.channel_structure)
-        except (ValueError, TypeError, KeyError) as err:
-            raise TicketError(f'ticket channel_structure does not fit the backbone built from '
-                              f'its config ({cfg.get("type")}): {err}') from None
-    missing, unexpected = _load_strict(backbone, ticket.state_dict)
-    if missing or unexpected:
-        raise TicketError(f'ticket weights do not fit the backbone built from its config '
-                          f'({cfg.get("type")}): missing {missing[:5]}, unexpected '
-                          f'{unexpected[:5]}')
+    backbone = _build_fitting(cfg, ticket)
     if hasattr(backbone, '_freeze_stages'):
         backbone._freeze_stages()  # modules replaced by the channel structure must freeze too
     masks = ticket.masks if keep_masks else {}
@@ -68,19 +60,64 @@ def assemble_backbone(ticket, keep_masks, behaviour, attach=True, quiet=False,
     return backbone
 
 
-def _load_strict(module, state_dict):
+def _build_fitting(cfg, ticket):
+    """The backbone of ``cfg`` in the ticket's channel structure, holding the ticket's weights.
+
+    The config alone may describe a model of hundreds of GB (depth 152, base_channels 4096 are
+    in the schema's ranges) in a file of a few KB. So the backbone is first built on the meta
+    device (shapes only, no memory) and its state_dict compared with the ticket's tensors,
+    names and shapes; only a ticket whose weights are all there, each of its shape, gets
+    memory, and then exactly the ticket's shapes (``to_empty``: the dense model of a structured
+    ticket is never allocated), every entry filled from the ticket. What is built is thus
+    bounded by the tensors the file holds."""
+    check_state_dict(ticket.state_dict, 'ticket')
+    backbone = build_ticket_backbone(cfg, device='meta')
+    if ticket.channel_structure:  # reshaped layers get tensors on their own (meta) device
+        try:
+            apply_channel_structure(backbone, ticket.channel_structure)
+        except (ValueError, TypeError, KeyError) as err:
+            raise TicketError(f'ticket channel_structure does not fit the backbone built from '
+                              f'its config ({cfg.get("type")}): {err}') from None
+    _check_fits(backbone, ticket.state_dict, cfg)
+    # to_empty leaves memory uninitialised: every tensor must come from the ticket
+    own = backbone.state_dict(keep_vars=True)
+    untracked = [n for n, _ in itertools.chain(backbone.named_parameters(),
+                                                backbone.named_buffers()) if n not in own]
+    if untracked:
+        raise TicketError(f'{cfg["type"]} holds tensors outside its state_dict ({untracked[:5]}),'
+                          ' which a ticket cannot restore; it cannot be built from a ticket')
+    backbone.to_empty(device=torch.get_default_device())
+    backbone.load_state_dict(ticket.state_dict, strict=True)
+    return backbone
+
+
+def _check_fits(module, state_dict, cfg):
+    """Raise TicketError unless ``state_dict`` has exactly ``module``'s entries and shapes
+    (``module`` on the meta device: nothing is allocated)."""
     own = module.state_dict()
     missing = sorted(k for k in own if k not in state_dict)
     unexpected = sorted(k for k in state_dict if k not in own)
     if missing or unexpected:
-        return missing, unexpected
+        numel = sum(v.numel() for v in own.values())
+        held = sum(v.numel() for v in state_dict.values())
+        raise TicketError(
+            f'ticket weights do not fit the backbone built from its config ({_shown_cfg(cfg)}: '
+            f'{len(own)} tensors, {numel:,} values; the ticket holds {len(state_dict)} '
+            f'tensors, {held:,} values): missing {missing[:5]}, unexpected {unexpected[:5]}. '
+            'Nothing was built: the ticket\'s config and weights describe different backbones '
+            '(a corrupted or edited file); export the ticket again from the pruning run')
     for name, value in state_dict.items():
         if own[name].shape != value.shape:
-            raise TicketError(f'ticket weight {name!r} has shape {tuple(value.shape)}, the '
-                              f'backbone expects {tuple(own[name].shape)}: the ticket was '
-                              'made for another architecture or width')
-    module.load_state_dict(state_dict, strict=True)
-    return [], []
+            raise TicketError(
+                f'ticket weight {name!r} has shape {tuple(value.shape)}, the backbone built '
+                f'from its config ({_shown_cfg(cfg)}) expects {tuple(own[name].shape)}: the '
+                'ticket was made for another architecture or width, or edited; nothing was '
+                'built. Export the ticket again from the pruning run')
+
+
+def _shown_cfg(cfg):
+    return ', '.join(f'{k}={cfg[k]!r}' for k in (
+        'type', 'depth', 'base_channels', 'stem_channels', 'widen_factor') if k in cfg)
 
 
 def _enable_semi_structured(backbone, ticket, masks):
