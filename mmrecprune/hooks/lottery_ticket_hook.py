@@ -1,8 +1,11 @@
 """Rounds of train -> prune -> rewind, with a ticket saved after every round."""
 import os.path as osp
+from collections.abc import Mapping
 
 from mmengine.dist import is_main_process
 
+from mmrecprune.fileio.resume_state import (ResumeStateError, check_learning_rates,
+                                            check_scheduler_states)
 from mmrecprune.hooks.pruning_hook import PruningHook
 from mmrecprune.hooks.rank_sync import synchronized_step
 from mmrecprune.methods.base import IterativePruner
@@ -111,9 +114,27 @@ class LotteryTicketHook(PruningHook):
             f'{p.step_count}/{self.rounds}, sparsity {p.sparsity:.4f}')
 
     def load_resumed_state(self, runner, state):
+        # this hook's own entries go into live schedulers and param groups at reset_lr: they
+        # are checked like the runner's (and against the run's counts) before anything loads
+        schedulers, lrs = self._initial_schedulers, self._initial_lrs
+        if isinstance(state, Mapping):  # (anything else: the pruner refuses it)
+            where = f'{self.state_key}.'
+            schedulers = state.get('initial_schedulers', schedulers)
+            lrs = state.get('initial_lrs', lrs)
+            check_scheduler_states(schedulers, entry=where + 'initial_schedulers')
+            check_learning_rates(lrs, entry=where + 'initial_lrs')
+            for entry, saved, live in (
+                    ('initial_schedulers', schedulers, self._schedulers(runner)),
+                    ('initial_lrs', lrs, runner.optim_wrapper.param_groups)):
+                if len(saved) != len(live):
+                    raise ResumeStateError(
+                        f'resume entry {where}{entry} has {len(saved)} entries, this run has '
+                        f'{len(live)} (schedulers / parameter groups); resume from a '
+                        'checkpoint written by a run of this config')
+            state = {k: v for k, v in state.items()
+                     if k not in ('initial_schedulers', 'initial_lrs')}
         self.pruner.load_state_dict(state)
-        self._initial_schedulers = state.get('initial_schedulers', self._initial_schedulers)
-        self._initial_lrs = state.get('initial_lrs', self._initial_lrs)
+        self._initial_schedulers, self._initial_lrs = list(schedulers), list(lrs)
 
     def saved_state(self):
         return dict(self.pruner.state_dict(), initial_schedulers=self._initial_schedulers,

@@ -227,8 +227,8 @@ class StructuredPruningHook(PruningHook):
         check_slim(self.pruner, runner.logger, 'StructuredPruningHook')
 
     def load_resumed_state(self, runner, state):
-        if not state.get('present'):
-            return super().load_resumed_state(runner, state)
+        if not isinstance(state, dict) or not state.get('present'):
+            return super().load_resumed_state(runner, state)  # (the pruner refuses a non-dict)
         # the checkpoint holds a model slimmed during training: loading the state slims this
         # (dense, freshly built) model to the saved channels, before the runner loads the slim
         # weights into it; its EMA copies and its DDP wrapper follow

@@ -12,6 +12,8 @@ from mmrecprune.sparsity import (DEFAULT_EXCLUDE, MAGNITUDE_RANKINGS, GradientSc
                                  check_criterion, check_masks, init_masks, nm_magnitude_masks,
                                  nm_violations, pack_mask, prunable_parameters, rewind,
                                  sparsity_report, unpack_mask, unscaled_gradients)
+from mmrecprune.sparsity.state_checks import (check_gradient_scores, check_int, check_keys,
+                                              check_model_state, check_packed_masks, refuse)
 
 
 def check_reinitialisable(module):
@@ -255,12 +257,31 @@ class IterativeMagnitudePruner(ElementScoring, IterativePruner):
             state['gradient_scores'] = self.gradient_scores.state_dict()
         return state
 
-    def load_state_dict(self, state):
-        masks = {n: unpack_mask(bits, self.params[n].shape).to(self.params[n].device)
-                 for n, bits in state['masks'].items() if n in self.params}
-        self.enforced = WeightMasks(self.params, masks, functions=self._functions)
+    def check_state(self, state):
+        """Refuse (:class:`~mmrecprune.sparsity.PrunerStateError`) a saved state this pruner's
+        :meth:`state_dict` would not write for this model; changes nothing."""
+        owner = type(self).__name__
         # 'round': the key of checkpoints written before the counter had one name
-        self.step_count = int(state['step'] if 'step' in state else state['round'])
+        check_keys(state, owner, ('masks', ), ('step', 'round', 'rewind_state',
+                                               'gradient_scores'))
+        if ('step' in state) == ('round' in state):
+            raise refuse(owner, 'step', "must be given once (as 'step', or 'round' in "
+                         'checkpoints of earlier releases)')
+        check_int(state['step'] if 'step' in state else state['round'], owner, 'step')
+        check_packed_masks(state['masks'], owner, 'masks',
+                           {n: p.shape for n, p in self.params.items()})
+        if state.get('rewind_state') is not None:
+            check_model_state(state['rewind_state'], owner, 'rewind_state',
+                              self.model.state_dict())
+        check_gradient_scores(state.get('gradient_scores'), owner, 'gradient_scores',
+                              {n: tuple(t.shape) for n, t in self.scored_tensors().items()})
+
+    def load_state_dict(self, state):
+        self.check_state(state)
+        masks = {n: unpack_mask(bits, self.params[n].shape).to(self.params[n].device)
+                 for n, bits in state['masks'].items()}
+        self.enforced = WeightMasks(self.params, masks, functions=self._functions)
+        self.step_count = state['step'] if 'step' in state else state['round']
         self.rewind_state = state.get('rewind_state')
         device = next(iter(self.params.values())).device
         self.gradient_scores.load_state_dict(state.get('gradient_scores'), device)

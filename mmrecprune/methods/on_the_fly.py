@@ -20,13 +20,15 @@ from mmrecprune.methods.base import (PruningPlan, RetrainingFreePruner, check_pa
 from mmrecprune.methods.iterative_magnitude import ElementScoring
 from mmrecprune.ops import onthefly_functions
 from mmrecprune.registry import PRUNERS
-from mmrecprune.sparsity import (DEFAULT_EXCLUDE, MAGNITUDE_RANKINGS, HypersphericalConv2d,
-                                 WeightMasks, apply_recovery, check_recovery, fold_conv, gap_penalty,
-                                 gap_statistics, hyperspherical_convs, init_masks,
-                                 nm_magnitude_masks, pack_mask, parse_nm_pattern,
-                                 prunable_parameters, target_thresholds, unit_filters,
-                                 unpack_mask)
+from mmrecprune.sparsity import (DEFAULT_EXCLUDE, MAGNITUDE_RANKINGS, RECOVERY_MODES,
+                                 HypersphericalConv2d, WeightMasks, apply_recovery, check_recovery,
+                                 fold_conv, gap_penalty, gap_statistics, hyperspherical_convs,
+                                 init_masks, nm_magnitude_masks, pack_mask, parse_nm_pattern,
+                                 prunable_parameters, target_thresholds, unit_filters, unpack_mask)
 from mmrecprune.sparsity.hyperspherical import SharedUnitFilters
+from mmrecprune.sparsity.state_checks import (check_choice, check_fill_values,
+                                              check_gradient_scores, check_int, check_keys,
+                                              check_packed_masks, check_tensor)
 
 RANKINGS = tuple(MAGNITUDE_RANKINGS)
 
@@ -211,8 +213,22 @@ class OneShotMagnitudePruner(ElementScoring, RetrainingFreePruner):
             state['gradient_scores'] = self.gradient_scores.state_dict()
         return state
 
+    def check_state(self, state, more=()):
+        """Refuse (PrunerStateError) what :meth:`state_dict` would not write; change nothing."""
+        owner, keys = type(self).__name__, ('step', 'recovery', 'masks', 'fill_values')
+        check_keys(state, owner, (), keys + ('gradient_scores', ) + more)
+        check_int(state.get('step', 0), owner, 'step')
+        check_choice(state.get('recovery', self.recovery), owner, 'recovery', RECOVERY_MODES)
+        shapes, cut = {n: p.shape for n, p in self.params.items()}, state.get('masks')
+        if cut is not None:
+            check_packed_masks(cut, owner, 'masks', shapes)
+        check_fill_values(state.get('fill_values') or {}, owner, 'fill_values',
+                          {} if cut is None else shapes)
+        check_gradient_scores(state.get('gradient_scores'), owner, 'gradient_scores', shapes)
+
     def load_state_dict(self, state):
-        self.step_count = int(state.get('step', 0))
+        self.check_state(state)
+        self.step_count = state.get('step', 0)
         self.recovery = state.get('recovery', self.recovery)
         self.gradient_scores.load_state_dict(state.get('gradient_scores'),
                                              next(iter(self.params.values())).device)
@@ -382,9 +398,19 @@ class OnTheFlyPruner(OneShotMagnitudePruner):
                     thresholds=None if self.thresholds is None else self.thresholds.cpu(),
                     thresholds_at=self._thresholds_at)
 
+    def check_state(self, state, more=('iteration', 'thresholds', 'thresholds_at')):
+        super().check_state(state, more)
+        owner = type(self).__name__
+        at = check_keys(state, owner, more, state)['thresholds_at']
+        if state['thresholds'] is not None:
+            check_tensor(state['thresholds'], owner, 'thresholds', 'float', (len(self.params), ))
+        check_int(state['iteration'], owner, 'iteration')
+        if at is not None:  # the iteration the thresholds were selected at
+            check_int(at, owner, 'thresholds_at', 0, state['iteration'])
+
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.iteration = int(state['iteration'])
+        self.iteration = state['iteration']
         self.thresholds = state.get('thresholds')
         self._thresholds_at = state.get('thresholds_at')
 

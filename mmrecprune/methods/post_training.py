@@ -26,6 +26,7 @@ from mmrecprune.methods.l1_baselines import L1GlobalPruner, L1UniformPruner
 from mmrecprune.registry import PRUNERS
 from mmrecprune.sparsity.activation_importance import consumer_input_energy
 from mmrecprune.sparsity.bn_recalibration import recalibrate_batchnorm
+from mmrecprune.sparsity.state_checks import check_bool_masks, check_int, check_keys, refuse
 from mmrecprune.sparsity.least_squares import (check_reconstruction, following_norms,
                                                reconstruct_consumers)
 
@@ -215,10 +216,20 @@ class PostTrainingPruner(BasePruner):
         return dict(method=self.method, step=self.step_count,
                     masks={n: m.cpu().clone() for n, m in self.masks.items()})
 
+    def check_state(self, state) -> None:
+        """Refuse (:class:`~mmrecprune.sparsity.PrunerStateError`) a saved state this
+        pruner's :meth:`state_dict` would not write for this model; changes nothing."""
+        owner = type(self).__name__
+        check_keys(state, owner, ('method', 'step', 'masks'))
+        if state['method'] != self.method:
+            raise refuse(owner, 'method', f'is {state["method"]!r}, not {self.method!r}')
+        check_int(state['step'], owner, 'step', 0, 1)
+        check_bool_masks(state['masks'], owner, 'masks',
+                         {g.name: g.num_channels for g in self.groups})
+
     def load_state_dict(self, state) -> None:
-        if state.get('method') != self.method:
-            raise ValueError(f'pruning state of {state.get("method")!r}, not {self.method!r}')
-        self.step_count = int(state['step'])
+        self.check_state(state)
+        self.step_count = state['step']
         if self.step_count:
             self.selector.soft.update({n: m.to(self.selector.soft.device).bool()
                                        for n, m in state['masks'].items()})

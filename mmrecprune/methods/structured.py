@@ -35,6 +35,9 @@ from mmrecprune.sparsity import (CHANNEL_PARAMS, ChannelCostModel, ChannelGradie
                                  CostSchedule, GradientScores, SoftChannelMasks, ZEROED_KINDS,
                                  check_criterion, check_schedule_args, find_channel_groups,
                                  group_importances, unscaled_gradients)
+from mmrecprune.sparsity.state_checks import (FIX, PrunerStateError, check_bool_masks,
+                                              check_float, check_gradient_scores,
+                                              check_history, check_int, check_keys)
 
 
 class StructuredPruner(SlimmingMixin, ChannelPruner):
@@ -347,19 +350,43 @@ class StructuredPruner(SlimmingMixin, ChannelPruner):
             grad_stats=self.monitor.state_dict() if self.monitor is not None else None,
             gradient_scores=self.gradient_scores.state_dict() if self.needs_gradients else None)
 
-    def load_state_dict(self, state: Mapping) -> None:
-        """Restore :meth:`state_dict` output; the model weights come from the checkpoint. A
-        state with slimmed groups slims the model first (its weights are loaded after)."""
+    def check_state(self, state) -> None:
+        """Refuse (:class:`~mmrecprune.sparsity.PrunerStateError`) a saved state that this
+        pruner's :meth:`state_dict` would not write for this model; changes nothing."""
+        owner = type(self).__name__
+        check_keys(state, owner, ('method', 'metric', 'num_steps', 'step', 'groups', 'masks',
+                                  'protected', 'backups'),
+                   ('fraction', 'present', 'history', 'grad_stats', 'gradient_scores'))
         for key in ('method', 'metric', 'num_steps'):
-            if state.get(key) != getattr(self, key):
-                raise ValueError(f'pruning state was saved with {key}={state.get(key)!r}, this '
-                                 f'run has {key}={getattr(self, key)!r}')
+            if state[key] != getattr(self, key):
+                raise PrunerStateError(
+                    f'pruning state was saved with {key}={state[key]!r}, this run has '
+                    f'{key}={getattr(self, key)!r}; {FIX}')
         groups = {g.name: g.num_channels for g in self.groups}
-        if dict(state['groups']) != groups:
-            raise ValueError('pruning state was saved for other channel groups: '
-                             f'{sorted(state["groups"])[:4]}... vs {sorted(groups)[:4]}...')
-        self.protected = {n: state['protected'][n].to(self.soft.device).bool() for n in groups}
-        self.step_count = int(state['step'])
+        if not isinstance(state['groups'], Mapping) or dict(state['groups']) != groups:
+            raise PrunerStateError(
+                'pruning state was saved for other channel groups: '
+                f'{sorted(map(str, state["groups"]))[:4]}... vs {sorted(groups)[:4]}...; {FIX}')
+        check_int(state['step'], owner, 'step', 0, self.num_steps)
+        if 'fraction' in state:
+            check_float(state['fraction'], owner, 'fraction', 0.0)
+        check_bool_masks(state['protected'], owner, 'protected', groups)
+        check_history(state.get('history', []), owner)
+        self.soft.check_state(state, owner)
+        if self.monitor is not None and state.get('grad_stats') is not None:
+            self.monitor.check_state(state['grad_stats'], owner)
+        present = state.get('present') or {}
+        check_gradient_scores(state.get('gradient_scores'), owner, 'gradient_scores', {
+            n: (len(present[n]) if n in present else w, ) for n, w in groups.items()})
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore :meth:`state_dict` output (checked first by :meth:`check_state`); the model
+        weights come from the checkpoint. A state with slimmed groups slims the model first
+        (its weights are loaded after)."""
+        self.check_state(state)
+        groups = {g.name: g.num_channels for g in self.groups}
+        self.protected = {n: state['protected'][n].to(self.soft.device) for n in groups}
+        self.step_count = state['step']
         self.history = [dict(h) for h in state.get('history', [])]
         if self.monitor is not None:
             if state.get('grad_stats') is not None:

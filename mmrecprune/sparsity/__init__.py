@@ -16,7 +16,8 @@
   the layers that read cut channels) with :mod:`.bn_recalibration` (post-training pruning);
 * when and how much: :mod:`.cost_schedule` with :mod:`.channel_cost` and :mod:`.flops`;
   :mod:`.gradient_monitor` averages gradient criteria and feeds protective
-  restoration; :mod:`.report` plots and compares.
+  restoration; :mod:`.report` plots and compares;
+* whether a saved pruner state fits the live pruner: :mod:`.state_checks`.
 """
 from .masks import (DEFAULT_EXCLUDE, WeightMasks, apply_masks, check_masks, fill_pruned_,
                     init_masks, name_matches, pack_mask, prunable_parameters, random_masks_like,
@@ -44,6 +45,7 @@ from .channel_cost import ChannelCostModel
 from .cost_schedule import (COST_METRICS, CostSchedule, bisect, bracket, check_schedule_args,
                             parse_target, round_half_up, round_up_to)
 from .gradient_monitor import ChannelGradientMonitor, GradientScores, unscaled_gradients
+from .state_checks import PrunerStateError
 from .hyperspherical import (HypersphericalConv2d, fold_conv, fold_hyperspherical,
                              hyperspherical_convs, make_hyperspherical, strip_conv_cfg,
                              unit_filters)

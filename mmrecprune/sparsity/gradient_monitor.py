@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .channel_groups import CONSUMER_KINDS, ChannelGroup
+from .state_checks import check_keys, check_tensor, refuse
 
 
 def unscaled_gradients(tensors: Mapping[str, torch.Tensor],
@@ -192,10 +193,26 @@ class ChannelGradientMonitor:
     def state_dict(self) -> dict:
         return dict(ema=self.ema.cpu().clone(), count=self.count.cpu().clone())
 
-    def load_state_dict(self, state: Mapping) -> None:
+    def check_state(self, state, owner: str = 'ChannelGradientMonitor',
+                    entry: str = 'grad_stats') -> None:
+        """Refuse (:class:`~.state_checks.PrunerStateError`) a :meth:`state_dict` output
+        that does not fit these groups: a finite non-negative float EMA and a non-negative
+        int64 count, one entry per channel of every group."""
+        check_keys(state, owner, ('ema', 'count'), (), entry)
+        shape = tuple(self.ema.shape)
         for key in ('ema', 'count'):
-            value = state[key]
-            if value.shape != getattr(self, key).shape:
-                raise ValueError(f'gradient statistics {key!r} have shape {tuple(value.shape)}, '
-                                 f'the groups need {tuple(getattr(self, key).shape)}')
-            setattr(self, key, value.to(getattr(self, key)))
+            found = tuple(getattr(state[key], 'shape', ()))
+            if found != shape:
+                raise refuse(owner, entry, f'is for other groups: {key!r} have shape {found}, '
+                             f'the groups need {shape}')
+        check_tensor(state['ema'], owner, f'{entry}.ema', 'float', shape)
+        check_tensor(state['count'], owner, f'{entry}.count', torch.int64, shape)
+        for key in ('ema', 'count'):
+            if bool((state[key] < 0).any()):
+                raise refuse(owner, f'{entry}.{key}', 'holds negative values (norms and counts '
+                             'are >= 0)')
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.check_state(state)
+        for key in ('ema', 'count'):
+            setattr(self, key, state[key].to(getattr(self, key)))

@@ -23,6 +23,8 @@ from torch import nn
 from .channel_groups import CHANNEL_PARAMS, FILTER_KINDS, ChannelGroup
 from .channel_masks import channel_zero_targets, zero_channel_targets_
 from .slimming import channel_sizes, expand_channels, slim_model
+from .state_checks import (check_bool_masks, check_channel_indices, check_keys, check_tensor,
+                           refuse)
 
 # member kinds whose tensors soft pruning zeroes (and restoration brings back)
 ZEROED_KINDS = FILTER_KINDS + ('bn', )
@@ -269,12 +271,63 @@ class SoftChannelMasks:
         return dict(masks={n: m.cpu().clone() for n, m in self.masks.items()}, backups=backups,
                     present={n: p.cpu().clone() for n, p in self.present.items()})
 
+    def check_state(self, state, owner: str = 'SoftChannelMasks') -> None:
+        """Refuse (:class:`~.state_checks.PrunerStateError`) a :meth:`state_dict` output that
+        does not fit these groups and the model: bool masks of every group's width,
+        ``present`` of slimmed groups as sorted channel indices (the model's own where it is
+        slimmed already) and backups of the live tensors' dtypes at the shapes the model will
+        have, for exactly the pruned channels it will hold. Changes nothing."""
+        # (a pruner passes its whole state, whose other keys it checks itself)
+        check_keys(state, owner, ('masks', 'backups'),
+                   state.keys() if isinstance(state, Mapping) else (), 'state')
+        widths = {g.name: g.num_channels for g in self.groups}
+        masks = check_bool_masks(state['masks'], owner, 'masks', widths)
+        present = state.get('present') or {}
+        check_keys(present, owner, (), widths, 'present')
+        for name, held in present.items():
+            check_channel_indices(held, owner, f'present[{name!r}]', widths[name])
+            if name in self.present and not torch.equal(self.present[name], held):
+                raise refuse(owner, f'present[{name!r}]', 'names other channels than the '
+                             'model holds (it was slimmed already)')
+            gone = torch.ones(widths[name], dtype=torch.bool)
+            gone[held] = False
+            if bool(masks[name][gone.to(masks[name].device)].any()):
+                raise refuse(owner, f'masks[{name!r}]', 'keeps channels that present says '
+                             'were slimmed away')
+        for name in self.present:
+            if name not in present:
+                raise refuse(owner, 'present', f'lacks group {name!r}, which the model holds '
+                             'slimmed')
+        # the shapes the model's tensors will have once slimmed to `present`
+        shapes = {key: list(getattr(m, attr).shape)
+                  for g in self.groups for key, m, attr, _ in self.tensors(g)}
+        for g in self.groups:
+            if g.name in present and g.name not in self.present:
+                for name, kind in g.members:
+                    for attr, dim in CHANNEL_PARAMS[kind]:
+                        if f'{name}.{attr}' in shapes:
+                            shapes[f'{name}.{attr}'][dim] = len(present[g.name])
+        expected = {}
+        for g in self.groups:
+            pruned = ~masks[g.name]
+            if g.name in present:
+                pruned = pruned[present[g.name]]
+            count = int(pruned.sum())
+            for key, module, attr, dim in self.tensors(g) if count else ():
+                shape = list(shapes[key])
+                shape[dim] = count
+                expected[key] = (getattr(module, attr).dtype, shape)
+        backups = check_keys(state['backups'], owner, expected, (), 'backups')
+        for key, (dtype, shape) in expected.items():
+            check_tensor(backups[key], owner, f'backups[{key!r}]', dtype, shape)
+
     def load_state_dict(self, state: Mapping, copies=()) -> None:
         """Restore :meth:`state_dict` output (the weights themselves come from elsewhere).
 
         A state with slimmed groups (``present``) first slims the model (and ``copies``) to the
         same channels, so the saved slim weights load into it next; a model that already holds
         them stays as it is."""
+        self.check_state(state)
         device = self.device
         self.masks = {g.name: state['masks'][g.name].to(device).bool() for g in self.groups}
         present = {n: p.long().cpu() for n, p in (state.get('present') or {}).items()}
