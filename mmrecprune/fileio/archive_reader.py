@@ -17,13 +17,16 @@ them and build the result with our code:
 * anything else only through ``extra_globals`` (MMEngine's message hub, see
   :mod:`mmrecprune.fileio.mmengine_records`), whose handlers return inert records.
 
-Bounds: every record is stored (not compressed), read once, and the bytes read never exceed
-the file's size; the pickle stream is read with explicit lengths; dict keys are scalars;
-the object tree (counted with repetitions, as a deep copy would make it) is bounded by the
-stream's size and nested at most :data:`MAX_DEPTH` deep; the tensors' bytes (each distinct
-tensor once) are bounded by the storages' bytes. So peak memory stays within a small multiple
-of the file's size, and a file that breaks any rule raises :class:`UnsafeCheckpointError` before
-the caller sees anything.
+Bounds: every record is stored (not compressed), read once, and the bytes read never exceed the
+file's size; the pickle stream is read with explicit lengths and makes at most one container
+(dict, list, tuple, object) per 8 of its bytes while it is read (torch.save writes one per 19 or
+more); dict keys are scalars, at most 8 of one hash in a dict (equal hashes make insertion
+quadratic); refusal messages show values built only to 80 characters; the object tree (counted
+with repetitions, as a deep copy would make it) is bounded by the stream's size and nested at
+most :data:`MAX_DEPTH` deep; the tensors' bytes (each distinct tensor once) are bounded by the
+storages' bytes. So peak memory stays within a small multiple of the file's size (about 11x at
+worst, for a stream of empty containers), and a file that breaks any rule raises
+:class:`UnsafeCheckpointError` before the caller sees anything.
 
 Where each rule lives: :mod:`.archive_records` (the zip container and the bytes read),
 :mod:`.pickle_reader` (the opcodes), :mod:`.plain_globals` (the closed table: tensors,

@@ -3,6 +3,8 @@ the inert tokens of a pickle stream (:class:`Global`, :class:`Storage`) and the 
 records that ``extra_globals`` handlers return (:class:`Record`)."""
 import pickle
 
+import torch
+
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """The file is not a ``torch.save`` archive of data this project reads; nothing in it was
@@ -83,7 +85,43 @@ def check_int_tuple(value, what, max_len=16):
 
 
 
-def short_repr(value):
-    """``repr(value)``, cut to 80 characters, for messages (a record by its type)."""
-    text = repr(value) if not isinstance(value, Record) else f'<{type(value).__name__}>'
-    return text if len(text) <= 80 else text[:77] + '...'
+def short_repr(value, limit=80):
+    """``repr(value)`` cut to ``limit`` characters, for messages (a record by its type). Built
+    only as far as the limit: a file's object graph can share one list at every level of 40,
+    whose full ``repr`` would be 2**40 items long."""
+    parts, room = [], [limit + 1]
+
+    def emit(text):
+        parts.append(text)
+        room[0] -= len(text)
+
+    def walk(obj):
+        if room[0] <= 0:
+            return
+        if isinstance(obj, Record):
+            emit(f'<{type(obj).__name__}>')
+        elif isinstance(obj, (list, tuple, dict)):
+            emit('[(' [type(obj) is tuple] if not isinstance(obj, dict) else '{')
+            for i, item in enumerate(obj.items() if isinstance(obj, dict) else obj):
+                if room[0] <= 0:
+                    break
+                if i:
+                    emit(', ')
+                if isinstance(obj, dict):
+                    walk(item[0])
+                    emit(': ')
+                    item = item[1]
+                walk(item)
+            if type(obj) is tuple and len(obj) == 1:
+                emit(',')
+            emit('])' [type(obj) is tuple] if not isinstance(obj, dict) else '}')
+        elif isinstance(obj, (str, bytes)):
+            emit(repr(obj[:limit + 1]))
+        elif isinstance(obj, torch.Tensor):
+            emit(f'tensor(size={tuple(obj.shape)}, dtype={obj.dtype})')
+        else:
+            emit(repr(obj)[:limit + 1])
+
+    walk(value)
+    text = ''.join(parts)
+    return text if len(text) <= limit else text[:limit - 3] + '...'

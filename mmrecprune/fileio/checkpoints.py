@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .archive_reader import UnsafeCheckpointError, read_archive
+from .resume_state import check_resume_state
 
 #: the keys of a HistoryBuffer in a plain checkpoint's message hub (see plain_checkpoint)
 PLAIN_HISTORY_KEYS = ('log_history', 'count_history', 'max_length')
@@ -67,6 +68,8 @@ def load_mmengine_checkpoint(filename, map_location=None):
     except UnsafeCheckpointError as err:
         raise UnsafeCheckpointError(
             f'refused to load checkpoint {filename!r}: {err}. {_REFUSED}') from None
+    # what resume hands to live objects (meta, scheduler states), as data, before it does
+    check_resume_state(checkpoint, filename)
     if isinstance(map_location, (str, torch.device)) and str(map_location) != 'cpu':
         checkpoint = _to_device(checkpoint, torch.device(map_location))
     return checkpoint
@@ -92,6 +95,9 @@ def _log_scalars(checkpoint):
     return scalars if isinstance(scalars, dict) else {}
 
 
+_HISTORY_DTYPES = (torch.float64, torch.float32, torch.int64)
+
+
 def restore_message_hub(checkpoint):
     """Turn the plain encoding of :func:`plain_checkpoint` back into ``HistoryBuffer``s,
     checked like pickled ones (in place)."""
@@ -100,10 +106,12 @@ def restore_message_hub(checkpoint):
     for key, value in scalars.items():
         if type(value) is dict and set(value) == set(PLAIN_HISTORY_KEYS):
             arrays = [value[k] for k in PLAIN_HISTORY_KEYS[:2]]
-            if not all(type(a) is torch.Tensor and (a.dtype.is_floating_point or
-                                                     a.dtype == torch.int64) for a in arrays):
-                raise UnsafeCheckpointError(f'message hub entry {key!r} holds no numeric '
-                                            'history tensors')
+            # (the dtypes plain_checkpoint writes, and that NumPy has: not bfloat16)
+            if not all(type(a) is torch.Tensor and a.dtype in _HISTORY_DTYPES for a in arrays):
+                raise UnsafeCheckpointError(
+                    f'message hub entry {key!r} must hold its histories as float64, float32 '
+                    'or int64 tensors, as mmrecprune writes them; got '
+                    f'{[getattr(a, "dtype", type(a).__name__) for a in arrays]}')
             scalars[key] = history_buffer(*(a.numpy() for a in arrays), value['max_length'])
     return checkpoint
 

@@ -18,7 +18,7 @@ import numpy as np
 from mmengine.logging import HistoryBuffer
 
 from .archive_reader import (Global, Record, UnsafeCheckpointError, check_int, check_int_tuple,
-                             one_of, same)
+                             one_of, same, short_repr)
 
 #: numpy dtypes an array or scalar in a checkpoint may have (MMEngine logs numbers)
 NUMPY_DTYPES = ('b1', 'i1', 'i2', 'i4', 'i8', 'u1', 'u2', 'u4', 'u8', 'f2', 'f4', 'f8')
@@ -42,14 +42,14 @@ class DTypeRecord(Record):
         super().__init__()
         if type(args) is not tuple or len(args) != 3 or not one_of(args[0], NUMPY_DTYPES) or \
                 not same(args[1:], (False, True)):
-            _fail(f'numpy dtype{args!r:.80}: only {NUMPY_DTYPES} are read')
+            _fail(f'numpy dtype{short_repr(args)}: only {NUMPY_DTYPES} are read')
         self.code = args[0]
 
     def build(self, state):
         super().build(state)
         if type(state) is not tuple or len(state) != 8 or not one_of(state[1], '<|=') or \
                 not same(state[2:], (None, None, None, -1, -1, 0)):
-            _fail(f'numpy dtype state {state!r:.80} (only plain little-endian numbers)')
+            _fail(f'numpy dtype state {short_repr(state)} (only plain little-endian numbers)')
 
     def finish(self):
         return np.dtype('<' + self.code)
@@ -64,7 +64,7 @@ class ArrayRecord(Record):
         super().__init__()
         if type(args) is not tuple or len(args) != 3 or type(args[0]) is not Global or \
                 args[0].name != 'numpy.ndarray' or not same(args[1:], ((0, ), b'b')):
-            _fail(f'numpy array reconstruct{args!r:.80}')
+            _fail(f'numpy array reconstruct{short_repr(args)}')
 
     def finish(self):
         state = self.state
@@ -99,7 +99,7 @@ class ScalarRecord(Record):
         args = self.args
         if type(args) is not tuple or len(args) != 2 or not isinstance(args[0], np.dtype) or \
                 type(args[1]) is not bytes or len(args[1]) != args[0].itemsize:
-            _fail(f'numpy scalar{args!r:.80}: a dtype and exactly its item size of bytes')
+            _fail(f'numpy scalar{short_repr(args)}: a dtype and exactly its item size of bytes')
         return np.frombuffer(args[1], dtype=args[0])[0]
 
 
@@ -111,7 +111,7 @@ class StatisticRecord(Record):
         super().__init__()
         if type(args) is not tuple or len(args) != 2 or type(args[0]) is not Global or \
                 args[0].name != _HISTORY_BUFFER or not one_of(args[1], HISTORY_STATISTICS):
-            _fail(f'getattr{args!r:.80}: the only lookups read are HistoryBuffer.'
+            _fail(f'getattr{short_repr(args)}: the only lookups read are HistoryBuffer.'
                   f'{{{", ".join(HISTORY_STATISTICS)}}}')
         self.name = args[1]
 
@@ -134,7 +134,7 @@ class HistoryBufferRecord(Record):
     def finish(self):
         state = self.state
         if type(state) is not dict or not all(one_of(k, HISTORY_STATE_KEYS) for k in state):
-            _fail(f'HistoryBuffer state {state!r:.80}; MMEngine writes only '
+            _fail(f'HistoryBuffer state {short_repr(state)}; MMEngine writes only '
                   f'{list(HISTORY_STATE_KEYS)}')
         methods = state.get('statistics_methods', {})
         if type(methods) is not dict or any(

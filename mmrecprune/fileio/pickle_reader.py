@@ -2,7 +2,7 @@
 lengths; a GLOBAL only pushes a :class:`~.archive_values.Global` name, and only the handlers
 given to :func:`read_pickle` build objects."""
 import struct
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 from .archive_values import Global, Record, check_int, refuse, same, short_repr
 from .plain_globals import STORAGE_DTYPES, build_ordered_dict
@@ -23,6 +23,19 @@ class _Reader:
         self.handlers = handlers
         self.load_storage = load_storage
         self.stack, self.marks, self.memo = [], [], {}
+        # Each new container costs 50-100 bytes from an opcode of 1-4: without a budget a
+        # stream of EMPTY_DICTs grows the process 75x its size before any later check.
+        self.containers_left = len(data) // _BYTES_PER_CONTAINER + _CONTAINERS_ALWAYS
+        # dict -> how many of its keys share each hash (non-str keys only, see _count_hash)
+        self.key_hashes = {}
+
+    def new_container(self):
+        """Count one more container against the stream's budget."""
+        self.containers_left -= 1
+        if self.containers_left < 0:
+            refuse(f'the pickle stream makes more than one container per '
+                   f'{_BYTES_PER_CONTAINER} of its bytes (torch.save writes about one per 19): '
+                   'a memory bomb')
 
     def read(self, n):
         end = self.pos + n
@@ -74,16 +87,23 @@ class _Reader:
         self.stack = []
 
     def op_const(value):
-        return lambda self: self.stack.append(value() if callable(value) else value)
+        def op(self):
+            if callable(value):
+                self.new_container()
+            self.stack.append(value() if callable(value) else value)
+        return op
 
     def op_tuple(self):
         items = tuple(self.pop_mark())  # before looking up self.stack: pop_mark replaces it
+        if items:
+            self.new_container()
         self.stack.append(items)
 
     def op_tuple_n(n):
         def op(self):
             if len(self.stack) < n:
                 refuse('pickle stack underflow (corrupted file)')
+            self.new_container()
             items = tuple(self.stack[len(self.stack) - n:])
             del self.stack[len(self.stack) - n:]
             self.stack.append(items)
@@ -119,7 +139,21 @@ class _Reader:
             key = items[i]
             if not _is_key(key):
                 refuse(f'dict key {short_repr(key)} is not a str, int, float, bool or None')
+            if type(key) is not str:
+                self._count_hash(target, key)
             target[key] = items[i + 1]
+
+    def _count_hash(self, target, key):
+        """Refuse a dict with many keys of one hash. Each insertion probes every earlier key
+        of its hash, so N such keys cost N**2 / 2 probes (20k int keys ``k * (2**61 - 1)``:
+        seconds; a few MB: hours). Data never has them: ints below 2**61 hash apart, and str
+        (not counted) hash with a per-process salt."""
+        counts = self.key_hashes.setdefault(id(target), (target, Counter()))[1]
+        h = hash(key)
+        counts[h] += 1
+        if counts[h] > _MAX_KEYS_PER_HASH:
+            refuse(f'a dict with more than {_MAX_KEYS_PER_HASH} keys of one hash (e.g. '
+                   f'{short_repr(key)}): a hash-collision attack on loading time')
 
     def op_int(fmt, size):
         return lambda self: self.stack.append(struct.unpack(fmt, self.read(size))[0])
@@ -185,6 +219,7 @@ class _Reader:
         handler = self.handlers.get(func.name)
         if handler is None:
             refuse(f'{func.name} cannot be called (the file may only name it)')
+        self.new_container()
         self.stack.append(handler(args))
 
     def op_newobj(self):
@@ -194,6 +229,7 @@ class _Reader:
         handler = self.handlers.get(cls.name + '.__new__')
         if handler is None:
             refuse(f'cannot create a {cls.name} object')
+        self.new_container()
         self.stack.append(handler(args))
 
     def op_build(self):
@@ -221,6 +257,9 @@ class _Reader:
 
 
 _STOP = object()
+# torch.save writes one container (dict, list, tuple, object) per 19 bytes of stream or more
+_BYTES_PER_CONTAINER, _CONTAINERS_ALWAYS = 8, 4096
+_MAX_KEYS_PER_HASH = 8
 _PY2_MODULES = {'__builtin__': 'builtins', 'copy_reg': 'copyreg'}
 _OPS = {
     0x80: _Reader.op_proto, ord('.'): _Reader.op_stop, ord('('): _Reader.op_mark,

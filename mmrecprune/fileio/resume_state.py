@@ -11,6 +11,7 @@ carry scheduler states and learning rates of their own (``LotteryTicketHook``).
 """
 import functools
 import inspect
+import logging
 import math
 from collections.abc import Mapping
 
@@ -98,15 +99,10 @@ def _check_count(meta, key, source, high=None):
 
 def check_meta(meta, source=None):
     """``meta`` of an MMEngine checkpoint: str keys, plain values, ``epoch`` / ``iter``
-    non-negative ints and ``seed`` a 32-bit unsigned int or None where present, and no
-    ``config`` (MMEngine's resume executes it as a Python config file; MMEngine writes the
-    config under ``cfg``, which it only reads as text)."""
+    non-negative ints and ``seed`` a 32-bit unsigned int or None where present (``config``
+    is dropped before, see :func:`check_resume_state`)."""
     if not isinstance(meta, Mapping) or not all(isinstance(k, str) for k in meta):
         raise _refuse(source, "'meta'", 'must be a dict with str keys')
-    if 'config' in meta:
-        raise _refuse(source, "meta['config']", 'is executed as a Python config file by '
-                      "MMEngine's resume; MMEngine writes the config under meta['cfg']. If "
-                      "the file is yours, delete meta['config'] from it")
     for key in ('epoch', 'iter'):
         if key in meta:
             _check_count(meta, key, source)
@@ -161,9 +157,23 @@ def check_learning_rates(lrs, source=None, entry='initial_lrs'):
             raise _refuse(source, f'{entry}[{i}]', f'must be a finite number >= 0, got {lr!r}')
 
 
+def _drop_config(meta, source):
+    """Remove ``meta['config']``: ``Runner.resume`` executes it as a Python config file (to
+    compare GPU counts). MMEngine writes the config under ``cfg`` and reads it only as text;
+    ``config`` comes from mmcv 1.x checkpoints (model-zoo weights), which still load with
+    ``load_from`` or ``init_cfg``, the one check it fed skipped."""
+    if isinstance(meta, dict) and 'config' in meta:
+        from mmengine.logging import print_log
+        del meta['config']
+        print_log(f"checkpoint {source!r}: meta['config'] was dropped unread (MMEngine's "
+                  'resume would execute it as Python; MMEngine itself writes meta["cfg"])',
+                  logger='current', level=logging.WARNING)
+
+
 def check_resume_state(checkpoint, source=None):
     """Check what ``Runner.resume`` feeds into live objects (``meta``, ``param_schedulers``)
-    where the checkpoint has them; returns the checkpoint unchanged.
+    where the checkpoint has them, after dropping ``meta['config']`` (which it would execute);
+    returns the checkpoint.
 
     Raises:
         ResumeStateError: an entry is not what MMEngine writes (an ``UnsafeCheckpointError``
@@ -171,6 +181,7 @@ def check_resume_state(checkpoint, source=None):
     """
     if isinstance(checkpoint, Mapping):
         if 'meta' in checkpoint:
+            _drop_config(checkpoint['meta'], source)
             check_meta(checkpoint['meta'], source)
         if 'param_schedulers' in checkpoint:
             check_scheduler_states(checkpoint['param_schedulers'], source)

@@ -71,6 +71,11 @@ def i(value):
         b'\x8a' + bytes([8]) + value.to_bytes(8, 'little', signed=True)
 
 
+def long(value):
+    """LONG1 of ``value`` in 10 bytes (``i`` writes at most 8)."""
+    return b'\x8a' + bytes([10]) + value.to_bytes(10, 'little', signed=True)
+
+
 GETATTR = g('__builtin__', 'getattr')
 HISTORY_BUFFER = g('mmengine.logging.history_buffer', 'HistoryBuffer')
 NEW_HISTORY_BUFFER = HISTORY_BUFFER + b')\x81'  # EMPTY_TUPLE, NEWOBJ
@@ -174,6 +179,14 @@ def payloads(marker):
         'deep-copy bomb (2**40 nodes)': (nested, {}),
         'list that contains itself': (b']q\x00h\x00a', {}),
         'string longer than the file': (b'X\xff\xff\xff\x7f', {}),
+        # loading time and memory before any check of the finished tree
+        'refusal message of a list shared at every level (2**40-item repr)': (
+            nested + b')R', {}),
+        'dict keys of one hash (quadratic insertion)': (
+            b'}(' + b''.join(long(k * (2 ** 61 - 1)) + b'N' for k in range(1, 20001)) + b'u',
+            {}),
+        'stream of empty dicts (each byte a 64-byte object)': (
+            b'(' + b'}' * (2 * 2 ** 20) + b't', {}),
     }
 
 

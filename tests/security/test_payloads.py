@@ -156,3 +156,20 @@ def test_plain_torch_load_keeps_pytorch_defaults(training_checkpoint):
     import pickle
     with pytest.raises(pickle.UnpicklingError):
         torch.load(training_checkpoint)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16, torch.int8])
+def test_plain_history_of_another_dtype_is_refused(tmp_path, dtype):
+    """A plain checkpoint's history tensors are rebuilt through NumPy: a dtype mmrecprune
+    never writes there (bfloat16 has no NumPy equivalent) is refused with the dtypes it
+    takes, not a TypeError from the conversion."""
+    history = dict(log_history=torch.zeros(2, dtype=dtype),
+                   count_history=torch.ones(2, dtype=torch.int64), max_length=2)
+    path = tmp_path / 'epoch_1.pth'
+    torch.save(dict(meta=dict(epoch=1), message_hub=dict(log_scalars=dict(loss=history))), path)
+    with pytest.raises(UnsafeCheckpointError, match='float64, float32 or int64'):
+        load_mmengine_checkpoint(str(path))
+    history['log_history'] = torch.zeros(2, dtype=torch.float64)
+    torch.save(dict(meta=dict(epoch=1), message_hub=dict(log_scalars=dict(loss=history))), path)
+    loaded = load_mmengine_checkpoint(str(path))['message_hub']['log_scalars']['loss']
+    assert loaded.data[1].tolist() == [1, 1]

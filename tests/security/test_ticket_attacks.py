@@ -23,7 +23,8 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.usefixtures('single_thread')
 CFG = dict(type='mmdet.ResNet', depth=18, base_channels=8)
-DET_CFG = osp.join(REPO, 'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py')
+DET_CFG = osp.join(REPO,
+                   'configs/downstream/mmdet/retinanet_r18-w16-ticket_fpn_12e_fashionscenes.py')
 SEG_CFG = osp.join(REPO, 'configs/downstream/mmseg/fpn_r18-w16-ticket_1k_fashionscenes.py')
 
 
