@@ -12,15 +12,34 @@ from mmrecprune.ticket_schema import build_ticket_backbone
 from mmrecprune.tickets import clean_backbone_cfg, load_ticket
 
 
-def _build(cfg):
+#: the largest dense backbone built for a ticket unless asked for more (ResNet-152: 0.24 GB)
+MAX_DENSE_GB = 4.0
+
+
+def _build(cfg, max_gb=None):
     """The dense backbone of a config or ticket: one of the ticket schema's backbones, checked
-    and built from its class (never from a name resolved by a registry)."""
-    return build_ticket_backbone(clean_backbone_cfg(cfg))
+    and built from its class (never from a name resolved by a registry). ``max_gb``: first
+    measured on the meta device (nothing allocated) and refused above that size, since a
+    ticket's config is the file's word: a structured ticket slimmed to a few MB may name a
+    dense backbone of hundreds of GB."""
+    cfg = clean_backbone_cfg(cfg)
+    if max_gb is not None:
+        size = sum(t.numel() * t.element_size()
+                   for t in build_ticket_backbone(cfg, device='meta').state_dict().values())
+        if size > max_gb * 2 ** 30:
+            raise CLIError(
+                f'the ticket\'s dense backbone ({cfg["type"]}, '
+                + ', '.join(f'{k}={cfg[k]}' for k in ('depth', 'base_channels', 'widen_factor')
+                            if k in cfg)
+                + f') takes {size / 2 ** 30:.1f} GB, over the {max_gb:g} GB this analysis '
+                'builds; if the file is yours and the memory is there, pass --max-dense-gb')
+    return build_ticket_backbone(cfg)
 
 
-def load_models(path, cfg_options=None):
+def load_models(path, cfg_options=None, max_dense_gb=MAX_DENSE_GB):
     """``(dense backbone, pruned backbone or None, ticket or None)`` for a config (with
-    ``cfg_options`` merged) or a ticket."""
+    ``cfg_options`` merged) or a ticket; a ticket's dense backbone is built only up to
+    ``max_dense_gb`` (``CLIError`` above it; None: any size)."""
     check_input_file(path, 'config or ticket')
     if osp.splitext(path)[1] in ('.py', '.json', '.yaml', '.yml'):
         backbone = load_config(path, cfg_options).get('model', {}).get('backbone')
@@ -36,7 +55,7 @@ def load_models(path, cfg_options=None):
     # the pruned one first: its build checks the config against the ticket's weights before
     # allocating, so a config wider than the file's weights is refused before the dense build
     pruned = build_backbone_from_ticket(ticket)
-    dense = _build(ticket.backbone_cfg)
+    dense = _build(ticket.backbone_cfg, max_dense_gb)
     return dense, pruned, ticket
 
 

@@ -364,7 +364,8 @@ def test_config_wider_than_its_weights_is_refused_before_allocating(tmp_path, go
 def test_structured_ticket_allocates_its_slim_shapes_only(tmp_path):
     """The legitimate extreme: a structured ticket whose dense backbone (base_channels 4096,
     about 180 GB) was slimmed to a few thousand weights per layer builds, and exactly the slim
-    model is allocated: the dense one never is (the memory-bounded child would fail)."""
+    model is allocated: the dense one never is (the memory-bounded child would fail);
+    analyze_ticket, which builds the dense one to measure it, refuses it by its size."""
     from mmdet.models.backbones import ResNet
     slim = ResNet(depth=18, base_channels=8)
     with torch.no_grad():  # statistics other than the initial ones, which a build also has
@@ -375,9 +376,15 @@ def test_structured_ticket_allocates_its_slim_shapes_only(tmp_path):
                  if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))}
     path = save_ticket(str(tmp_path / 'slim.pth'), dict(CFG, base_channels=4096),
                        slim.state_dict(), channel_structure=structure, method='x')
-    [case] = _build_bounded([[path, 'build']])
-    assert case['outcome'] == 'built', case
-    assert case['growth'] < 256 * 2 ** 20, case
+    build, analyze = _build_bounded([[path, 'build'], [path, 'analyze']])
+    assert build['outcome'] == 'built', build
+    assert build['growth'] < 256 * 2 ** 20, build
+    # analyze_ticket also builds the dense backbone (to measure it): refused by its size, on
+    # the meta device, before any of it is allocated
+    assert analyze['outcome'] == 'CLIError', analyze
+    assert re.search(r'dense backbone \(mmdet.ResNet, depth=18, base_channels=4096\) takes '
+                     r'\d+\.\d GB, over the 4 GB.*--max-dense-gb', analyze['message']), analyze
+    assert analyze['growth'] < 256 * 2 ** 20, analyze
     built = torch.load(path + '.built', weights_only=True)
     assert set(built) == set(slim.state_dict()) | {'ticket'}
     for name, value in slim.state_dict().items():

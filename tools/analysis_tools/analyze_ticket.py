@@ -32,6 +32,7 @@ from mmengine.config import DictAction
 
 import mmrecprune  # noqa: F401  registries
 from mmrecprune.analysis import conv_widths, deployed, interleaved_latency, load_models
+from mmrecprune.analysis.ticket_models import MAX_DENSE_GB
 from mmrecprune.cli import check_input_file, check_output_path, run_tool
 from mmrecprune.sparsity import (count_flops_params, plot_kept_channels, plot_layer_sparsity,
                                  sparsity_report)
@@ -53,6 +54,9 @@ def parse_args():
                         help='PNG path (default: <input>_channels.png next to the input, '
                         'replaced when it exists)')
     parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
+    parser.add_argument('--max-dense-gb', type=float, default=MAX_DENSE_GB,
+                        help="refuse a ticket whose dense backbone (the ticket's config at full "
+                        f'width) would take more memory than this (default {MAX_DENSE_GB:g} GB)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the config PATH, xxx=yyy format')
     return parser.parse_args()
@@ -64,7 +68,7 @@ def main():
     check_output_path(args.out, args.force, '--out')
     if args.threads:
         torch.set_num_threads(args.threads)
-    dense, pruned, ticket = load_models(args.path, args.cfg_options)
+    dense, pruned, ticket = load_models(args.path, args.cfg_options, args.max_dense_gb)
     if args.input_size:
         h, w = (args.input_size * 2)[:2]
     elif ticket is not None and ticket.meta.get('input_shape'):

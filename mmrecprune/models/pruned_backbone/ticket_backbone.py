@@ -86,9 +86,16 @@ def _build_fitting(cfg, ticket):
     if untracked:
         raise TicketError(f'{cfg["type"]} holds tensors outside its state_dict ({untracked[:5]}),'
                           ' which a ticket cannot restore; it cannot be built from a ticket')
-    backbone.to_empty(device=torch.get_default_device())
+    backbone.to_empty(device=_default_device())
     backbone.load_state_dict(ticket.state_dict, strict=True)
     return backbone
+
+
+def _default_device():
+    """Where a plain build would have put the backbone (``torch.get_default_device`` is
+    torch >= 2.3; the project supports 2.0, whose default device is the CPU's)."""
+    get = getattr(torch, 'get_default_device', None)
+    return get() if get is not None else torch.device('cpu')
 
 
 def _check_fits(module, state_dict, cfg):
