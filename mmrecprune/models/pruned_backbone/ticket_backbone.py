@@ -60,35 +60,58 @@ def assemble_backbone(ticket, keep_masks, behaviour, attach=True, quiet=False,
     return backbone
 
 
+#: a dense backbone up to this many times the ticket's weight bytes (or _DENSE_ALWAYS bytes) is
+#: built as a plain build would build it; structured tickets keep 1/2 to 1/16 of their dense
+#: weights, a crafted one may keep 1/100,000
+_DENSE_PER_TICKET, _DENSE_ALWAYS = 64, 256 * 2 ** 20
+
+
 def _build_fitting(cfg, ticket):
     """The backbone of ``cfg`` in the ticket's channel structure, holding the ticket's weights.
 
     The config alone may describe a model of hundreds of GB (depth 152, base_channels 4096 are
     in the schema's ranges) in a file of a few KB. So the backbone is first built on the meta
     device (shapes only, no memory) and its state_dict compared with the ticket's tensors,
-    names and shapes; only a ticket whose weights are all there, each of its shape, gets
-    memory, and then exactly the ticket's shapes (``to_empty``: the dense model of a structured
-    ticket is never allocated), every entry filled from the ticket. What is built is thus
-    bounded by the tensors the file holds."""
+    names and shapes. Only a ticket whose weights are all there, each of its shape, is built:
+    as a plain build does (the dense backbone initialised, then slimmed: the same random
+    numbers drawn, so a seeded run gives what it gave before this check) where the dense
+    backbone takes at most 64x the ticket's weight bytes (or 256 MB); past that, with exactly
+    the ticket's shapes (``to_empty``: the dense model is never allocated, and no random
+    number drawn), every entry filled from the ticket. What is built is thus bounded by the
+    tensors the file holds."""
     check_state_dict(ticket.state_dict, 'ticket')
     backbone = build_ticket_backbone(cfg, device='meta')
-    if ticket.channel_structure:  # reshaped layers get tensors on their own (meta) device
+    dense_bytes = _bytes(backbone.state_dict())
+    _apply_structure(backbone, ticket, cfg)  # reshaped layers get meta tensors too
+    _check_fits(backbone, ticket.state_dict, cfg)
+    if dense_bytes <= max(_DENSE_PER_TICKET * _bytes(ticket.state_dict), _DENSE_ALWAYS):
+        backbone = build_ticket_backbone(cfg)
+        _apply_structure(backbone, ticket, cfg)
+    else:
+        # to_empty leaves memory uninitialised: every tensor must come from the ticket
+        own = backbone.state_dict(keep_vars=True)
+        untracked = [n for n, _ in itertools.chain(backbone.named_parameters(),
+                                                    backbone.named_buffers()) if n not in own]
+        if untracked:
+            raise TicketError(f'{cfg["type"]} holds tensors outside its state_dict '
+                              f'({untracked[:5]}), which a ticket cannot restore; it cannot be '
+                              'built from a ticket')
+        backbone.to_empty(device=_default_device())
+    backbone.load_state_dict(ticket.state_dict, strict=True)
+    return backbone
+
+
+def _bytes(state_dict):
+    return sum(t.numel() * t.element_size() for t in state_dict.values())
+
+
+def _apply_structure(backbone, ticket, cfg):
+    if ticket.channel_structure:
         try:
             apply_channel_structure(backbone, ticket.channel_structure)
         except (ValueError, TypeError, KeyError) as err:
             raise TicketError(f'ticket channel_structure does not fit the backbone built from '
                               f'its config ({cfg.get("type")}): {err}') from None
-    _check_fits(backbone, ticket.state_dict, cfg)
-    # to_empty leaves memory uninitialised: every tensor must come from the ticket
-    own = backbone.state_dict(keep_vars=True)
-    untracked = [n for n, _ in itertools.chain(backbone.named_parameters(),
-                                                backbone.named_buffers()) if n not in own]
-    if untracked:
-        raise TicketError(f'{cfg["type"]} holds tensors outside its state_dict ({untracked[:5]}),'
-                          ' which a ticket cannot restore; it cannot be built from a ticket')
-    backbone.to_empty(device=_default_device())
-    backbone.load_state_dict(ticket.state_dict, strict=True)
-    return backbone
 
 
 def _default_device():
