@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .archive_reader import UnsafeCheckpointError
+from .archive_values import short_repr
 
 #: the deepest nesting of plain containers a resumed value may have
 MAX_DEPTH = 16
@@ -66,9 +67,12 @@ def scheduler_members():
 
 def _check_plain(value, source, entry, depth=0):
     """Plain data: None, bool, int, float, str, numeric tensors / numpy values, and lists,
-    tuples and dicts (``Counter`` and ``OrderedDict`` too) of plain data with int or str keys."""
+    tuples and dicts (``Counter`` and ``OrderedDict`` too) of plain data with int or str keys.
+    ``entry`` is the path from the top, as a tuple of keys, formatted only for an error (a
+    file may hold one large key under many references: formatting every path was quadratic)."""
+    entry = (entry, ) if isinstance(entry, str) else entry
     if depth > MAX_DEPTH:
-        raise _refuse(source, entry, f'is nested deeper than {MAX_DEPTH} levels')
+        raise _refuse(source, _path(entry), f'is nested deeper than {MAX_DEPTH} levels')
     if value is None or isinstance(value, (bool, int, float, str)):
         return
     if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
@@ -76,17 +80,21 @@ def _check_plain(value, source, entry, depth=0):
             return
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check_plain(item, source, f'{entry}[{i}]', depth + 1)
+            _check_plain(item, source, entry + (i, ), depth + 1)
         return
     elif isinstance(value, Mapping):
         for key, item in value.items():
             if isinstance(key, bool) or not isinstance(key, (int, str)):
-                raise _refuse(source, entry, f'has a key {key!r} of type '
+                raise _refuse(source, _path(entry), f'has a key {short_repr(key)} of type '
                               f'{type(key).__name__} (keys are str or int)')
-            _check_plain(item, source, f'{entry}[{key!r}]', depth + 1)
+            _check_plain(item, source, entry + (key, ), depth + 1)
         return
-    raise _refuse(source, entry, f'holds a {type(value).__name__}, not plain data (numbers, '
-                  'strings, lists, dicts)')
+    raise _refuse(source, _path(entry), f'holds a {type(value).__name__}, not plain data '
+                  '(numbers, strings, lists, dicts)')
+
+
+def _path(entry):
+    return entry[0] + ''.join(f'[{short_repr(k, 40)}]' for k in entry[1:])
 
 
 def _check_count(meta, key, source, high=None):
@@ -94,7 +102,8 @@ def _check_count(meta, key, source, high=None):
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 \
             or (high is not None and value > high):
         bound = f'in [0, {high}]' if high is not None else '>= 0'
-        raise _refuse(source, f"meta[{key!r}]", f'must be an int {bound}, got {value!r}')
+        raise _refuse(source, f'meta[{short_repr(key, 40)}]', f'must be an int {bound}, got '
+                      f'{short_repr(value)}')
 
 
 def check_meta(meta, source=None):
@@ -109,7 +118,7 @@ def check_meta(meta, source=None):
     if meta.get('seed') is not None:
         _check_count(meta, 'seed', source, 2 ** 32 - 1)
     for key, value in meta.items():
-        _check_plain(value, source, f'meta[{key!r}]')
+        _check_plain(value, source, ('meta', key))
 
 
 def check_scheduler_state(state, source=None, entry='param_schedulers[0]'):
@@ -122,12 +131,52 @@ def check_scheduler_state(state, source=None, entry='param_schedulers[0]'):
     members = scheduler_members()
     for key, value in state.items():
         if not isinstance(key, str):
-            raise _refuse(source, entry, f'has a key {key!r} of type {type(key).__name__} '
-                          '(scheduler states have str keys)')
+            raise _refuse(source, entry, f'has a key {short_repr(key)} of type '
+                          f'{type(key).__name__} (scheduler states have str keys)')
+        at = f'{entry}[{short_repr(key, 40)}]'
         if key.startswith('__') or key in members:
-            raise _refuse(source, f'{entry}[{key!r}]', 'names a method or attribute of the '
-                          'scheduler, which loading the state would replace')
-        _check_plain(value, source, f'{entry}[{key!r}]')
+            raise _refuse(source, at, 'names a method or attribute of the scheduler, which '
+                          'loading the state would replace')
+        _check_plain(value, source, at)
+        _check_scheduler_value(key, value, source, at)
+
+
+#: the types of the entries every MMEngine scheduler state has (``_ParamScheduler.__init__``)
+_SCHEDULER_INTS = {'last_step': -1, '_global_step': -1, 'begin': 0, 'end': 0}
+_SCHEDULER_BOOLS = ('by_epoch', 'verbose', '_get_value_called_within_step')
+_SCHEDULER_VALUES = ('base_values', '_last_value')
+
+
+def _check_scheduler_value(key, value, source, at):
+    """The entries whose type MMEngine fixes, and no NaN anywhere: a str ``last_step`` crashed
+    the scheduler hook after an epoch, a NaN ``gamma`` trained on with lr nan."""
+    if key in _SCHEDULER_INTS and (type(value) is not int or value < _SCHEDULER_INTS[key]):
+        raise _refuse(source, at, f'must be an int >= {_SCHEDULER_INTS[key]}, got '
+                      f'{short_repr(value)}')
+    if key in _SCHEDULER_BOOLS and type(value) is not bool:
+        raise _refuse(source, at, f'must be True or False, got {short_repr(value)}')
+    if key == 'param_name' and type(value) is not str:
+        raise _refuse(source, at, f'must be a str, got {short_repr(value)}')
+    if key in _SCHEDULER_VALUES and (
+            not isinstance(value, (list, tuple)) or not all(
+                type(v) in (int, float) and math.isfinite(v) for v in value)):
+        raise _refuse(source, at, f'must be a list of finite numbers, got {short_repr(value)}')
+    if _has_nan(value):
+        raise _refuse(source, at, 'holds NaN')
+
+
+def _has_nan(value, depth=0):
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, torch.Tensor):
+        return value.is_floating_point() and bool(torch.isnan(value).any())
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind == 'f' and bool(np.isnan(value).any())
+    if depth < MAX_DEPTH and isinstance(value, (list, tuple)):
+        return any(_has_nan(v, depth + 1) for v in value)
+    if depth < MAX_DEPTH and isinstance(value, Mapping):
+        return any(_has_nan(v, depth + 1) for v in value.values())
+    return False
 
 
 def check_scheduler_states(states, source=None, entry='param_schedulers'):
@@ -136,8 +185,9 @@ def check_scheduler_states(states, source=None, entry='param_schedulers'):
     if isinstance(states, Mapping):
         for name, group in states.items():
             if not isinstance(name, str):
-                raise _refuse(source, entry, f'has a key {name!r} (optimizer names are str)')
-            check_scheduler_states(group, source, f'{entry}[{name!r}]')
+                raise _refuse(source, entry, f'has a key {short_repr(name)} (optimizer names '
+                              'are str)')
+            check_scheduler_states(group, source, f'{entry}[{short_repr(name, 40)}]')
         return
     if not isinstance(states, (list, tuple)):
         raise _refuse(source, entry, 'must be a list of scheduler states (or a dict of such '
@@ -154,7 +204,8 @@ def check_learning_rates(lrs, source=None, entry='initial_lrs'):
     for i, lr in enumerate(lrs):
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
                 or lr < 0:
-            raise _refuse(source, f'{entry}[{i}]', f'must be a finite number >= 0, got {lr!r}')
+            raise _refuse(source, f'{entry}[{i}]', 'must be a finite number >= 0, got '
+                          f'{short_repr(lr)}')
 
 
 def _drop_config(meta, source):

@@ -26,7 +26,7 @@ from mmrecprune.methods.l1_baselines import L1GlobalPruner, L1UniformPruner
 from mmrecprune.registry import PRUNERS
 from mmrecprune.sparsity.activation_importance import consumer_input_energy
 from mmrecprune.sparsity.bn_recalibration import recalibrate_batchnorm
-from mmrecprune.sparsity.state_checks import check_bool_masks, check_int, check_keys, refuse
+from mmrecprune.sparsity.state_checks import check_bool_masks, check_int, check_keys, check_same
 from mmrecprune.sparsity.least_squares import (check_reconstruction, following_norms,
                                                reconstruct_consumers)
 
@@ -221,8 +221,7 @@ class PostTrainingPruner(BasePruner):
         pruner's :meth:`state_dict` would not write for this model; changes nothing."""
         owner = type(self).__name__
         check_keys(state, owner, ('method', 'step', 'masks'))
-        if state['method'] != self.method:
-            raise refuse(owner, 'method', f'is {state["method"]!r}, not {self.method!r}')
+        check_same(state['method'], self.method, owner, 'method')
         check_int(state['step'], owner, 'step', 0, 1)
         check_bool_masks(state['masks'], owner, 'masks',
                          {g.name: g.num_channels for g in self.groups})

@@ -35,9 +35,9 @@ from mmrecprune.sparsity import (CHANNEL_PARAMS, ChannelCostModel, ChannelGradie
                                  CostSchedule, GradientScores, SoftChannelMasks, ZEROED_KINDS,
                                  check_criterion, check_schedule_args, find_channel_groups,
                                  group_importances, unscaled_gradients)
-from mmrecprune.sparsity.state_checks import (FIX, PrunerStateError, check_bool_masks,
-                                              check_float, check_gradient_scores,
-                                              check_history, check_int, check_keys)
+from mmrecprune.sparsity.state_checks import (check_bool_masks, check_float,
+                                              check_gradient_scores, check_history, check_int,
+                                              check_keys, check_same, refuse)
 
 
 class StructuredPruner(SlimmingMixin, ChannelPruner):
@@ -358,15 +358,15 @@ class StructuredPruner(SlimmingMixin, ChannelPruner):
                                   'protected', 'backups'),
                    ('fraction', 'present', 'history', 'grad_stats', 'gradient_scores'))
         for key in ('method', 'metric', 'num_steps'):
-            if state[key] != getattr(self, key):
-                raise PrunerStateError(
-                    f'pruning state was saved with {key}={state[key]!r}, this run has '
-                    f'{key}={getattr(self, key)!r}; {FIX}')
+            check_same(state[key], getattr(self, key), owner, key)
         groups = {g.name: g.num_channels for g in self.groups}
-        if not isinstance(state['groups'], Mapping) or dict(state['groups']) != groups:
-            raise PrunerStateError(
-                'pruning state was saved for other channel groups: '
-                f'{sorted(map(str, state["groups"]))[:4]}... vs {sorted(groups)[:4]}...; {FIX}')
+        saved = state['groups']
+        if not isinstance(saved, dict) or not all(
+                type(k) is str and type(v) is int for k, v in saved.items()):
+            check_same(saved, groups, owner, 'groups')  # refuses: other types
+        if saved != groups:
+            raise refuse(owner, 'groups', 'was saved for other channel groups: '
+                         f'{sorted(saved)[:4]}... vs {sorted(groups)[:4]}...')
         check_int(state['step'], owner, 'step', 0, self.num_steps)
         if 'fraction' in state:
             check_float(state['fraction'], owner, 'fraction', 0.0)

@@ -10,6 +10,7 @@ and the fix. Plain PyTorch, like the rest of the engine.
 from __future__ import annotations
 
 import math
+import reprlib
 from typing import Iterable, Mapping
 
 import torch
@@ -28,11 +29,32 @@ def refuse(owner: str, entry: str, problem: str) -> PrunerStateError:
     return PrunerStateError(f'{owner}: pruning state entry {entry!r} {problem}; {FIX}')
 
 
-def _describe(value) -> str:
+# A state from a file may share one large value at every level: repr only a bounded part of it
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 40, 40, 40
+
+
+def describe(value) -> str:
+    """A short description of ``value`` for messages, built only as far as it is shown."""
     if isinstance(value, torch.Tensor):
         return f'a {value.dtype} tensor of shape {tuple(value.shape)}'
-    text = repr(value)
-    return f'{type(value).__name__} {text[:60] + "..." if len(text) > 60 else text}'
+    return f'{type(value).__name__} {_SHORT.repr(value)}'
+
+
+_describe = describe
+
+
+def check_same(value, expected, owner: str, entry: str):
+    """``value`` equal to ``expected`` (a plain scalar, or a dict of them) and of its type:
+    the type first, so that a tensor or list from a file is refused, not compared."""
+    same_type = type(value) is type(expected)
+    if same_type and isinstance(expected, dict):
+        same_type = all(type(k) is str and type(v) is type(expected.get(k)) for k, v in
+                        value.items())
+    if not same_type or value != expected:
+        raise refuse(owner, entry, f'was saved as {describe(value)}, this run has '
+                     f'{describe(expected)}')
+    return value
 
 
 def check_keys(state, owner: str, required: Iterable[str], optional: Iterable[str] = (),

@@ -75,6 +75,18 @@ PSAP_ATTACKS = {
     'backup of the wrong shape': (lambda s: s['backups'].__setitem__(
         next(iter(s['backups'])), torch.zeros(1)), r"backups\[.*must have shape"),
     'unknown key': (lambda s: s.__setitem__('__class__', 'x'), 'unknown keys'),
+    # compared with the run's values only once their types match: a tensor is refused
+    'num_steps as a tensor': (lambda s: s.__setitem__('num_steps', torch.tensor([3, 3])),
+                              "'num_steps' was saved as a torch.int64 tensor"),
+    'num_steps as a one-element tensor': (lambda s: s.__setitem__('num_steps', torch.tensor(3)),
+                                          "'num_steps' was saved as a torch.int64 tensor"),
+    'group widths as tensors': (lambda s: s['groups'].update(
+        {k: torch.tensor([8, 8]) for k in s['groups']}), "'groups' was saved as dict"),
+    # one large value shared at every position: the message shows a bounded part of it
+    'method shared a thousand times': (lambda s: s.__setitem__('method', ['A' * 2 ** 20] * 1000),
+                                       r"'method' was saved as list \['AAA"),
+    'history shared a thousand times': (lambda s: s.__setitem__(
+        'history', [['A' * 2 ** 20] * 1000]), r"'history\[0\]' must be a dict"),
 }
 
 
@@ -201,9 +213,20 @@ def test_scheduler_states_may_not_name_scheduler_members():
             check_scheduler_state(dict(good, **{key: 1}))
     with pytest.raises(ResumeStateError, match='not plain data'):
         check_scheduler_state(dict(good, gamma=object()))
+    for key, value, message in (('last_step', 'abc', 'must be an int >= -1'),
+                                ('end', 1.5, 'must be an int >= 0'),
+                                ('by_epoch', 'yes', 'must be True or False'),
+                                ('param_name', 7, 'must be a str'),
+                                ('base_values', [math.inf], 'must be a list of finite numbers'),
+                                ('gamma', math.nan, 'holds NaN')):
+        with pytest.raises(ResumeStateError, match=rf"\['{key}'\] {message}"):
+            check_scheduler_state(dict(good, **{key: value}))
     for meta, message in ((dict(epoch=1, iter=-1000), r"meta\['iter'\] must be an int >= 0"),
                           (dict(epoch='abc', iter=2), r"meta\['epoch'\] must be an int"),
-                          (dict(seed=2 ** 40), r"meta\['seed'\]")):
+                          (dict(seed=2 ** 40), r"meta\['seed'\]"),
+                          # one large value shared a thousand times: a bounded message
+                          (dict(epoch=['A' * 2 ** 20] * 1000),
+                           r"meta\['epoch'\] must be an int >= 0, got \['AAA.{,80}\.\.\.; ")):
         with pytest.raises(ResumeStateError, match=message):
             check_resume_state(dict(meta=meta, param_schedulers=[good]), 'ckpt.pth')
     with pytest.raises(ResumeStateError, match='dict of such lists'):
