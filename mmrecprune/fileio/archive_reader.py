@@ -18,15 +18,19 @@ them and build the result with our code:
   :mod:`mmrecprune.fileio.mmengine_records`), whose handlers return inert records.
 
 Bounds: every record is stored (not compressed), read once, and the bytes read never exceed the
-file's size; the pickle stream is read with explicit lengths and makes at most one container
-(dict, list, tuple, object) per 8 of its bytes while it is read (torch.save writes one per 19 or
-more); dict keys are scalars, at most 8 of one hash in a dict (equal hashes make insertion
-quadratic); refusal messages show values built only to 80 characters; the object tree (counted
-with repetitions, as a deep copy would make it) is bounded by the stream's size and nested at
-most :data:`MAX_DEPTH` deep; the tensors' bytes (each distinct tensor once) are bounded by the
-storages' bytes. So peak memory stays within a small multiple of the file's size (about 11x at
-worst, for a stream of empty containers), and a file that breaks any rule raises
-:class:`UnsafeCheckpointError` before the caller sees anything.
+file's size; the pickle stream is read with explicit lengths, and every object it makes or grows
+is charged as made (``sys.getsizeof``, rounding, stack slot, a tensor's or record's hidden
+parts; see :class:`~.pickle_reader.MemoryBudget`), refused above 24 bytes per byte of stream plus
+8 MiB (torch.save's own streams measure 11.6x for a training checkpoint, 14-15.3x for tickets
+and a ResNet-50 state_dict: tuples and tensors its memo keeps); dict keys are scalars, at most 8
+of one hash in a dict (equal hashes make insertion quadratic); refusal messages show values
+built only to 80 characters; the object tree (counted with repetitions, as a deep copy would
+make it) is bounded by the stream's size and nested at most :data:`MAX_DEPTH` deep, and each
+distinct tuple or record is rebuilt once (on the same budget), so sharing is kept, never
+multiplied; the tensors' bytes (each distinct tensor once) are bounded by the storages' bytes.
+So the objects made stay within 24x the stream plus 8 MiB, plus the storages' bytes (a
+one-entry dict per 8 bytes of stream, the worst found, peaks at about 22x), and a file that
+breaks any rule raises :class:`UnsafeCheckpointError` before the caller sees anything.
 
 Where each rule lives: :mod:`.archive_records` (the zip container and the bytes read),
 :mod:`.pickle_reader` (the opcodes), :mod:`.plain_globals` (the closed table: tensors,
@@ -41,7 +45,7 @@ import torch
 from .archive_records import ArchiveBudget, open_archive
 from .archive_values import (Global, Record, Storage, UnsafeCheckpointError, check_int,
                              check_int_tuple, one_of, refuse, same, short_repr)
-from .pickle_reader import read_pickle
+from .pickle_reader import MemoryBudget, object_bytes, read_pickle
 from .plain_globals import PLAIN_GLOBALS, STORAGE_DTYPES
 
 __all__ = ['read_archive', 'UnsafeCheckpointError', 'Global', 'Storage', 'Record', 'check_int',
@@ -77,8 +81,9 @@ def read_archive(source, extra_globals=None):
                    'little-endian one')
         stream = budget.read('data.pkl')
         handlers = dict(PLAIN_GLOBALS, **(extra_globals or {}))
+        memory = MemoryBudget(len(stream))  # the reader's objects, then the finisher's
         try:
-            tree = read_pickle(stream, handlers, budget.storage)
+            tree = read_pickle(stream, handlers, budget.storage, memory)
         except (RecursionError, MemoryError, OverflowError, struct.error) as err:
             refuse(f'malformed pickle stream: {type(err).__name__}')
     finally:
@@ -86,17 +91,29 @@ def read_archive(source, extra_globals=None):
             zf.close()
     storage_bytes = sum(s.numel * torch.empty(0, dtype=s.dtype).element_size()
                         for s in budget.storages.values())
-    return _Finisher(NODES_PER_BYTE * len(stream) + 1000, storage_bytes).finish(tree)
+    return _Finisher(NODES_PER_BYTE * len(stream) + 1000, storage_bytes, memory).run(tree)
 
 
 class _Finisher:
     """Walks the loaded tree as a deep copy would (repeated references counted each time),
-    bounds its size and depth and the tensors' bytes, and finishes records bottom-up."""
+    bounds its size and depth and the tensors' bytes, and finishes records bottom-up. Each
+    distinct tuple or record is rebuilt once and shared as in the file: the walk counts
+    repetitions as work, never copies them."""
 
-    def __init__(self, max_nodes, storage_bytes):
+    def __init__(self, max_nodes, storage_bytes, memory):
         self.nodes_left = max_nodes
         self.tensor_bytes_left = storage_bytes
-        self.seen_tensors, self.finished = set(), {}
+        self.memory = memory
+        self.seen_tensors = set()
+        # id(original) -> (original, rebuilt): the original is kept so its id is not reused
+        # by an object made during the walk (a list's old items are dropped as it is rebuilt)
+        self.rebuilt = {}
+
+    def run(self, tree):
+        try:
+            return self.finish(tree)
+        finally:
+            self.rebuilt.clear()  # the memo lives only during the walk
 
     def finish(self, obj, depth=0):
         self.nodes_left -= 1
@@ -120,14 +137,31 @@ class _Finisher:
                 obj[key] = self.finish(obj[key], depth + 1)
             return obj
         if kind is list:
-            obj[:] = [self.finish(v, depth + 1) for v in obj]
+            for i, item in enumerate(obj):  # in place: no second list of a long one
+                new = self.finish(item, depth + 1)
+                if new is not item:
+                    obj[i] = new
             return obj
         if kind is tuple:
-            return tuple(self.finish(v, depth + 1) for v in obj)
+            # walked at every reference (to count it and its depth there), rebuilt once
+            items = [self.finish(v, depth + 1) for v in obj]
+            if all(new is old for new, old in zip(items, obj)):
+                return obj  # nothing in it was a record: the file's own tuple
+            if id(obj) not in self.rebuilt:
+                self._remember(obj, tuple(items))
+            return self.rebuilt[id(obj)][1]
         if isinstance(obj, Record):
-            if id(obj) not in self.finished:
+            if id(obj) not in self.rebuilt:
                 for name in obj.parts():
                     setattr(obj, name, self.finish(getattr(obj, name), depth + 1))
-                self.finished[id(obj)] = obj.finish()
-            return self.finished[id(obj)]
+                self._remember(obj, obj.finish())
+            return self.rebuilt[id(obj)][1]
         refuse(f'the file holds {short_repr(obj)}, which is not data')
+
+    def _remember(self, obj, new):
+        # the new object and its memo entry (a pair, an id, a dict slot), on the reader's bill
+        self.memory.charge(object_bytes(new) + _MEMO_ENTRY_BYTES)
+        self.rebuilt[id(obj)] = (obj, new)
+
+
+_MEMO_ENTRY_BYTES = 64 + 32 + 64

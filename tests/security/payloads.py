@@ -187,6 +187,16 @@ def payloads(marker):
             {}),
         'stream of empty dicts (each byte a 64-byte object)': (
             b'(' + b'}' * (2 * 2 ** 20) + b't', {}),
+        # the finisher once copied a shared tuple at every reference (40 tuples per GET)
+        'many references to one shared nested tuple': (
+            b']' + b'(N' + b'\x85' * 40 + b'q\x00' + b'h\x00' * 750_000 + b'e', {}),
+        # 8 bytes each: one container per 8 bytes passed; a dict is 184-224 bytes (+ the
+        # hash counts once kept for every dict with an int key)
+        'one-entry dicts with int keys (8 stream bytes, ~310 of objects)': (
+            b'(' + b''.join(b'}J' + struct.pack('<i', 1000 + k) + b'Ns'
+                            for k in range(200_000)) + b't', {}),
+        'one-entry dicts with str keys (9 stream bytes, ~290 of objects)': (
+            b'(' + (b'}' + s('k') + b'Ns') * 200_000 + b't', {}),
     }
 
 
