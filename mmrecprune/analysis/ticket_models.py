@@ -7,6 +7,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from mmrecprune.cli import CLIError, check_input_file, load_config
 from mmrecprune.models.pruned_backbone import build_backbone_from_ticket
+from mmrecprune.models.pruned_backbone.ticket_backbone import state_dict_bytes
 from mmrecprune.sparsity import count_flops_params
 from mmrecprune.ticket_schema import build_ticket_backbone
 from mmrecprune.tickets import clean_backbone_cfg, load_ticket
@@ -24,8 +25,7 @@ def _build(cfg, max_gb=None):
     dense backbone of hundreds of GB."""
     cfg = clean_backbone_cfg(cfg)
     if max_gb is not None:
-        size = sum(t.numel() * t.element_size()
-                   for t in build_ticket_backbone(cfg, device='meta').state_dict().values())
+        size = state_dict_bytes(build_ticket_backbone(cfg, device='meta').state_dict())
         if size > max_gb * 2 ** 30:
             raise CLIError(
                 f'the ticket\'s dense backbone ({cfg["type"]}, '

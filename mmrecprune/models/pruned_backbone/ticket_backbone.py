@@ -81,10 +81,11 @@ def _build_fitting(cfg, ticket):
     tensors the file holds."""
     check_state_dict(ticket.state_dict, 'ticket')
     backbone = build_ticket_backbone(cfg, device='meta')
-    dense_bytes = _bytes(backbone.state_dict())
+    dense_bytes = state_dict_bytes(backbone.state_dict())
     _apply_structure(backbone, ticket, cfg)  # reshaped layers get meta tensors too
     _check_fits(backbone, ticket.state_dict, cfg)
-    if dense_bytes <= max(_DENSE_PER_TICKET * _bytes(ticket.state_dict), _DENSE_ALWAYS):
+    held_bytes = state_dict_bytes(ticket.state_dict)
+    if dense_bytes <= max(_DENSE_PER_TICKET * held_bytes, _DENSE_ALWAYS):
         backbone = build_ticket_backbone(cfg)
         _apply_structure(backbone, ticket, cfg)
     else:
@@ -101,7 +102,8 @@ def _build_fitting(cfg, ticket):
     return backbone
 
 
-def _bytes(state_dict):
+def state_dict_bytes(state_dict):
+    """The bytes of a state_dict's tensors (meta tensors too: their would-be size)."""
     return sum(t.numel() * t.element_size() for t in state_dict.values())
 
 
